@@ -1,0 +1,50 @@
+# hubferry's vocabulary. `make run` and `make test` are all a new machine needs.
+
+CARGO ?= cargo
+# Debian packages the integration tests drive for real: the upstream registry (distribution),
+# nginx as the blob CDN, skopeo as the client, openssl for test keys and certificates.
+TEST_PACKAGES := docker-registry nginx-light skopeo openssl curl ca-certificates
+RUN_ARGS ?=
+
+.PHONY: build run test test-unit test-integration deps lint fmt clean
+
+build:
+	$(CARGO) build --release --locked
+
+run: build
+	./target/release/hubferry $(RUN_ARGS)
+
+test: deps
+	$(CARGO) test --locked --all-targets
+
+test-unit:
+	$(CARGO) test --locked --lib --bins
+
+test-integration: deps
+	$(CARGO) test --locked --test integration
+
+# Installs missing test packages when run as root (CI, fresh machines); otherwise says what is
+# missing so the tests' own error makes sense.
+deps:
+	@missing=""; \
+	for pkg in $(TEST_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+		else \
+			echo "missing Debian packages:$$missing (run 'make test' as root, or: sudo apt-get install$$missing)"; \
+		fi; \
+	fi
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,119 @@
+//! The one error type of the request path, and the one place that decides which status and
+//! registry-style JSON body (`{"errors":[{"code","message","detail"}]}`) each error becomes.
+
+use actix_web::{http::StatusCode, HttpResponse, ResponseError};
+use derive_more::{Display, Error};
+use serde_json::json;
+
+/// Which upstream host an error came from; named in every message so an operator reading the
+/// log knows where to look.
+pub type UpstreamName = &'static str;
+
+#[derive(Debug, Display, Error)]
+pub enum ProxyError {
+    /// The upstream could not be reached at all (refused, reset, DNS, TLS).
+    #[display("cannot reach upstream {upstream} ({url}): {reason}")]
+    Unreachable {
+        upstream: UpstreamName,
+        url: String,
+        #[error(not(source))]
+        reason: String,
+    },
+    /// The upstream did not connect or answer in time.
+    #[display("upstream {upstream} ({url}) did not {phase} within {limit:?}")]
+    Timeout {
+        upstream: UpstreamName,
+        url: String,
+        phase: &'static str,
+        limit: std::time::Duration,
+    },
+    /// A redirect chain that does not end: a loop or more hops than allowed.
+    #[display("upstream {upstream}: {reason}")]
+    BadRedirect {
+        upstream: UpstreamName,
+        #[error(not(source))]
+        reason: String,
+    },
+    /// The request cannot be forwarded as it is (a path or query that is not a valid URL).
+    #[display("bad request: {_0}")]
+    BadRequest(#[error(not(source))] String),
+    /// Docker Hub does not serve the catalog, so neither do we.
+    #[display("the catalog is not available through this mirror")]
+    CatalogUnsupported,
+}
+
+impl ProxyError {
+    /// The registry error code clients print (distribution spec error codes).
+    fn code(&self) -> &'static str {
+        match self {
+            ProxyError::Unreachable { .. }
+            | ProxyError::Timeout { .. }
+            | ProxyError::BadRedirect { .. } => "UNAVAILABLE",
+            ProxyError::BadRequest(_) => "NAME_INVALID",
+            ProxyError::CatalogUnsupported => "UNSUPPORTED",
+        }
+    }
+}
+
+impl ResponseError for ProxyError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ProxyError::Unreachable { .. } | ProxyError::BadRedirect { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::CatalogUnsupported => StatusCode::NOT_FOUND,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            log::warn!("{self}");
+        } else {
+            log::info!("{self}");
+        }
+        HttpResponse::build(status).json(json!({
+            "errors": [{ "code": self.code(), "message": self.to_string(), "detail": null }]
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::to_bytes;
+
+    #[actix_rt::test]
+    async fn errors_become_registry_json() {
+        let err = ProxyError::Unreachable {
+            upstream: "registry",
+            url: "https://registry-1.docker.io/v2/".into(),
+            reason: "connection refused".into(),
+        };
+        let res = err.error_response();
+        assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+        let body = to_bytes(res.into_body()).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["errors"][0]["code"], "UNAVAILABLE");
+        let message = body["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains("registry") && message.contains("connection refused"));
+    }
+
+    #[test]
+    fn statuses() {
+        let timeout = ProxyError::Timeout {
+            upstream: "auth",
+            url: "x".into(),
+            phase: "answer",
+            limit: std::time::Duration::from_secs(1),
+        };
+        assert_eq!(timeout.status_code(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            ProxyError::CatalogUnsupported.status_code(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(ProxyError::CatalogUnsupported.code(), "UNSUPPORTED");
+    }
+}

@@ -1,0 +1,210 @@
+//! The redirect resolver: Docker Hub answers blob GETs with a 307 to a signed CDN URL, which
+//! clients behind the mirror cannot reach. We follow such redirects ourselves so the client
+//! only ever sees the final answer (200, 206, 304, 404 ...).
+
+use actix_web::http::{header, Method, StatusCode};
+use url::Url;
+
+use crate::{
+    config::{RedirectPolicy, Timeouts},
+    error::ProxyError,
+    headers,
+    upstream::{self, Outgoing, RequestBody, UpstreamResponse},
+};
+
+/// What following produced: the final response and how many redirects it took.
+pub struct Followed {
+    pub response: UpstreamResponse,
+    pub hops: u32,
+}
+
+/// Statuses we follow. The seed's nginx config follows only 301/302/307; 303 and 308 mean
+/// the same thing for a GET or HEAD.
+pub fn is_followed_redirect(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
+}
+
+/// Resolves a `Location` value (absolute, or relative to the URL that answered) and refuses
+/// anything that is not http(s).
+pub fn resolve_location(current: &Url, location: &str) -> Result<Url, String> {
+    let next = current
+        .join(location.trim())
+        .map_err(|e| format!("invalid redirect Location {location:?}: {e}"))?;
+    if !matches!(next.scheme(), "http" | "https") || next.host_str().is_none() {
+        return Err(format!(
+            "refusing redirect to {next}: only http(s) URLs are followed"
+        ));
+    }
+    Ok(next)
+}
+
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// The request for the next hop: a 303 turns a GET into a GET (HEAD stays HEAD); leaving the
+/// origin drops credentials and changes `Host`. Once credentials are dropped they stay dropped.
+pub fn next_hop(current: &Outgoing, status: StatusCode, next: Url) -> Outgoing {
+    let mut out = current.clone();
+    if status == StatusCode::SEE_OTHER && out.method != Method::HEAD {
+        out.method = Method::GET;
+    }
+    let host = headers::host_header(&next);
+    if same_origin(&current.url, &next) {
+        if let Ok(value) = host.parse() {
+            out.headers.insert(header::HOST, value);
+        }
+    } else {
+        headers::cross_origin_hop(&mut out.headers, &host);
+        out.upstream = "blob CDN";
+    }
+    out.url = next;
+    out
+}
+
+/// Sends a bodiless GET or HEAD and follows redirects up to `policy.max_hops`. A loop or a
+/// chain that is too long is an error (502): the client must never be handed the CDN URL.
+pub async fn follow(
+    client: &awc::Client,
+    first: Outgoing,
+    policy: &RedirectPolicy,
+    timeouts: &Timeouts,
+) -> Result<Followed, ProxyError> {
+    let mut current = first;
+    let mut visited = vec![current.url.clone()];
+    let mut hops = 0;
+    loop {
+        let mut response = upstream::send(client, &current, RequestBody::None, timeouts).await?;
+        let status = response.status();
+        if !is_followed_redirect(status) {
+            return Ok(Followed { response, hops });
+        }
+        let Some(location) = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok().map(str::to_owned))
+        else {
+            // Nothing to follow: pass the answer on as it is.
+            return Ok(Followed { response, hops });
+        };
+        let bad = |reason: String| ProxyError::BadRedirect {
+            upstream: current.upstream,
+            reason,
+        };
+        let next = resolve_location(&current.url, &location).map_err(bad)?;
+        if visited.contains(&next) {
+            return Err(bad(format!("redirect loop at {next}")));
+        }
+        if hops >= policy.max_hops {
+            return Err(bad(format!(
+                "more than {} redirects (last to {next})",
+                policy.max_hops
+            )));
+        }
+        // Read the (small) redirect body so the connection can go back to the pool.
+        let _ = actix_rt::time::timeout(timeouts.body_idle, response.body().limit(64 * 1024)).await;
+        hops += 1;
+        log::debug!("{} {} -> {status} -> {next}", current.method, current.url);
+        current = next_hop(&current, status, next.clone());
+        visited.push(next);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::HeaderMap;
+
+    fn outgoing(url: &str) -> Outgoing {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, "Bearer t".parse().unwrap());
+        headers.insert(header::RANGE, "bytes=100-".parse().unwrap());
+        headers.insert(header::HOST, "registry.example".parse().unwrap());
+        Outgoing {
+            upstream: "registry",
+            method: Method::GET,
+            url: Url::parse(url).unwrap(),
+            headers,
+        }
+    }
+
+    #[test]
+    fn follows_the_usual_redirect_statuses_only() {
+        for code in [301, 302, 303, 307, 308] {
+            assert!(is_followed_redirect(StatusCode::from_u16(code).unwrap()));
+        }
+        for code in [200, 206, 304, 300, 305, 404] {
+            assert!(!is_followed_redirect(StatusCode::from_u16(code).unwrap()));
+        }
+    }
+
+    #[test]
+    fn locations_resolve_against_the_request_url() {
+        let base = Url::parse("https://registry.example/v2/a/blobs/sha256:1").unwrap();
+        assert_eq!(
+            resolve_location(&base, "/data/x?sig=1").unwrap().as_str(),
+            "https://registry.example/data/x?sig=1"
+        );
+        assert_eq!(
+            resolve_location(&base, "other").unwrap().as_str(),
+            "https://registry.example/v2/a/blobs/other"
+        );
+        assert_eq!(
+            resolve_location(&base, "https://cdn.example/b?verify=1-2")
+                .unwrap()
+                .as_str(),
+            "https://cdn.example/b?verify=1-2"
+        );
+        assert!(resolve_location(&base, "file:///etc/passwd").is_err());
+        assert!(resolve_location(&base, "ftp://cdn.example/x").is_err());
+        assert!(resolve_location(&base, "http://[::1").is_err());
+    }
+
+    #[test]
+    fn cross_origin_hop_drops_authorization_keeps_range() {
+        let first = outgoing("https://registry.example/v2/a/blobs/sha256:1");
+        let next = next_hop(
+            &first,
+            StatusCode::TEMPORARY_REDIRECT,
+            Url::parse("https://cdn.example:8443/blob?sig=1").unwrap(),
+        );
+        assert!(next.headers.get(header::AUTHORIZATION).is_none());
+        assert_eq!(next.headers.get(header::HOST).unwrap(), "cdn.example:8443");
+        assert_eq!(next.headers.get(header::RANGE).unwrap(), "bytes=100-");
+        assert_eq!(next.upstream, "blob CDN");
+        assert_eq!(next.method, Method::GET);
+    }
+
+    #[test]
+    fn same_origin_hop_keeps_authorization() {
+        let first = outgoing("https://registry.example/v2/a/blobs/sha256:1");
+        let next = next_hop(
+            &first,
+            StatusCode::MOVED_PERMANENTLY,
+            Url::parse("https://registry.example/v2/b/blobs/sha256:1").unwrap(),
+        );
+        assert_eq!(next.headers.get(header::AUTHORIZATION).unwrap(), "Bearer t");
+        assert_eq!(next.upstream, "registry");
+    }
+
+    #[test]
+    fn see_other_turns_get_into_get_and_keeps_head() {
+        let mut first = outgoing("https://registry.example/x");
+        let url = Url::parse("https://registry.example/y").unwrap();
+        assert_eq!(
+            next_hop(&first, StatusCode::SEE_OTHER, url.clone()).method,
+            Method::GET
+        );
+        first.method = Method::HEAD;
+        assert_eq!(
+            next_hop(&first, StatusCode::SEE_OTHER, url.clone()).method,
+            Method::HEAD
+        );
+        assert_eq!(
+            next_hop(&first, StatusCode::TEMPORARY_REDIRECT, url).method,
+            Method::HEAD
+        );
+    }
+}

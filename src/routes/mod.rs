@@ -1,0 +1,192 @@
+//! The routes, one file per endpoint family, and `forward`: the phases every proxied request
+//! goes through (upstream request filter → send, following redirects where the route says →
+//! upstream response filter → streamed relay).
+
+mod registry;
+mod search;
+mod token;
+
+use std::sync::Arc;
+
+use actix_web::{
+    http::{header, Method},
+    web, HttpMessage, HttpRequest, HttpResponse,
+};
+use url::Url;
+
+use crate::{
+    config::Config,
+    error::{ProxyError, UpstreamName},
+    headers::{self, Downstream},
+    redirect,
+    upstream::{self, Outgoing, RequestBody},
+};
+
+/// What each worker holds: its own upstream client (awc clients are not `Send`) and the
+/// shared configuration.
+pub struct Proxy {
+    pub client: awc::Client,
+    pub config: Arc<Config>,
+}
+
+/// Which upstream answered a request and how many redirects were followed, for the access log.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTrace {
+    pub upstream: UpstreamName,
+    pub redirects: u32,
+}
+
+/// The seed's locations, in the order nginx would pick them.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v2/_catalog", web::to(registry::catalog))
+        .route("/v2{rest:(/.*)?}", web::to(registry::v2))
+        .route("/token", web::to(token::token))
+        .route("/v1/search", web::to(search::search))
+        .default_service(web::to(registry::other));
+}
+
+/// How a route treats the exchange it forwards.
+#[derive(Debug, Clone, Copy)]
+struct RoutePolicy {
+    upstream: UpstreamName,
+    /// Follow 3xx answers to GET/HEAD ourselves (blob downloads redirect to the CDN).
+    follow_redirects: bool,
+    /// Rewrite `WWW-Authenticate` challenges and `Location`s that point at the upstream.
+    rewrite_to_mirror: bool,
+}
+
+/// The upstream URL for a request: the upstream base (which may carry a path prefix), then the
+/// client's path and query exactly as they arrived (still percent-encoded).
+fn upstream_url(base: &Url, path_and_query: &str) -> Result<Url, ProxyError> {
+    let joined = format!("{}{}", base.as_str().trim_end_matches('/'), path_and_query);
+    Url::parse(&joined)
+        .map_err(|e| ProxyError::BadRequest(format!("cannot forward {path_and_query:?}: {e}")))
+}
+
+/// The origin clients use to reach us: the configured public URL, else the request's own
+/// `Host`, as the seed's `https://$host/token` does.
+fn public_base(req: &HttpRequest, config: &Config) -> String {
+    if let Some(url) = &config.public_url {
+        return url.as_str().trim_end_matches('/').to_owned();
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| config.listen.to_string());
+    format!("{}://{host}", downstream_proto(req))
+}
+
+fn downstream_proto(req: &HttpRequest) -> &'static str {
+    if req.app_config().secure() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+async fn forward(
+    req: &HttpRequest,
+    payload: web::Payload,
+    proxy: &Proxy,
+    url: Url,
+    policy: RoutePolicy,
+) -> Result<HttpResponse, ProxyError> {
+    let config = &proxy.config;
+    let downstream = Downstream {
+        peer_ip: req.peer_addr().map(|addr| addr.ip()),
+        proto: downstream_proto(req),
+    };
+    let out = Outgoing {
+        upstream: policy.upstream,
+        method: req.method().clone(),
+        headers: headers::upstream_request_headers(
+            req.headers(),
+            downstream,
+            &headers::host_header(&url),
+        ),
+        url,
+    };
+    let mut trace = UpstreamTrace {
+        upstream: policy.upstream,
+        redirects: 0,
+    };
+    req.extensions_mut().insert(trace);
+    let body = RequestBody::from_client(req.headers(), payload)?;
+    let followable =
+        matches!(body, RequestBody::None) && matches!(out.method, Method::GET | Method::HEAD);
+    let response = if policy.follow_redirects && followable {
+        let followed =
+            redirect::follow(&proxy.client, out, &config.redirect, &config.timeouts).await?;
+        trace.redirects = followed.hops;
+        req.extensions_mut().insert(trace);
+        followed.response
+    } else {
+        upstream::send(&proxy.client, &out, body, &config.timeouts).await?
+    };
+
+    let mut headers = headers::client_response_headers(response.headers());
+    if policy.rewrite_to_mirror {
+        rewrite_to_mirror(&mut headers, req, config);
+    }
+    Ok(upstream::relay(
+        response,
+        req.method(),
+        headers,
+        &config.timeouts,
+        policy.upstream,
+    ))
+}
+
+/// Upstream response filter for registry routes: every Bearer challenge names our `/token`,
+/// and absolute `Location`s on the registry come back through us.
+fn rewrite_to_mirror(headers: &mut header::HeaderMap, req: &HttpRequest, config: &Config) {
+    let base = public_base(req, config);
+    let realm = format!("{base}/token");
+    let challenges: Vec<_> = headers.get_all(header::WWW_AUTHENTICATE).cloned().collect();
+    if !challenges.is_empty() {
+        headers.remove(header::WWW_AUTHENTICATE);
+        for value in challenges {
+            let rewritten = value
+                .to_str()
+                .ok()
+                .and_then(|v| headers::rewrite_challenge(v, &realm))
+                .and_then(|v| header::HeaderValue::from_str(&v).ok())
+                .unwrap_or(value);
+            headers.append(header::WWW_AUTHENTICATE, rewritten);
+        }
+    }
+    let location = headers
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| headers::public_location(v, &config.upstream.registry, &base))
+        .and_then(|v| header::HeaderValue::from_str(&v).ok());
+    if let Some(location) = location {
+        headers.insert(header::LOCATION, location);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_url_keeps_path_and_query_raw() {
+        let base = Url::parse("https://registry-1.docker.io").unwrap();
+        assert_eq!(
+            upstream_url(&base, "/v2/library/alpine/manifests/latest?ns=docker.io")
+                .unwrap()
+                .as_str(),
+            "https://registry-1.docker.io/v2/library/alpine/manifests/latest?ns=docker.io"
+        );
+        let prefixed = Url::parse("http://127.0.0.1:8080/mirror").unwrap();
+        assert_eq!(
+            upstream_url(&prefixed, "/v2/a%2Fb/tags/list?n=10&last=x")
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:8080/mirror/v2/a%2Fb/tags/list?n=10&last=x"
+        );
+    }
+}

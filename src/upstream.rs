@@ -1,0 +1,389 @@
+//! The per-worker upstream client: building it (rustls, timeouts, no redirects), sending one
+//! request, and relaying the answer to the client as a stream that keeps the upstream length.
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use actix_rt::time::{sleep, Sleep};
+use actix_web::{
+    body::{BodyStream, None as NoBody, SizedStream},
+    error::PayloadError,
+    http::{header, header::HeaderMap, Method, StatusCode},
+    web, HttpResponse,
+};
+use awc::error::{ConnectError, SendRequestError};
+use bytes::Bytes;
+use futures_util::Stream;
+use rustls::{pki_types::CertificateDer, ClientConfig, RootCertStore};
+use url::Url;
+
+use crate::{
+    config::Timeouts,
+    error::{ProxyError, UpstreamName},
+};
+
+/// TLS settings shared by every worker's client: the standard web roots (so a fresh machine
+/// needs no system OpenSSL or CA bundle) plus the operator's extra CAs. HTTP/1.1 only: one
+/// pooled connection per stream keeps flow control simple and per-stream memory small.
+pub fn tls_config(extra_roots: &[CertificateDer<'static>]) -> Result<Arc<ClientConfig>, String> {
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for cert in extra_roots {
+        roots
+            .add(cert.clone())
+            .map_err(|e| format!("upstream.ca_file: unusable certificate: {e}"))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS set-up failed: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// One worker's client. Redirects are off (the redirect resolver sees every 3xx), the total
+/// request timeout is off (we time the phases ourselves), and no default headers are added so
+/// the client's own `User-Agent` goes through.
+pub fn build_client(tls: Arc<ClientConfig>, timeouts: &Timeouts) -> awc::Client {
+    let connector = awc::Connector::new()
+        .rustls_0_23(tls)
+        .timeout(timeouts.connect)
+        .handshake_timeout(timeouts.connect)
+        .limit(0);
+    awc::Client::builder()
+        .connector(connector)
+        .disable_redirects()
+        .disable_timeout()
+        .no_default_headers()
+        .finish()
+}
+
+/// One request to an upstream, fully described.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub upstream: UpstreamName,
+    pub method: Method,
+    pub url: Url,
+    pub headers: HeaderMap,
+}
+
+/// The request body to send up, framed as the client framed it.
+pub enum RequestBody {
+    None,
+    Sized(u64, web::Payload),
+    Chunked(web::Payload),
+}
+
+impl RequestBody {
+    /// Pairs the client's payload with the framing its headers declare.
+    pub fn from_client(headers: &HeaderMap, payload: web::Payload) -> Result<Self, ProxyError> {
+        Ok(match request_framing(headers)? {
+            Framing::Empty => RequestBody::None,
+            Framing::Length(len) => RequestBody::Sized(len, payload),
+            Framing::Chunked => RequestBody::Chunked(payload),
+        })
+    }
+}
+
+/// How a client framed its request body.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+}
+
+/// A length, chunked, or no body at all (a GET must not go up as an empty chunked body).
+pub fn request_framing(headers: &HeaderMap) -> Result<Framing, ProxyError> {
+    let chunked = headers
+        .get(header::TRANSFER_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        return Ok(Framing::Chunked);
+    }
+    match headers.get(header::CONTENT_LENGTH) {
+        None => Ok(Framing::Empty),
+        Some(value) => match value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            Some(0) => Ok(Framing::Empty),
+            Some(len) => Ok(Framing::Length(len)),
+            None => Err(ProxyError::BadRequest("invalid Content-Length".into())),
+        },
+    }
+}
+
+/// awc's response type without its compression features (which we leave off: bodies are
+/// relayed exactly as the upstream encoded them).
+pub type UpstreamResponse = awc::ClientResponse;
+
+/// Sends one request. Bodiless requests must have response headers within
+/// `timeouts.response_headers`; a request body is instead guarded by the idle timeout, since an
+/// upload of many GB has no sensible total limit.
+pub async fn send(
+    client: &awc::Client,
+    out: &Outgoing,
+    body: RequestBody,
+    timeouts: &Timeouts,
+) -> Result<UpstreamResponse, ProxyError> {
+    let mut request = client
+        .request(out.method.clone(), out.url.as_str())
+        .no_decompress();
+    *request.headers_mut() = out.headers.clone();
+    let sent = match body {
+        RequestBody::None => {
+            return match actix_rt::time::timeout(timeouts.response_headers, request.send()).await {
+                Ok(result) => result.map_err(|e| send_error(out, e, timeouts)),
+                Err(_) => Err(ProxyError::Timeout {
+                    upstream: out.upstream,
+                    url: out.url.to_string(),
+                    phase: "send response headers",
+                    limit: timeouts.response_headers,
+                }),
+            };
+        }
+        RequestBody::Sized(len, payload) => {
+            let stream = IdleGuard::new(payload, timeouts.body_idle, out.upstream, "client upload");
+            request.send_body(SizedStream::new(len, stream)).await
+        }
+        RequestBody::Chunked(payload) => {
+            let stream = IdleGuard::new(payload, timeouts.body_idle, out.upstream, "client upload");
+            request.send_stream(stream).await
+        }
+    };
+    sent.map_err(|e| send_error(out, e, timeouts))
+}
+
+fn send_error(out: &Outgoing, err: SendRequestError, timeouts: &Timeouts) -> ProxyError {
+    let url = out.url.to_string();
+    match err {
+        SendRequestError::Connect(ConnectError::Timeout) => ProxyError::Timeout {
+            upstream: out.upstream,
+            url,
+            phase: "accept the connection",
+            limit: timeouts.connect,
+        },
+        SendRequestError::Timeout => ProxyError::Timeout {
+            upstream: out.upstream,
+            url,
+            phase: "send response headers",
+            limit: timeouts.response_headers,
+        },
+        other => ProxyError::Unreachable {
+            upstream: out.upstream,
+            url,
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Builds the client's response from an upstream one: status and the given headers, and the
+/// body streamed with the upstream `Content-Length` kept (a HEAD answer keeps it with no body).
+pub fn relay(
+    response: UpstreamResponse,
+    method: &Method,
+    mut headers: HeaderMap,
+    timeouts: &Timeouts,
+    upstream: UpstreamName,
+) -> HttpResponse {
+    let status = response.status();
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    // A 304 keeps its Content-Length header as metadata; every other response's framing comes
+    // from the body we attach.
+    if status != StatusCode::NOT_MODIFIED {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    let mut builder = HttpResponse::build(status);
+    for (name, value) in headers.iter() {
+        builder.append_header((name.clone(), value.clone()));
+    }
+    let bodiless = *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if bodiless {
+        return match (length, *method == Method::HEAD) {
+            (Some(len), true) => builder.body(SizedStream::new(
+                len,
+                futures_util::stream::empty::<Result<Bytes, PayloadError>>(),
+            )),
+            _ => builder.body(NoBody::new()),
+        };
+    }
+    let mut body = IdleGuard::new(response, timeouts.body_idle, upstream, "response body");
+    match length {
+        Some(len) => {
+            body.expected = Some(len);
+            builder.body(SizedStream::new(len, body))
+        }
+        None => builder.body(BodyStream::new(body)),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Passes a body through while enforcing the idle timeout between chunks (never a total
+    /// timeout: layers are many GB) and checking that a body with a known length is complete,
+    /// so a broken upstream aborts the client's response instead of ending it short.
+    pub struct IdleGuard<S> {
+        #[pin]
+        inner: S,
+        #[pin]
+        idle: Sleep,
+        limit: Duration,
+        received: u64,
+        expected: Option<u64>,
+        // Set once the stream has ended or failed: nothing more is yielded after that.
+        finished: bool,
+        upstream: UpstreamName,
+        what: &'static str,
+    }
+}
+
+impl<S> IdleGuard<S> {
+    pub fn new(inner: S, limit: Duration, upstream: UpstreamName, what: &'static str) -> Self {
+        IdleGuard {
+            inner,
+            idle: sleep(limit),
+            limit,
+            received: 0,
+            expected: None,
+            finished: false,
+            upstream,
+            what,
+        }
+    }
+}
+
+impl<S, E> Stream for IdleGuard<S>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.project();
+        if *this.finished {
+            return Poll::Ready(None);
+        }
+        let failure = match this.inner.poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                *this.received += chunk.len() as u64;
+                let deadline = actix_rt::time::Instant::now() + *this.limit;
+                this.idle.reset(deadline);
+                return Poll::Ready(Some(Ok(chunk)));
+            }
+            Poll::Ready(Some(Err(err))) => std::io::Error::other(format!(
+                "{} from {} failed after {} bytes: {err}",
+                this.what, this.upstream, this.received
+            )),
+            Poll::Ready(None) => match *this.expected {
+                Some(expected) if *this.received < expected => std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "{} from {} ended after {} of {expected} bytes",
+                        this.what, this.upstream, this.received
+                    ),
+                ),
+                _ => {
+                    *this.finished = true;
+                    return Poll::Ready(None);
+                }
+            },
+            Poll::Pending => {
+                if std::future::Future::poll(this.idle, cx).is_pending() {
+                    return Poll::Pending;
+                }
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "{} from {} was idle for {:?} after {} bytes",
+                        this.what, this.upstream, this.limit, this.received
+                    ),
+                )
+            }
+        };
+        log::warn!("{failure}");
+        *this.finished = true;
+        Poll::Ready(Some(Err(failure)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    #[actix_rt::test]
+    async fn idle_guard_passes_chunks_and_checks_length() {
+        let chunks = vec![
+            Ok::<_, PayloadError>(Bytes::from_static(b"abc")),
+            Ok(Bytes::from_static(b"de")),
+        ];
+        let mut guard = IdleGuard::new(
+            futures_util::stream::iter(chunks),
+            Duration::from_secs(5),
+            "registry",
+            "test",
+        );
+        guard.expected = Some(5);
+        let got: Vec<_> = guard.collect().await;
+        assert_eq!(got.len(), 2);
+        assert!(got.iter().all(Result::is_ok));
+
+        let short = vec![Ok::<_, PayloadError>(Bytes::from_static(b"abc"))];
+        let mut guard = IdleGuard::new(
+            futures_util::stream::iter(short),
+            Duration::from_secs(5),
+            "registry",
+            "test",
+        );
+        guard.expected = Some(5);
+        let got: Vec<_> = guard.collect().await;
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[1].as_ref().unwrap_err().kind(),
+            std::io::ErrorKind::UnexpectedEof
+        );
+    }
+
+    #[actix_rt::test]
+    async fn idle_guard_times_out_a_silent_stream() {
+        let silent = futures_util::stream::pending::<Result<Bytes, PayloadError>>();
+        let mut guard = Box::pin(IdleGuard::new(
+            silent,
+            Duration::from_millis(50),
+            "registry",
+            "test",
+        ));
+        let first = guard.next().await.unwrap();
+        assert_eq!(first.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn request_body_framing_follows_the_client() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(request_framing(&headers).unwrap(), Framing::Empty);
+        headers.insert(header::CONTENT_LENGTH, "0".parse().unwrap());
+        assert_eq!(request_framing(&headers).unwrap(), Framing::Empty);
+        headers.insert(header::CONTENT_LENGTH, "12".parse().unwrap());
+        assert_eq!(request_framing(&headers).unwrap(), Framing::Length(12));
+        headers.insert(header::CONTENT_LENGTH, "x".parse().unwrap());
+        assert!(request_framing(&headers).is_err());
+        headers.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        assert_eq!(request_framing(&headers).unwrap(), Framing::Chunked);
+    }
+}

@@ -1,0 +1,63 @@
+//! Invalid configuration stops start-up with one readable line naming the key.
+
+use std::process::Command;
+
+fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hubferry"));
+    cmd.args(args).args(["--listen", "127.0.0.1:0"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run hubferry");
+    assert_eq!(out.status.code(), Some(2), "should refuse {args:?} {env:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stderr.trim().lines().count(),
+        1,
+        "one line please: {stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn bad_settings_are_named() {
+    assert!(refused(&["--workers", "0"], &[]).contains("workers"));
+    assert!(refused(&["--workers", "many"], &[]).contains("workers"));
+    assert!(
+        refused(&[], &[("HUBFERRY_UPSTREAM__REGISTRY", "not a url")]).contains("upstream.registry")
+    );
+    assert!(refused(&["--index", "ftp://x"], &[]).contains("upstream.index"));
+    assert!(refused(&[], &[("HUBFERRY_BOGUS", "1")]).contains("bogus"));
+    assert!(refused(&["--idle-timeout", "forever"], &[]).contains("timeouts.body_idle"));
+    assert!(refused(&["--config", "/nonexistent.toml"], &[]).contains("--config"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hubferry.toml");
+    std::fs::write(&file, "[upstream]\nregistri = \"http://x\"\n").unwrap();
+    assert!(refused(&["--config", file.to_str().unwrap()], &[]).contains("registri"));
+}
+
+#[test]
+fn help_lists_every_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hubferry"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--config",
+        "--listen",
+        "--workers",
+        "--public-url",
+        "--registry",
+        "--auth",
+        "--index",
+        "--ca-file",
+        "--connect-timeout",
+        "--response-timeout",
+        "--idle-timeout",
+        "--max-redirects",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+}

@@ -1,0 +1,176 @@
+//! Small upstreams that misbehave or report on purpose, for what the real registry cannot show:
+//! the exact headers an upstream receives, redirect chains that loop, bodies that break. The
+//! real registry, CDN and clients are in `world`; these only complement them.
+
+use std::{
+    io::{Read, Write},
+    net::TcpListener,
+    time::Duration,
+};
+
+use actix_web::{http::StatusCode, web, App, HttpRequest, HttpResponse, HttpServer};
+
+/// Runs an actix app on its own thread and returns its base URL.
+fn serve<F, T>(factory: F) -> String
+where
+    F: Fn() -> App<T> + Send + Clone + 'static,
+    T: actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = actix_web::dev::ServiceResponse,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            HttpServer::new(factory)
+                .workers(1)
+                .listen(listener)
+                .unwrap()
+                .run()
+                .await
+                .unwrap()
+        })
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Answers every request with a JSON description of what it received, and with a few
+/// response headers a proxy must (not) pass on.
+async fn echo(req: HttpRequest, mut body: web::Payload) -> HttpResponse {
+    let mut body_len = 0;
+    while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
+        body_len += chunk.map(|c| c.len()).unwrap_or(0);
+    }
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                v.to_str().unwrap_or("<binary>").to_owned(),
+            )
+        })
+        .collect();
+    HttpResponse::Ok()
+        .insert_header(("X-Upstream", "echo"))
+        .insert_header(("X-Method", req.method().as_str()))
+        .insert_header(("Proxy-Authenticate", "Basic realm=\"upstream-proxy\""))
+        .insert_header(("Keep-Alive", "timeout=99"))
+        .json(serde_json::json!({
+            "method": req.method().as_str(),
+            "path": req.path(),
+            "query": req.query_string(),
+            "headers": headers,
+            "body_len": body_len,
+        }))
+}
+
+fn redirect(status: StatusCode, location: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header(("Location", location))
+        .body("redirecting")
+}
+
+/// An upstream that echoes requests, and redirects in every way a registry could:
+/// `/v2/loop/a` ↔ `/v2/loop/b`, `/v2/chain/N` → N+1 forever, `/v2/relative/x/start` →
+/// `../end`, `/v2/see-other` (303), `/v2/other-origin` (to `localhost` instead of `127.0.0.1`),
+/// `/v2/bad-scheme` (to `file:`), `/v2/challenge` (a 401 with two challenges).
+pub fn upstream() -> String {
+    serve(|| {
+        App::new()
+            .route(
+                "/v2/loop/a",
+                web::to(|| async { redirect(StatusCode::TEMPORARY_REDIRECT, "/v2/loop/b".into()) }),
+            )
+            .route(
+                "/v2/loop/b",
+                web::to(|| async { redirect(StatusCode::TEMPORARY_REDIRECT, "/v2/loop/a".into()) }),
+            )
+            .route(
+                "/v2/chain/{n}",
+                web::to(|n: web::Path<u32>| async move {
+                    redirect(StatusCode::FOUND, format!("/v2/chain/{}", *n + 1))
+                }),
+            )
+            .route(
+                "/v2/relative/x/start",
+                web::to(|| async { redirect(StatusCode::TEMPORARY_REDIRECT, "../end".into()) }),
+            )
+            .route(
+                "/v2/see-other",
+                web::to(|| async { redirect(StatusCode::SEE_OTHER, "/v2/after-303".into()) }),
+            )
+            .route(
+                "/v2/other-origin",
+                web::to(|req: HttpRequest| async move {
+                    let port = req.app_config().local_addr().port();
+                    redirect(
+                        StatusCode::TEMPORARY_REDIRECT,
+                        format!("http://localhost:{port}/cdn/blob?sig=1"),
+                    )
+                }),
+            )
+            .route(
+                "/v2/bad-scheme",
+                web::to(|| async { redirect(StatusCode::TEMPORARY_REDIRECT, "file:///etc/passwd".into()) }),
+            )
+            .route(
+                "/v2/challenge",
+                web::to(|| async {
+                    HttpResponse::Unauthorized()
+                        .append_header((
+                            "WWW-Authenticate",
+                            r#"Bearer realm="https://auth.example/token",service="svc",scope="repository:a/b:pull,push""#,
+                        ))
+                        .append_header(("WWW-Authenticate", r#"Basic realm="basic""#))
+                        .json(serde_json::json!({"errors":[{"code":"UNAUTHORIZED","message":"auth"}]}))
+                }),
+            )
+            .default_service(web::to(echo))
+    })
+}
+
+/// A raw HTTP/1.1 server: for each connection it reads the request head, then runs `answer`
+/// on the socket. Returns `http://127.0.0.1:PORT`.
+fn raw_server(answer: fn(&mut std::net::TcpStream)) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                answer(&mut stream);
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Accepts, reads the request, and never answers.
+pub fn silent() -> String {
+    raw_server(|_| std::thread::sleep(Duration::from_secs(120)))
+}
+
+/// Promises 1000 bytes, sends 10 and closes the connection.
+pub fn short_body() -> String {
+    raw_server(|s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nContent-Type: application/octet-stream\r\n\r\n0123456789");
+    })
+}
+
+/// Sends headers and 10 of 1000 bytes, then goes quiet while keeping the connection open.
+pub fn stalled_body() -> String {
+    raw_server(|s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789");
+        std::thread::sleep(Duration::from_secs(120));
+    })
+}

@@ -1,0 +1,148 @@
+//! Starts the real hubferry binary (the one `cargo test` just built) as a child process on a
+//! free loopback port, with its log in a file the test can read.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use crate::world::{self, ManagedChild, World};
+
+pub struct Hubferry {
+    pub child: ManagedChild,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    /// `127.0.0.1:PORT`, for skopeo and raw sockets.
+    pub addr: String,
+    pub log: PathBuf,
+}
+
+impl Hubferry {
+    /// Starts hubferry with `args` (plus `--listen` on a free port and 2 workers unless given).
+    pub fn start(args: &[String]) -> Hubferry {
+        Self::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[String], env: &[(&str, &str)]) -> Hubferry {
+        let port = world::free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let log =
+            std::env::temp_dir().join(format!("hubferry-test-{}-{port}.log", std::process::id()));
+        world::remove_at_exit(log.clone());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hubferry"));
+        cmd.arg("--listen").arg(&addr);
+        if !args.iter().any(|a| a == "--workers") {
+            cmd.args(["--workers", "2"]);
+        }
+        cmd.args(args)
+            .env("RUST_LOG", "info,hubferry=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create hubferry log"));
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let child = world::spawn_child(cmd);
+        assert!(
+            world::wait_for_port(&addr, Duration::from_secs(20)),
+            "hubferry did not start listening on {addr}; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        Hubferry {
+            child,
+            url: format!("http://{addr}"),
+            addr,
+            log,
+        }
+    }
+
+    /// Starts hubferry pointed at a test world's registry, token issuer and search index.
+    pub fn for_world(world: &World, extra: &[&str]) -> Hubferry {
+        let mut args = vec![
+            "--registry".to_owned(),
+            world.registry_url.clone(),
+            "--auth".to_owned(),
+            world.issuer_url.clone(),
+            "--index".to_owned(),
+            world.issuer_url.clone(),
+        ];
+        if let Some(ca) = &world.ca_file {
+            args.push("--ca-file".to_owned());
+            args.push(ca.display().to_string());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::start(&args)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Resident memory of the hubferry process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS")
+    }
+}
+
+/// A response read straight off the socket, so framing is visible: what a strict client sees.
+pub struct RawResponse {
+    pub status: u16,
+    /// Header lines, lower-cased names.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `GET path` with `Connection: close` and reads until the server closes. A raw client,
+/// so a body that ends short of its `Content-Length` is visible as such.
+pub fn raw_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> RawResponse {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to hubferry");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw); // a reset after partial data is a result too
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    RawResponse {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}

@@ -1,0 +1,14 @@
+//! Integration tests: hubferry against a real registry, CDN and token issuer on 127.0.0.1.
+
+mod config_cli;
+mod failures;
+mod fakes;
+mod header_policy;
+mod hubferry;
+mod pull;
+mod redirects;
+mod registry_api;
+mod skopeo;
+mod streaming;
+mod world;
+mod world_smoke;

@@ -1,0 +1,123 @@
+//! The redirect resolver against an upstream that redirects in every way (behaviour 6); the
+//! real 307-to-CDN flow is in `registry_api`.
+
+use actix_web::http::Method;
+use serde_json::Value;
+
+use crate::{fakes, hubferry::Hubferry, world};
+
+fn start(upstream: &str, extra: &[&str]) -> Hubferry {
+    let mut args = vec!["--registry".to_owned(), upstream.to_owned()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Hubferry::start(&args)
+}
+
+async fn json(res: &mut awc::ClientResponse) -> Value {
+    serde_json::from_slice(&res.body().await.unwrap()).unwrap()
+}
+
+fn header<'a>(echo: &'a Value, name: &str) -> Option<&'a str> {
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|pair| pair[0].as_str() == Some(name))
+        .map(|pair| pair[1].as_str().unwrap())
+}
+
+#[actix_rt::test]
+async fn loops_and_endless_chains_are_a_502() {
+    let upstream = fakes::upstream();
+    let hf = start(&upstream, &["--max-redirects", "4"]);
+    let client = world::client(None);
+    for path in ["/v2/loop/a", "/v2/chain/0", "/v2/bad-scheme"] {
+        let mut res = client
+            .get(format!("{}{path}", hf.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 502, "{path}");
+        assert!(res.headers().get("location").is_none());
+        let body = json(&mut res).await;
+        assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{path}");
+    }
+    let log = hf.log_text();
+    assert!(log.contains("redirect loop"), "{log}");
+    assert!(log.contains("more than 4 redirects"), "{log}");
+}
+
+#[actix_rt::test]
+async fn relative_locations_resolve_against_the_request() {
+    let upstream = fakes::upstream();
+    let hf = start(&upstream, &[]);
+    let client = world::client(None);
+    let mut res = client
+        .get(format!("{}/v2/relative/x/start", hf.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(json(&mut res).await["path"], "/v2/relative/end");
+    // The access log says a redirect was followed.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let log = hf.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("/v2/relative/x/start") && l.contains("redirects=1")),
+        "{log}"
+    );
+}
+
+#[actix_rt::test]
+async fn see_other_keeps_head_and_turns_into_get() {
+    let upstream = fakes::upstream();
+    let hf = start(&upstream, &[]);
+    let client = world::client(None);
+    let url = format!("{}/v2/see-other", hf.url);
+    let head = client.request(Method::HEAD, &url).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers().get("x-method").unwrap(), "HEAD");
+    let mut get = client.get(&url).send().await.unwrap();
+    assert_eq!(json(&mut get).await["path"], "/v2/after-303");
+}
+
+#[actix_rt::test]
+async fn the_cdn_hop_gets_no_credentials_and_its_own_host() {
+    let upstream = fakes::upstream();
+    let hf = start(&upstream, &[]);
+    let client = world::client(None);
+    let mut res = client
+        .get(format!("{}/v2/other-origin", hf.url))
+        .insert_header(("Authorization", "Bearer registry-token"))
+        .insert_header(("Range", "bytes=100-"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let echo = json(&mut res).await;
+    assert_eq!(echo["path"], "/cdn/blob");
+    assert_eq!(echo["query"], "sig=1");
+    assert_eq!(header(&echo, "authorization"), None);
+    let port = upstream.rsplit(':').next().unwrap();
+    assert_eq!(
+        header(&echo, "host"),
+        Some(format!("localhost:{port}").as_str())
+    );
+    assert_eq!(header(&echo, "range"), Some("bytes=100-"));
+}
+
+#[actix_rt::test]
+async fn requests_with_bodies_get_the_redirect_itself() {
+    let upstream = fakes::upstream();
+    let hf = start(&upstream, &[]);
+    let client = world::client(None);
+    let res = client
+        .post(format!("{}/v2/chain/0", hf.url))
+        .send_body("payload")
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    // The Location pointed at the upstream; the client is sent back through us.
+    let location = res.headers().get("location").unwrap().to_str().unwrap();
+    assert_eq!(location, "/v2/chain/1");
+}

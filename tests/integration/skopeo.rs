@@ -1,0 +1,103 @@
+//! skopeo, the real client: copies between a registry (the world's, or hubferry) and `dir:`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use sha2::{Digest, Sha256};
+
+use crate::world;
+
+/// Where skopeo talks to: `host` is `HOST:PORT`; `ca_file` trusts a test CA (HTTPS), else the
+/// registry is plain HTTP.
+pub struct Registry<'a> {
+    pub host: &'a str,
+    pub ca_file: Option<&'a Path>,
+}
+
+/// A fresh temp dir with an accept-anything signature policy, removed at exit.
+fn workdir() -> PathBuf {
+    let dir = tempfile::tempdir().unwrap().keep();
+    world::remove_at_exit(dir.clone());
+    std::fs::write(
+        dir.join("policy.json"),
+        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+    )
+    .unwrap();
+    dir
+}
+
+fn tls_args(cmd: &mut Command, side: &str, registry: &Registry, dir: &Path) {
+    match registry.ca_file {
+        Some(ca) => {
+            let certs = dir.join(format!("{side}-certs"));
+            std::fs::create_dir_all(&certs).unwrap();
+            std::fs::copy(ca, certs.join("ca.crt")).unwrap();
+            cmd.arg(format!("--{side}-cert-dir")).arg(certs);
+        }
+        None => {
+            cmd.arg(format!("--{side}-tls-verify=false"));
+        }
+    }
+}
+
+fn run(mut cmd: Command, what: &str) {
+    let out = cmd.output().expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo {what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn skopeo(dir: &Path) -> Command {
+    let mut cmd = Command::new(world::require_tool("skopeo"));
+    cmd.arg("--policy").arg(dir.join("policy.json"));
+    // Pin the platform so the child picked from an index does not depend on the host.
+    cmd.args(["--override-os", "linux", "--override-arch", "amd64"]);
+    cmd
+}
+
+/// `skopeo copy docker://HOST/reference dir:...`; returns the `dir:` path.
+pub fn pull(registry: &Registry, reference: &str, extra: &[&str]) -> PathBuf {
+    let dir = workdir();
+    let out_dir = dir.join("image");
+    let mut cmd = skopeo(&dir);
+    cmd.arg("copy");
+    tls_args(&mut cmd, "src", registry, &dir);
+    cmd.args(extra)
+        .arg(format!("docker://{}/{reference}", registry.host))
+        .arg(format!("dir:{}", out_dir.display()));
+    run(cmd, &format!("copy {reference} from {}", registry.host));
+    out_dir
+}
+
+/// `skopeo copy dir:... docker://HOST/reference`.
+pub fn push(source: &Path, registry: &Registry, reference: &str, extra: &[&str]) {
+    let dir = workdir();
+    let mut cmd = skopeo(&dir);
+    cmd.arg("copy");
+    tls_args(&mut cmd, "dest", registry, &dir);
+    cmd.args(extra)
+        .arg(format!("dir:{}", source.display()))
+        .arg(format!("docker://{}/{reference}", registry.host));
+    run(cmd, &format!("copy {reference} to {}", registry.host));
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    let mut file = std::fs::File::open(path).unwrap();
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).unwrap();
+    format!("sha256:{:x}", hasher.finalize())
+}
+
+/// skopeo's `dir:` layout stores blobs under their hex digest: each must hash to its name.
+pub fn assert_blobs_copied(dir: &Path, blobs: &[world::Blob]) {
+    for blob in blobs {
+        let hex = blob.digest.strip_prefix("sha256:").unwrap();
+        let path = dir.join(hex);
+        assert_eq!(sha256_file(&path), blob.digest, "{}", path.display());
+    }
+}
