@@ -27,9 +27,13 @@ impl Hubferry {
     pub fn start_with_env(args: &[String], env: &[(&str, &str)]) -> Hubferry {
         let port = world::free_port();
         let addr = format!("127.0.0.1:{port}");
-        let log =
-            std::env::temp_dir().join(format!("hubferry-test-{}-{port}.log", std::process::id()));
-        world::remove_at_exit(log.clone());
+        let dir = tempfile::Builder::new()
+            .prefix("hubferry-test-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        world::remove_at_exit(dir.clone());
+        let log = dir.join("hubferry.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hubferry"));
         cmd.arg("--listen").arg(&addr);
         if !args.iter().any(|a| a == "--workers") {
