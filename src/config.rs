@@ -62,6 +62,38 @@ pub struct Flags {
     /// Most redirects followed for one blob request [setting: redirect.max_hops; default 5].
     #[arg(long, value_name = "N")]
     pub max_redirects: Option<String>,
+    /// Address to serve HTTPS (HTTP/2 and HTTP/1.1) on [setting: tls.listen; default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub tls_listen: Option<String>,
+    /// PEM certificate chain for the TLS listener [setting: tls.cert].
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for the TLS listener [setting: tls.key].
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<String>,
+    /// Address of the admin listener (/healthz, /readyz, /metrics); "off" disables it
+    /// [setting: admin_listen; default 127.0.0.1:9100].
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+    /// Time in-flight requests get to finish after SIGTERM/SIGINT [setting: shutdown_grace; default 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub shutdown_grace: Option<String>,
+    /// Access log format: text or json [setting: log_format; default text].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Most client connections each worker holds at once [setting: limits.max_connections; default 10000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<String>,
+    /// Time a client gets to send its request head (slowloris guard) [setting: limits.request_head_timeout; default 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub request_head_timeout: Option<String>,
+    /// How long an idle client connection is kept open [setting: limits.keep_alive; default 75s].
+    #[arg(long, value_name = "DURATION")]
+    pub keep_alive: Option<String>,
+    /// Most connections each worker opens to upstreams at once; 0 means no limit
+    /// [setting: limits.upstream_pool; default 0].
+    #[arg(long, value_name = "N")]
+    pub upstream_pool: Option<String>,
 }
 
 impl Flags {
@@ -79,6 +111,16 @@ impl Flags {
             ("timeouts.response_headers", &self.response_timeout),
             ("timeouts.body_idle", &self.idle_timeout),
             ("redirect.max_hops", &self.max_redirects),
+            ("tls.listen", &self.tls_listen),
+            ("tls.cert", &self.tls_cert),
+            ("tls.key", &self.tls_key),
+            ("admin_listen", &self.admin_listen),
+            ("shutdown_grace", &self.shutdown_grace),
+            ("log_format", &self.log_format),
+            ("limits.max_connections", &self.max_connections),
+            ("limits.request_head_timeout", &self.request_head_timeout),
+            ("limits.keep_alive", &self.keep_alive),
+            ("limits.upstream_pool", &self.upstream_pool),
         ];
         pairs
             .into_iter()
@@ -97,6 +139,40 @@ struct RawSettings {
     upstream: RawUpstream,
     timeouts: RawTimeouts,
     redirect: RawRedirect,
+    tls: RawTls,
+    admin_listen: String,
+    shutdown_grace: String,
+    log_format: String,
+    limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTls {
+    listen: Option<String>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    max_connections: String,
+    request_head_timeout: String,
+    keep_alive: String,
+    upstream_pool: String,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_connections: "10000".into(),
+            request_head_timeout: "10s".into(),
+            // Registry clients pull many blobs in a row; keep their connections warm.
+            keep_alive: "75s".into(),
+            upstream_pool: "0".into(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +207,11 @@ impl Default for RawSettings {
             upstream: RawUpstream::default(),
             timeouts: RawTimeouts::default(),
             redirect: RawRedirect::default(),
+            tls: RawTls::default(),
+            admin_listen: "127.0.0.1:9100".into(),
+            shutdown_grace: "30s".into(),
+            log_format: "text".into(),
+            limits: RawLimits::default(),
         }
     }
 }
@@ -168,13 +249,42 @@ impl Default for RawRedirect {
 /// The validated configuration the server runs on.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: SocketAddr,
+    /// Plain HTTP listener; `None` when only TLS is served.
+    pub listen: Option<SocketAddr>,
     pub workers: NonZeroUsize,
     /// Origin clients reach this mirror at; `None` derives it from each request.
     pub public_url: Option<Url>,
     pub upstream: Upstreams,
     pub timeouts: Timeouts,
     pub redirect: RedirectPolicy,
+    pub tls: Option<TlsListener>,
+    /// `None` when switched off.
+    pub admin_listen: Option<SocketAddr>,
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub request_head_timeout: Duration,
+    pub keep_alive: Duration,
+    /// 0: no limit.
+    pub upstream_pool: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -259,12 +369,7 @@ impl Config {
 
 impl RawSettings {
     fn validate(self) -> Result<Config, ConfigError> {
-        let listen = self.listen.parse::<SocketAddr>().map_err(|_| {
-            invalid(
-                "listen",
-                format!("'{}' is not an address like 0.0.0.0:5000", self.listen),
-            )
-        })?;
+        let listen = parse_listen("listen", &self.listen)?;
         let workers = match self.workers.as_deref() {
             None => std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
             Some(text) => text.trim().parse::<NonZeroUsize>().map_err(|_| {
@@ -318,6 +423,23 @@ impl RawSettings {
                     ),
                 )
             })?;
+        let tls = self.tls.validate()?;
+        if listen.is_none() && tls.is_none() {
+            return Err(invalid(
+                "listen",
+                "is off and no tls.listen is set: nothing would be served",
+            ));
+        }
+        let log_format = match self.log_format.trim() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "log_format",
+                    format!("'{other}' is not text or json"),
+                ))
+            }
+        };
         Ok(Config {
             listen,
             workers,
@@ -325,8 +447,75 @@ impl RawSettings {
             upstream,
             timeouts,
             redirect: RedirectPolicy { max_hops },
+            tls,
+            admin_listen: parse_listen("admin_listen", &self.admin_listen)?,
+            shutdown_grace: parse_duration("shutdown_grace", &self.shutdown_grace)?,
+            log_format,
+            limits: self.limits.validate()?,
         })
     }
+}
+
+impl RawTls {
+    fn validate(self) -> Result<Option<TlsListener>, ConfigError> {
+        let listen = match self.listen.as_deref() {
+            None => None,
+            Some(text) => parse_listen("tls.listen", text)?,
+        };
+        let Some(listen) = listen else {
+            return Ok(None);
+        };
+        let file = |key: &str, path: Option<PathBuf>| match path {
+            Some(path) if path.is_file() => Ok(path),
+            Some(path) => Err(invalid(key, format!("no such file: {}", path.display()))),
+            None => Err(invalid(key, "is required when tls.listen is set")),
+        };
+        Ok(Some(TlsListener {
+            listen,
+            cert: file("tls.cert", self.cert)?,
+            key: file("tls.key", self.key)?,
+        }))
+    }
+}
+
+impl RawLimits {
+    fn validate(self) -> Result<Limits, ConfigError> {
+        let count = |key: &str, text: &str, min: usize| {
+            text.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= min)
+                .ok_or_else(|| {
+                    invalid(
+                        key,
+                        format!("'{text}' is not a whole number of at least {min}"),
+                    )
+                })
+        };
+        Ok(Limits {
+            max_connections: count("limits.max_connections", &self.max_connections, 1)?,
+            request_head_timeout: parse_duration(
+                "limits.request_head_timeout",
+                &self.request_head_timeout,
+            )?,
+            keep_alive: parse_duration("limits.keep_alive", &self.keep_alive)?,
+            upstream_pool: count("limits.upstream_pool", &self.upstream_pool, 0)?,
+        })
+    }
+}
+
+/// A listen address, or `None` for "off" / empty (the listener is switched off).
+fn parse_listen(key: &str, text: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    let text = text.trim();
+    if text.is_empty() || text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    text.parse::<SocketAddr>().map(Some).map_err(|_| {
+        invalid(
+            key,
+            format!("'{text}' is not an address like 0.0.0.0:5000 (or off)"),
+        )
+    })
 }
 
 fn parse_http_url(text: &str) -> Result<Url, String> {
@@ -401,7 +590,12 @@ mod tests {
     #[test]
     fn defaults_point_at_docker_hub() {
         let config = load(&[], &[]).unwrap();
-        assert_eq!(config.listen, "0.0.0.0:5000".parse().unwrap());
+        assert_eq!(config.listen, Some("0.0.0.0:5000".parse().unwrap()));
+        assert_eq!(config.admin_listen, Some("127.0.0.1:9100".parse().unwrap()));
+        assert!(config.tls.is_none());
+        assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(config.limits.upstream_pool, 0);
         assert_eq!(
             config.upstream.registry.as_str(),
             "https://registry-1.docker.io/"
@@ -431,7 +625,7 @@ mod tests {
         ];
         let config = load(&["--config", file, "--workers", "7"], &env).unwrap();
         assert_eq!(config.workers.get(), 7);
-        assert_eq!(config.listen, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(config.listen, Some("127.0.0.1:7000".parse().unwrap()));
         assert_eq!(config.upstream.registry.as_str(), "http://env.example/");
         assert_eq!(config.upstream.index.as_str(), "http://index.file.example/");
         assert_eq!(config.timeouts.connect, Duration::from_secs(3));
@@ -508,6 +702,24 @@ mod tests {
             "https://mirror.example.com/"
         );
         assert_eq!(config.upstream.registry.as_str(), "http://r.example/prefix");
+    }
+
+    #[test]
+    fn listeners_can_be_switched_off_but_not_all() {
+        let config = load(&["--admin-listen", "off"], &[]).unwrap();
+        assert!(config.admin_listen.is_none());
+        let err = load(&["--listen", "off"], &[]).unwrap_err().to_string();
+        assert!(err.contains("listen"), "{err}");
+        let err = load(&["--tls-listen", "127.0.0.1:5443"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tls.cert"), "{err}");
+        let err = load(&["--log-format", "xml"], &[]).unwrap_err().to_string();
+        assert!(err.contains("log_format"), "{err}");
+        let err = load(&["--max-connections", "0"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.max_connections"), "{err}");
     }
 
     #[test]

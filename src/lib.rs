@@ -22,19 +22,22 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     let tls = upstream::tls_config(&config.upstream.extra_roots).map_err(std::io::Error::other)?;
     let config = Arc::new(config);
     log::info!(
-        "hubferry {} listening on http://{} with {} workers; registry {}, auth {}, index {}",
+        "hubferry {} with {} workers; registry {}, auth {}, index {}",
         env!("CARGO_PKG_VERSION"),
-        config.listen,
         config.workers,
         config.upstream.registry,
         config.upstream.auth,
         config.upstream.index,
     );
     let shared = config.clone();
-    HttpServer::new(move || {
+    let mut server = HttpServer::new(move || {
         // Built here, once per worker: awc clients are not Send.
         let proxy = Proxy {
-            client: upstream::build_client(tls.clone(), &shared.timeouts),
+            client: upstream::build_client(
+                tls.clone(),
+                &shared.timeouts,
+                shared.limits.upstream_pool,
+            ),
             config: shared.clone(),
         };
         App::new()
@@ -43,9 +46,15 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
             .configure(routes::configure)
     })
     .workers(config.workers.get())
-    .bind(config.listen)?
-    .run()
-    .await
+    .max_connections(config.limits.max_connections)
+    .client_request_timeout(config.limits.request_head_timeout)
+    .keep_alive(config.limits.keep_alive)
+    .shutdown_timeout(config.shutdown_grace.as_secs().max(1));
+    if let Some(listen) = config.listen {
+        server = server.bind(listen)?;
+        log::info!("serving plain HTTP on {listen}");
+    }
+    server.run().await
 }
 
 /// One line per request: client, request line, status, bytes sent, duration, which upstream

@@ -51,12 +51,14 @@ pub fn tls_config(extra_roots: &[CertificateDer<'static>]) -> Result<Arc<ClientC
 /// One worker's client. Redirects are off (the redirect resolver sees every 3xx), the total
 /// request timeout is off (we time the phases ourselves), and no default headers are added so
 /// the client's own `User-Agent` goes through.
-pub fn build_client(tls: Arc<ClientConfig>, timeouts: &Timeouts) -> awc::Client {
+/// `pool` caps the connections this worker holds open to upstreams (0: no cap); one blob
+/// stream holds one connection for its whole length.
+pub fn build_client(tls: Arc<ClientConfig>, timeouts: &Timeouts, pool: usize) -> awc::Client {
     let connector = awc::Connector::new()
         .rustls_0_23(tls)
         .timeout(timeouts.connect)
         .handshake_timeout(timeouts.connect)
-        .limit(0);
+        .limit(pool);
     awc::Client::builder()
         .connector(connector)
         .disable_redirects()

@@ -75,7 +75,7 @@ fn public_base(req: &HttpRequest, config: &Config) -> String {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| req.uri().authority().map(|a| a.to_string()))
-        .unwrap_or_else(|| config.listen.to_string());
+        .unwrap_or_else(|| "localhost".to_owned());
     format!("{}://{host}", downstream_proto(req))
 }
 
