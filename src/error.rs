@@ -55,6 +55,18 @@ impl ProxyError {
     }
 }
 
+impl ProxyError {
+    /// The kind of upstream failure, for the `upstream_errors` metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::Unreachable { .. } => "connect",
+            ProxyError::Timeout { .. } => "timeout",
+            ProxyError::BadRedirect { .. } => "redirect",
+            ProxyError::BadRequest(_) | ProxyError::CatalogUnsupported => "request",
+        }
+    }
+}
+
 impl ResponseError for ProxyError {
     fn status_code(&self) -> StatusCode {
         match self {

@@ -1,26 +1,30 @@
 //! hubferry: a streaming Docker Hub accelerator. One actix-web server carries the registry, the
 //! token issuer, the search index and the blob CDN for clients that cannot reach them.
 
+mod access;
+mod admin;
 pub mod config;
 mod error;
 mod headers;
+mod metrics;
 mod redirect;
 mod routes;
+mod tls;
 mod upstream;
 
 use std::sync::Arc;
 
-use actix_web::{dev::ServiceResponse, middleware::Logger, web, App, HttpMessage, HttpServer};
+use actix_web::{dev::ServerHandle, middleware::from_fn, web, App, HttpServer};
 
-use crate::{
-    config::Config,
-    routes::{Proxy, UpstreamTrace},
-};
+use crate::{admin::Lifecycle, config::Config, metrics::Metrics, routes::Proxy};
 
-/// Runs the server until it is stopped (SIGINT/SIGTERM).
+/// Runs the mirror (and its admin listener) until SIGTERM or SIGINT, then shuts down
+/// gracefully: see [`shutdown_on_signal`].
 pub async fn serve(config: Config) -> std::io::Result<()> {
     let tls = upstream::tls_config(&config.upstream.extra_roots).map_err(std::io::Error::other)?;
     let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::new());
+    let lifecycle = Arc::new(Lifecycle::default());
     log::info!(
         "hubferry {} with {} workers; registry {}, auth {}, index {}",
         env!("CARGO_PKG_VERSION"),
@@ -30,6 +34,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         config.upstream.index,
     );
     let shared = config.clone();
+    let shared_metrics = metrics.clone();
     let mut server = HttpServer::new(move || {
         // Built here, once per worker: awc clients are not Send.
         let proxy = Proxy {
@@ -39,35 +44,86 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
                 shared.limits.upstream_pool,
             ),
             config: shared.clone(),
+            metrics: shared_metrics.clone(),
         };
         App::new()
             .app_data(web::Data::new(proxy))
-            .wrap(access_log())
+            .wrap(from_fn(access::observe))
             .configure(routes::configure)
     })
     .workers(config.workers.get())
     .max_connections(config.limits.max_connections)
     .client_request_timeout(config.limits.request_head_timeout)
     .keep_alive(config.limits.keep_alive)
-    .shutdown_timeout(config.shutdown_grace.as_secs().max(1));
+    .shutdown_timeout(config.shutdown_grace.as_secs().max(1))
+    .disable_signals();
     if let Some(listen) = config.listen {
         server = server.bind(listen)?;
         log::info!("serving plain HTTP on {listen}");
     }
-    server.run().await
+    if let Some(listener) = &config.tls {
+        // New connections get whatever pair is current: see `tls::spawn_rotation`.
+        let certs = tls::Certificates::load(listener).map_err(std::io::Error::other)?;
+        let server_config = tls::server_config(certs.clone()).map_err(std::io::Error::other)?;
+        server = server.bind_rustls_0_23(listener.listen, server_config)?;
+        tls::spawn_rotation(certs)?;
+        log::info!("serving HTTPS (HTTP/2, HTTP/1.1) on {}", listener.listen);
+    }
+    let server = server.run();
+
+    let admin = match config.admin_listen {
+        Some(addr) => {
+            let admin = admin::server(addr, metrics.clone(), lifecycle.clone())?;
+            log::info!("serving /healthz, /readyz and /metrics on {addr}");
+            Some(admin)
+        }
+        None => None,
+    };
+    let admin_handle = admin.as_ref().map(|a| a.handle());
+    if let Some(admin) = admin {
+        actix_rt::spawn(admin);
+    }
+    actix_rt::spawn(shutdown_on_signal(
+        server.handle(),
+        admin_handle,
+        lifecycle.clone(),
+        config.shutdown_grace,
+    ));
+    lifecycle.set_ready(true);
+    server.await
 }
 
-/// One line per request: client, request line, status, bytes sent, duration, which upstream
-/// answered and how many redirects were followed. Written when the body ends, so the byte count
-/// is what was really streamed.
-fn access_log() -> Logger {
-    let trace = |res: &ServiceResponse| res.request().extensions().get::<UpstreamTrace>().copied();
-    Logger::new(r#"%a "%r" %s %b %Dms upstream=%{upstream}xo redirects=%{redirects}xo"#)
-        .log_target("hubferry::access")
-        .custom_response_replace("upstream", move |res| {
-            trace(res).map_or_else(|| "-".to_owned(), |t| t.upstream.replace(' ', "_"))
-        })
-        .custom_response_replace("redirects", move |res| {
-            trace(res).map_or(0, |t| t.redirects).to_string()
-        })
+/// On SIGTERM or SIGINT: report not-ready, stop accepting, give in-flight requests (a layer
+/// download may take minutes) up to `grace` to finish, then stop the admin listener last so
+/// probes see the drain. A second signal stops at once.
+async fn shutdown_on_signal(
+    server: ServerHandle,
+    admin: Option<ServerHandle>,
+    lifecycle: Arc<Lifecycle>,
+    grace: std::time::Duration,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        log::error!("cannot listen for SIGTERM/SIGINT: graceful shutdown is unavailable");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    log::info!("shutting down: no new connections; in-flight requests get up to {grace:?}");
+    lifecycle.set_ready(false);
+    let graceful = server.stop(true);
+    tokio::select! {
+        _ = graceful => {},
+        _ = term.recv() => { log::warn!("second signal: stopping now"); server.stop(false).await },
+        _ = int.recv() => { log::warn!("second signal: stopping now"); server.stop(false).await },
+    }
+    if let Some(admin) = admin {
+        admin.stop(true).await;
+    }
+    log::info!("stopped");
 }

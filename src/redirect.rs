@@ -9,6 +9,7 @@ use crate::{
     config::{RedirectPolicy, Timeouts},
     error::ProxyError,
     headers,
+    metrics::Metrics,
     upstream::{self, Outgoing, RequestBody, UpstreamResponse},
 };
 
@@ -71,12 +72,14 @@ pub async fn follow(
     first: Outgoing,
     policy: &RedirectPolicy,
     timeouts: &Timeouts,
+    metrics: &Metrics,
 ) -> Result<Followed, ProxyError> {
     let mut current = first;
     let mut visited = vec![current.url.clone()];
     let mut hops = 0;
     loop {
-        let mut response = upstream::send(client, &current, RequestBody::None, timeouts).await?;
+        let mut response =
+            upstream::send(client, &current, RequestBody::None, timeouts, metrics).await?;
         let status = response.status();
         if !is_followed_redirect(status) {
             return Ok(Followed { response, hops });
@@ -89,9 +92,12 @@ pub async fn follow(
             // Nothing to follow: pass the answer on as it is.
             return Ok(Followed { response, hops });
         };
-        let bad = |reason: String| ProxyError::BadRedirect {
-            upstream: current.upstream,
-            reason,
+        let bad = |reason: String| {
+            metrics.upstream_error(current.upstream, "redirect");
+            ProxyError::BadRedirect {
+                upstream: current.upstream,
+                reason,
+            }
         };
         let next = resolve_location(&current.url, &location).map_err(bad)?;
         if visited.contains(&next) {

@@ -24,6 +24,7 @@ use url::Url;
 use crate::{
     config::Timeouts,
     error::{ProxyError, UpstreamName},
+    metrics::{Metrics, StreamInFlight},
 };
 
 /// TLS settings shared by every worker's client: the standard web roots (so a fresh machine
@@ -137,6 +138,22 @@ pub async fn send(
     out: &Outgoing,
     body: RequestBody,
     timeouts: &Timeouts,
+    metrics: &Metrics,
+) -> Result<UpstreamResponse, ProxyError> {
+    let started = std::time::Instant::now();
+    let result = send_timed(client, out, body, timeouts).await;
+    match &result {
+        Ok(_) => metrics.upstream_answered(out.upstream, started.elapsed()),
+        Err(err) => metrics.upstream_error(out.upstream, err.kind()),
+    }
+    result
+}
+
+async fn send_timed(
+    client: &awc::Client,
+    out: &Outgoing,
+    body: RequestBody,
+    timeouts: &Timeouts,
 ) -> Result<UpstreamResponse, ProxyError> {
     let mut request = client
         .request(out.method.clone(), out.url.as_str())
@@ -197,6 +214,7 @@ pub fn relay(
     mut headers: HeaderMap,
     timeouts: &Timeouts,
     upstream: UpstreamName,
+    metrics: &Arc<Metrics>,
 ) -> HttpResponse {
     let status = response.status();
     let length = headers
@@ -226,6 +244,7 @@ pub fn relay(
         };
     }
     let mut body = IdleGuard::new(response, timeouts.body_idle, upstream, "response body");
+    body.in_flight = Some(metrics.stream_started());
     match length {
         Some(len) => {
             body.expected = Some(len);
@@ -249,6 +268,8 @@ pin_project_lite::pin_project! {
         expected: Option<u64>,
         // Set once the stream has ended or failed: nothing more is yielded after that.
         finished: bool,
+        // Counts the stream in the metrics while it lives (downloads only).
+        in_flight: Option<StreamInFlight>,
         upstream: UpstreamName,
         what: &'static str,
     }
@@ -263,6 +284,7 @@ impl<S> IdleGuard<S> {
             received: 0,
             expected: None,
             finished: false,
+            in_flight: None,
             upstream,
             what,
         }
@@ -319,6 +341,9 @@ where
             }
         };
         log::warn!("{failure}");
+        if let Some(in_flight) = this.in_flight.as_ref() {
+            in_flight.metrics().upstream_error(this.upstream, "body");
+        }
         *this.finished = true;
         Poll::Ready(Some(Err(failure)))
     }

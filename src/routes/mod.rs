@@ -18,6 +18,7 @@ use crate::{
     config::Config,
     error::{ProxyError, UpstreamName},
     headers::{self, Downstream},
+    metrics::Metrics,
     redirect,
     upstream::{self, Outgoing, RequestBody},
 };
@@ -27,6 +28,7 @@ use crate::{
 pub struct Proxy {
     pub client: awc::Client,
     pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Which upstream answered a request and how many redirects were followed, for the access log.
@@ -118,16 +120,29 @@ async fn forward(
     let followable =
         matches!(body, RequestBody::None) && matches!(out.method, Method::GET | Method::HEAD);
     let response = if policy.follow_redirects && followable {
-        let followed =
-            redirect::follow(&proxy.client, out, &config.redirect, &config.timeouts).await?;
+        let followed = redirect::follow(
+            &proxy.client,
+            out,
+            &config.redirect,
+            &config.timeouts,
+            &proxy.metrics,
+        )
+        .await?;
+        proxy.metrics.redirects_followed(followed.hops);
         trace.redirects = followed.hops;
         req.extensions_mut().insert(trace);
         followed.response
     } else {
-        upstream::send(&proxy.client, &out, body, &config.timeouts).await?
+        upstream::send(&proxy.client, &out, body, &config.timeouts, &proxy.metrics).await?
     };
 
-    let mut headers = headers::client_response_headers(response.headers());
+    let upstream_headers = response.headers();
+    let header_text = |name: &str| upstream_headers.get(name).and_then(|v| v.to_str().ok());
+    proxy.metrics.saw_ratelimit(
+        header_text("ratelimit-limit"),
+        header_text("ratelimit-remaining"),
+    );
+    let mut headers = headers::client_response_headers(upstream_headers);
     if policy.rewrite_to_mirror {
         rewrite_to_mirror(&mut headers, req, config);
     }
@@ -137,6 +152,7 @@ async fn forward(
         headers,
         &config.timeouts,
         policy.upstream,
+        &proxy.metrics,
     ))
 }
 

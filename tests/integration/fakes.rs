@@ -58,6 +58,9 @@ async fn echo(req: HttpRequest, mut body: web::Payload) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header(("X-Upstream", "echo"))
         .insert_header(("X-Method", req.method().as_str()))
+        // Docker Hub's rate-limit headers, as it sends them on manifest answers.
+        .insert_header(("ratelimit-limit", "100;w=21600"))
+        .insert_header(("ratelimit-remaining", "76;w=21600"))
         .insert_header(("Proxy-Authenticate", "Basic realm=\"upstream-proxy\""))
         .insert_header(("Keep-Alive", "timeout=99"))
         .json(serde_json::json!({

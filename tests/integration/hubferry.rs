@@ -15,6 +15,9 @@ pub struct Hubferry {
     pub url: String,
     /// `127.0.0.1:PORT`, for skopeo and raw sockets.
     pub addr: String,
+    /// `http://127.0.0.1:PORT` of the admin listener (`/healthz`, `/readyz`, `/metrics`), unless
+    /// the test switched it off or chose its own.
+    pub admin_url: Option<String>,
     pub log: PathBuf,
 }
 
@@ -39,6 +42,14 @@ impl Hubferry {
         if !args.iter().any(|a| a == "--workers") {
             cmd.args(["--workers", "2"]);
         }
+        // Tests run in parallel: each hubferry gets its own admin port.
+        let admin_url = if args.iter().any(|a| a == "--admin-listen") {
+            None
+        } else {
+            let admin = format!("127.0.0.1:{}", world::free_port());
+            cmd.args(["--admin-listen", &admin]);
+            Some(format!("http://{admin}"))
+        };
         cmd.args(args)
             .env("RUST_LOG", "info,hubferry=debug")
             .stdin(Stdio::null())
@@ -57,6 +68,7 @@ impl Hubferry {
             child,
             url: format!("http://{addr}"),
             addr,
+            admin_url,
             log,
         }
     }

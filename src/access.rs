@@ -1,0 +1,230 @@
+//! The access log and the request metrics, written once per request when its response body is
+//! finished (or abandoned), so the byte count is what was really streamed.
+
+use std::{
+    net::IpAddr,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use actix_web::{
+    body::{BodySize, MessageBody},
+    dev::{ServiceRequest, ServiceResponse},
+    middleware::Next,
+    web, Error, HttpMessage,
+};
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::{
+    config::LogFormat,
+    routes::{Proxy, UpstreamTrace},
+};
+
+/// Everything one access-log line says.
+#[derive(Debug, Clone)]
+pub struct AccessRecord {
+    pub peer: Option<IpAddr>,
+    pub method: String,
+    /// Path and query as the client sent them.
+    pub target: String,
+    pub version: &'static str,
+    pub status: u16,
+    pub route: &'static str,
+    pub bytes: u64,
+    pub millis: f64,
+    pub upstream: Option<&'static str>,
+    pub redirects: u32,
+}
+
+impl AccessRecord {
+    pub fn text(&self) -> String {
+        format!(
+            r#"{} "{} {} {}" {} {} {:.3}ms upstream={} redirects={}"#,
+            self.peer
+                .map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
+            self.method,
+            self.target,
+            self.version,
+            self.status,
+            self.bytes,
+            self.millis,
+            self.upstream.unwrap_or("-").replace(' ', "_"),
+            self.redirects,
+        )
+    }
+
+    pub fn json(&self) -> String {
+        json!({
+            "type": "access",
+            "peer": self.peer.map(|ip| ip.to_string()),
+            "method": self.method,
+            "path": self.target,
+            "version": self.version,
+            "status": self.status,
+            "route": self.route,
+            "bytes": self.bytes,
+            "duration_ms": (self.millis * 1000.0).round() / 1000.0,
+            "upstream": self.upstream,
+            "redirects": self.redirects,
+        })
+        .to_string()
+    }
+}
+
+/// The route a request matched, by the pattern it was registered under (see `routes::configure`).
+fn route_label(pattern: Option<&str>) -> &'static str {
+    match pattern {
+        Some("/v2/_catalog") => "catalog",
+        Some(p) if p.starts_with("/v2") => "registry",
+        Some("/token") => "token",
+        Some("/v1/search") => "search",
+        _ => "other",
+    }
+}
+
+fn version_text(version: actix_web::http::Version) -> &'static str {
+    use actix_web::http::Version;
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// Middleware: notes the request, lets it run, and wraps the response body so the record is
+/// completed and written when the body is done.
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let started = Instant::now();
+    let proxy = req
+        .app_data::<web::Data<Proxy>>()
+        .expect("Proxy state is registered on every App")
+        .clone();
+    let peer = req.peer_addr().map(|a| a.ip());
+    let method = req.method().to_string();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.path().to_owned(), |pq| pq.as_str().to_owned());
+    let version = version_text(req.version());
+    let res = next.call(req).await?;
+    let trace = res.request().extensions().get::<UpstreamTrace>().copied();
+    let record = AccessRecord {
+        peer,
+        method,
+        target,
+        version,
+        status: res.status().as_u16(),
+        route: route_label(res.request().match_pattern().as_deref()),
+        bytes: 0,
+        millis: 0.0,
+        upstream: trace.map(|t| t.upstream),
+        redirects: trace.map_or(0, |t| t.redirects),
+    };
+    Ok(res.map_body(move |_, body| LoggedBody {
+        body,
+        record: Some(record),
+        started,
+        proxy,
+    }))
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that counts what it yields and writes the access record when dropped.
+    pub struct LoggedBody<B> {
+        #[pin]
+        body: B,
+        record: Option<AccessRecord>,
+        started: Instant,
+        proxy: web::Data<Proxy>,
+    }
+
+    impl<B> PinnedDrop for LoggedBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(mut record) = this.record.take() {
+                record.millis = this.started.elapsed().as_secs_f64() * 1000.0;
+                this.proxy.metrics.request_done(record.route, record.status, record.bytes);
+                let line = match this.proxy.config.log_format {
+                    LogFormat::Text => record.text(),
+                    LogFormat::Json => record.json(),
+                };
+                log::info!(target: "hubferry::access", "{line}");
+            }
+        }
+    }
+}
+
+impl<B: MessageBody> MessageBody for LoggedBody<B> {
+    type Error = B::Error;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.project();
+        let polled = this.body.poll_next(cx);
+        if let (Poll::Ready(Some(Ok(chunk))), Some(record)) = (&polled, this.record.as_mut()) {
+            record.bytes += chunk.len() as u64;
+        }
+        polled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> AccessRecord {
+        AccessRecord {
+            peer: Some("192.0.2.1".parse().unwrap()),
+            method: "GET".into(),
+            target: "/v2/library/alpine/blobs/sha256:abc".into(),
+            version: "HTTP/1.1",
+            status: 200,
+            route: "registry",
+            bytes: 1024,
+            millis: 12.3456,
+            upstream: Some("blob CDN"),
+            redirects: 1,
+        }
+    }
+
+    #[test]
+    fn text_line_says_everything() {
+        assert_eq!(
+            record().text(),
+            r#"192.0.2.1 "GET /v2/library/alpine/blobs/sha256:abc HTTP/1.1" 200 1024 12.346ms upstream=blob_CDN redirects=1"#
+        );
+    }
+
+    #[test]
+    fn json_line_is_one_object() {
+        let value: serde_json::Value = serde_json::from_str(&record().json()).unwrap();
+        assert_eq!(value["status"], 200);
+        assert_eq!(value["bytes"], 1024);
+        assert_eq!(value["upstream"], "blob CDN");
+        assert_eq!(value["redirects"], 1);
+        assert_eq!(value["route"], "registry");
+        assert_eq!(value["duration_ms"], 12.346);
+    }
+
+    #[test]
+    fn routes_are_named_by_pattern() {
+        assert_eq!(route_label(Some("/v2/_catalog")), "catalog");
+        assert_eq!(route_label(Some("/v2{rest:(/.*)?}")), "registry");
+        assert_eq!(route_label(Some("/token")), "token");
+        assert_eq!(route_label(Some("/v1/search")), "search");
+        assert_eq!(route_label(None), "other");
+    }
+}

@@ -1,0 +1,75 @@
+//! The admin listener: liveness, readiness and metrics, on their own address (by default
+//! loopback only) so they are never exposed with the mirror.
+
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
+};
+
+use actix_web::{dev::Server, web, App, HttpResponse, HttpServer};
+
+use crate::metrics::Metrics;
+
+/// Whether the mirror should receive traffic: true once serving, false from the moment a
+/// shutdown starts (so load balancers drain it while in-flight downloads finish).
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    ready: AtomicBool,
+}
+
+impl Lifecycle {
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+struct AdminState {
+    metrics: Arc<Metrics>,
+    lifecycle: Arc<Lifecycle>,
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
+    if state.lifecycle.is_ready() {
+        HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("ready\n")
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body("shutting down\n")
+    }
+}
+
+async fn render_metrics(state: web::Data<AdminState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.metrics.render())
+}
+
+/// The admin server, one worker, signals left to the caller (which stops it last).
+pub fn server(
+    addr: std::net::SocketAddr,
+    metrics: Arc<Metrics>,
+    lifecycle: Arc<Lifecycle>,
+) -> std::io::Result<Server> {
+    let state = web::Data::new(AdminState { metrics, lifecycle });
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(render_metrics))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(addr)?
+    .run())
+}

@@ -1,0 +1,251 @@
+//! What hubferry counts, in one registry shared by every worker, exposed in the Prometheus text
+//! format on the admin listener.
+
+use std::{sync::Arc, time::Duration};
+
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+use crate::error::UpstreamName;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamErrorLabels {
+    upstream: &'static str,
+    kind: &'static str,
+}
+
+/// Every metric hubferry exports. Cheap to update from any worker (atomics inside).
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    response_bytes: Counter,
+    upstream_seconds: Family<UpstreamLabels, Histogram>,
+    redirects: Counter,
+    streams_in_flight: Gauge,
+    upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    ratelimit_limit: Gauge,
+    ratelimit_remaining: Gauge,
+    ratelimit_window: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("hubferry");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Client requests, by route (registry, catalog, token, search, other) and status class",
+            requests.clone(),
+        );
+        let response_bytes = Counter::default();
+        registry.register(
+            "response_body_bytes",
+            "Response body bytes streamed to clients",
+            response_bytes.clone(),
+        );
+        let upstream_seconds = Family::<UpstreamLabels, Histogram>::new_with_constructor(|| {
+            // 1 ms .. ~33 s: loopback answers to long-haul Docker Hub round trips.
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.001, 2.0, 16,
+            ))
+        });
+        registry.register(
+            "upstream_response_seconds",
+            "Time from sending a request upstream to its response headers, by upstream",
+            upstream_seconds.clone(),
+        );
+        let redirects = Counter::default();
+        registry.register(
+            "redirects_followed",
+            "Upstream redirects (blob downloads to the CDN) followed by hubferry",
+            redirects.clone(),
+        );
+        let streams_in_flight = Gauge::default();
+        registry.register(
+            "streams_in_flight",
+            "Response bodies being streamed from an upstream to a client right now",
+            streams_in_flight.clone(),
+        );
+        let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Upstream failures by upstream and kind (connect, timeout, redirect, body)",
+            upstream_errors.clone(),
+        );
+        let ratelimit_limit = Gauge::default();
+        registry.register(
+            "docker_ratelimit_limit",
+            "Docker Hub pull limit as last seen in a ratelimit-limit header",
+            ratelimit_limit.clone(),
+        );
+        let ratelimit_remaining = Gauge::default();
+        registry.register(
+            "docker_ratelimit_remaining",
+            "Docker Hub pulls remaining as last seen in a ratelimit-remaining header",
+            ratelimit_remaining.clone(),
+        );
+        let ratelimit_window = Gauge::default();
+        registry.register(
+            "docker_ratelimit_window_seconds",
+            "The window of the Docker Hub pull limit (w= in ratelimit-limit)",
+            ratelimit_window.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            response_bytes,
+            upstream_seconds,
+            redirects,
+            streams_in_flight,
+            upstream_errors,
+            ratelimit_limit,
+            ratelimit_remaining,
+            ratelimit_window,
+        }
+    }
+
+    /// The Prometheus/OpenMetrics text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn request_done(&self, route: &'static str, status: u16, body_bytes: u64) {
+        let status = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
+        self.response_bytes.inc_by(body_bytes);
+    }
+
+    pub fn upstream_answered(&self, upstream: UpstreamName, elapsed: Duration) {
+        self.upstream_seconds
+            .get_or_create(&UpstreamLabels { upstream })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn redirects_followed(&self, hops: u32) {
+        self.redirects.inc_by(u64::from(hops));
+    }
+
+    pub fn upstream_error(&self, upstream: UpstreamName, kind: &'static str) {
+        self.upstream_errors
+            .get_or_create(&UpstreamErrorLabels { upstream, kind })
+            .inc();
+    }
+
+    /// Records Docker Hub's rate-limit headers when an answer carries them.
+    pub fn saw_ratelimit(&self, limit: Option<&str>, remaining: Option<&str>) {
+        if let Some((limit, window)) = limit.and_then(parse_ratelimit) {
+            self.ratelimit_limit.set(limit);
+            if let Some(window) = window {
+                self.ratelimit_window.set(window);
+            }
+        }
+        if let Some((remaining, _)) = remaining.and_then(parse_ratelimit) {
+            self.ratelimit_remaining.set(remaining);
+        }
+    }
+
+    /// Counts a stream in flight until the returned guard is dropped.
+    pub fn stream_started(self: &Arc<Self>) -> StreamInFlight {
+        self.streams_in_flight.inc();
+        StreamInFlight(self.clone())
+    }
+}
+
+/// Held for as long as a response body streams; see [`Metrics::stream_started`].
+pub struct StreamInFlight(Arc<Metrics>);
+
+impl StreamInFlight {
+    pub fn metrics(&self) -> &Metrics {
+        &self.0
+    }
+}
+
+impl Drop for StreamInFlight {
+    fn drop(&mut self) {
+        self.0.streams_in_flight.dec();
+    }
+}
+
+/// Docker Hub's `ratelimit-limit: 100;w=21600` / `ratelimit-remaining: 76;w=21600`: the count
+/// and, when given, the window in seconds. The numbers change over time: read, never assume.
+pub fn parse_ratelimit(value: &str) -> Option<(i64, Option<i64>)> {
+    let mut parts = value.split(';').map(str::trim);
+    let count = parts.next()?.parse::<i64>().ok()?;
+    let window = parts
+        .filter_map(|p| p.strip_prefix("w="))
+        .find_map(|w| w.trim().parse::<i64>().ok());
+    Some((count, window))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratelimit_headers_parse() {
+        assert_eq!(parse_ratelimit("100;w=21600"), Some((100, Some(21600))));
+        assert_eq!(parse_ratelimit("76; w=21600"), Some((76, Some(21600))));
+        assert_eq!(parse_ratelimit("5000"), Some((5000, None)));
+        assert_eq!(parse_ratelimit("lots"), None);
+        assert_eq!(parse_ratelimit(""), None);
+    }
+
+    #[test]
+    fn counters_show_up_in_the_exposition() {
+        let metrics = Arc::new(Metrics::new());
+        metrics.request_done("registry", 200, 1234);
+        metrics.request_done("catalog", 404, 10);
+        metrics.upstream_answered("registry", Duration::from_millis(3));
+        metrics.redirects_followed(1);
+        metrics.upstream_error("blob CDN", "body");
+        metrics.saw_ratelimit(Some("100;w=21600"), Some("76;w=21600"));
+        let stream = metrics.stream_started();
+        let text = metrics.render();
+        for line in [
+            r#"hubferry_requests_total{route="registry",status="2xx"} 1"#,
+            r#"hubferry_requests_total{route="catalog",status="4xx"} 1"#,
+            "hubferry_response_body_bytes_total 1244",
+            r#"hubferry_upstream_response_seconds_count{upstream="registry"} 1"#,
+            "hubferry_redirects_followed_total 1",
+            r#"hubferry_upstream_errors_total{upstream="blob CDN",kind="body"} 1"#,
+            "hubferry_docker_ratelimit_limit 100",
+            "hubferry_docker_ratelimit_remaining 76",
+            "hubferry_docker_ratelimit_window_seconds 21600",
+            "hubferry_streams_in_flight 1",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        drop(stream);
+        assert!(metrics.render().contains("hubferry_streams_in_flight 0"));
+    }
+}

@@ -1,0 +1,252 @@
+//! Running well: the admin listener (health, readiness, metrics that move with real traffic),
+//! graceful shutdown with downloads in flight, and the JSON access log.
+
+use std::{
+    io::{Read, Write},
+    time::{Duration, Instant},
+};
+
+use sha2::{Digest, Sha256};
+
+use crate::{
+    fakes,
+    hubferry::Hubferry,
+    skopeo,
+    world::{self},
+};
+
+fn get_text(url: &str) -> (u16, String) {
+    actix_rt::System::new().block_on(async {
+        let mut res = world::client(None).get(url).send().await.unwrap();
+        let body = res.body().await.unwrap();
+        (
+            res.status().as_u16(),
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    })
+}
+
+/// The value of one sample line of the exposition, 0 when absent.
+fn sample(metrics: &str, name_and_labels: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn health_readiness_and_metrics_move_with_a_pull() {
+    let w = world::plain();
+    let hf = Hubferry::for_world(w, &[]);
+    let admin = hf.admin_url.clone().unwrap();
+    assert_eq!(
+        get_text(&format!("{admin}/healthz")),
+        (200, "ok\n".to_owned())
+    );
+    assert_eq!(get_text(&format!("{admin}/readyz")).0, 200);
+    // The admin endpoints are not on the mirror's port.
+    assert_ne!(get_text(&format!("{}/metrics", hf.url)).0, 200);
+
+    let nginx = w.image("library/nginx");
+    let registry = skopeo::Registry {
+        host: &hf.addr,
+        ca_file: None,
+    };
+    skopeo::pull(&registry, &nginx.reference(), &[]);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let (status, metrics) = get_text(&format!("{admin}/metrics"));
+    assert_eq!(status, 200);
+    assert!(
+        sample(
+            &metrics,
+            r#"hubferry_requests_total{route="registry",status="2xx"}"#
+        ) >= 3.0,
+        "{metrics}"
+    );
+    assert!(
+        sample(
+            &metrics,
+            r#"hubferry_requests_total{route="token",status="2xx"}"#
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        sample(
+            &metrics,
+            r#"hubferry_requests_total{route="registry",status="4xx"}"#
+        ) >= 1.0,
+        "{metrics}"
+    );
+    let blob_bytes: u64 = nginx.blobs.iter().map(|b| b.size).sum();
+    assert!(
+        sample(&metrics, "hubferry_response_body_bytes_total") >= blob_bytes as f64,
+        "{metrics}"
+    );
+    assert!(
+        sample(&metrics, "hubferry_redirects_followed_total") >= nginx.blobs.len() as f64,
+        "{metrics}"
+    );
+    assert!(
+        sample(
+            &metrics,
+            r#"hubferry_upstream_response_seconds_count{upstream="registry"}"#
+        ) >= 1.0
+    );
+    assert!(
+        sample(
+            &metrics,
+            r#"hubferry_upstream_response_seconds_count{upstream="blob CDN"}"#
+        ) >= 1.0
+    );
+    assert!(
+        sample(
+            &metrics,
+            r#"hubferry_upstream_response_seconds_count{upstream="auth"}"#
+        ) >= 1.0
+    );
+    assert_eq!(sample(&metrics, "hubferry_streams_in_flight"), 0.0);
+}
+
+#[test]
+fn upstream_errors_and_docker_rate_limits_are_counted() {
+    let upstream = fakes::upstream();
+    let dead = format!("http://127.0.0.1:{}", world::free_port());
+    let hf = Hubferry::start(&["--registry".into(), upstream, "--auth".into(), dead]);
+    let admin = hf.admin_url.clone().unwrap();
+    assert_eq!(
+        get_text(&format!("{}/v2/library/nginx/manifests/latest", hf.url)).0,
+        200
+    );
+    assert_eq!(get_text(&format!("{}/token?service=x", hf.url)).0, 502);
+    assert_eq!(get_text(&format!("{}/v2/loop/a", hf.url)).0, 502);
+    let (_, metrics) = get_text(&format!("{admin}/metrics"));
+    assert_eq!(
+        sample(&metrics, "hubferry_docker_ratelimit_limit"),
+        100.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "hubferry_docker_ratelimit_remaining"),
+        76.0
+    );
+    assert_eq!(
+        sample(&metrics, "hubferry_docker_ratelimit_window_seconds"),
+        21600.0
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"hubferry_upstream_errors_total{upstream="auth",kind="connect"}"#
+        ),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"hubferry_upstream_errors_total{upstream="registry",kind="redirect"}"#
+        ),
+        1.0,
+        "{metrics}"
+    );
+    assert!(
+        sample(
+            &metrics,
+            r#"hubferry_requests_total{route="token",status="5xx"}"#
+        ) >= 1.0
+    );
+}
+
+#[test]
+fn sigterm_lets_a_download_finish_and_refuses_new_connections() {
+    let w = world::plain();
+    let mut hf = Hubferry::for_world(w, &["--shutdown-grace", "60s"]);
+    let admin = hf.admin_url.clone().unwrap();
+    let big = w.big_layer();
+    let bearer = format!("Bearer {}", w.token(&["repository:library/big:pull"]));
+
+    let mut stream = std::net::TcpStream::connect(&hf.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /v2/library/big/blobs/{} HTTP/1.1\r\nHost: {}\r\nAuthorization: {bearer}\r\nConnection: close\r\n\r\n",
+        big.digest, hf.addr
+    )
+    .unwrap();
+    let mut received = vec![0u8; 1 << 20];
+    stream.read_exact(&mut received).unwrap();
+
+    // SAFETY: signalling our own child by pid.
+    unsafe { libc::kill(hf.child.id() as i32, libc::SIGTERM) };
+    // Draining: not ready any more, and no new connections.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let refused = std::net::TcpStream::connect(&hf.addr).is_err();
+        if refused {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still accepting connections after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get_text(&format!("{admin}/readyz")).0, 503);
+
+    // The download started before the signal completes, byte for byte.
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).unwrap();
+    received.extend_from_slice(&rest);
+    let split = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let body = &received[split..];
+    assert_eq!(body.len() as u64, big.size);
+    assert_eq!(format!("sha256:{:x}", Sha256::digest(body)), big.digest);
+
+    // Then the process exits by itself.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while hf.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "hubferry did not exit after the drain"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(hf.log_text().contains("shutting down"));
+}
+
+#[test]
+fn json_access_log_is_one_object_per_line() {
+    let upstream = fakes::upstream();
+    let hf = Hubferry::start(&[
+        "--registry".into(),
+        upstream,
+        "--log-format".into(),
+        "json".into(),
+    ]);
+    assert_eq!(
+        get_text(&format!("{}/v2/relative/x/start?ns=docker.io", hf.url)).0,
+        200
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let log = hf.log_text();
+    let mut access = None;
+    for line in log.lines() {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if value["type"] == "access" {
+            access = Some(value);
+        }
+    }
+    let access = access.expect("an access record");
+    assert_eq!(access["method"], "GET");
+    assert_eq!(access["path"], "/v2/relative/x/start?ns=docker.io");
+    assert_eq!(access["status"], 200);
+    assert_eq!(access["upstream"], "registry");
+    assert_eq!(access["redirects"], 1);
+    assert!(access["bytes"].as_u64().unwrap() > 0);
+    assert!(access["duration_ms"].is_number() && access["time"].is_string());
+}
