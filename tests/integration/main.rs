@@ -5,6 +5,7 @@ mod failures;
 mod fakes;
 mod header_policy;
 mod hubferry;
+mod limits;
 mod operations;
 mod pull;
 mod redirects;
