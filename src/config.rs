@@ -723,6 +723,29 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_config_is_valid() {
+        let readme = include_str!("../README.md");
+        let example = readme
+            .split("An example `hubferry.toml`:")
+            .nth(1)
+            .and_then(|rest| rest.split("```toml\n").nth(1))
+            .and_then(|rest| rest.split("```").next())
+            .expect("README has an example hubferry.toml");
+        let dir = tempfile_dir("readme");
+        let file = dir.join("hubferry.toml");
+        std::fs::write(&file, example).unwrap();
+        let config = load(&["--config", file.to_str().unwrap()], &[]).unwrap();
+        assert_eq!(config.workers.get(), 4);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    fn tempfile_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("hubferry-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
     fn ca_file_must_hold_certificates() {
         let err = load(&["--ca-file", "/nonexistent/ca.pem"], &[])
             .unwrap_err()
