@@ -86,12 +86,18 @@ pub enum RequestBody {
 
 impl RequestBody {
     /// Pairs the client's payload with the framing its headers declare.
-    pub fn from_client(headers: &HeaderMap, payload: web::Payload) -> Result<Self, ProxyError> {
-        Ok(match request_framing(headers)? {
-            Framing::Empty => RequestBody::None,
-            Framing::Length(len) => RequestBody::Sized(len, payload),
-            Framing::Chunked => RequestBody::Chunked(payload),
-        })
+    pub fn from_client(
+        req: &actix_web::HttpRequest,
+        payload: web::Payload,
+    ) -> Result<Self, ProxyError> {
+        let framed_by_stream = req.version() == actix_web::http::Version::HTTP_2;
+        Ok(
+            match request_framing(req.headers(), req.method(), framed_by_stream)? {
+                Framing::Empty => RequestBody::None,
+                Framing::Length(len) => RequestBody::Sized(len, payload),
+                Framing::Chunked => RequestBody::Chunked(payload),
+            },
+        )
     }
 }
 
@@ -104,7 +110,13 @@ pub enum Framing {
 }
 
 /// A length, chunked, or no body at all (a GET must not go up as an empty chunked body).
-pub fn request_framing(headers: &HeaderMap) -> Result<Framing, ProxyError> {
+/// HTTP/2 frames bodies itself and may send no `Content-Length`: a method that carries a body
+/// then streams it up chunked.
+pub fn request_framing(
+    headers: &HeaderMap,
+    method: &Method,
+    framed_by_stream: bool,
+) -> Result<Framing, ProxyError> {
     let chunked = headers
         .get(header::TRANSFER_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -113,6 +125,11 @@ pub fn request_framing(headers: &HeaderMap) -> Result<Framing, ProxyError> {
         return Ok(Framing::Chunked);
     }
     match headers.get(header::CONTENT_LENGTH) {
+        None if framed_by_stream
+            && matches!(*method, Method::POST | Method::PUT | Method::PATCH) =>
+        {
+            Ok(Framing::Chunked)
+        }
         None => Ok(Framing::Empty),
         Some(value) => match value
             .to_str()
@@ -402,15 +419,43 @@ mod tests {
 
     #[test]
     fn request_body_framing_follows_the_client() {
+        let framing = |h: &HeaderMap| request_framing(h, &Method::PUT, false);
         let mut headers = HeaderMap::new();
-        assert_eq!(request_framing(&headers).unwrap(), Framing::Empty);
+        assert_eq!(framing(&headers).unwrap(), Framing::Empty);
         headers.insert(header::CONTENT_LENGTH, "0".parse().unwrap());
-        assert_eq!(request_framing(&headers).unwrap(), Framing::Empty);
+        assert_eq!(framing(&headers).unwrap(), Framing::Empty);
         headers.insert(header::CONTENT_LENGTH, "12".parse().unwrap());
-        assert_eq!(request_framing(&headers).unwrap(), Framing::Length(12));
+        assert_eq!(framing(&headers).unwrap(), Framing::Length(12));
         headers.insert(header::CONTENT_LENGTH, "x".parse().unwrap());
-        assert!(request_framing(&headers).is_err());
+        assert!(framing(&headers).is_err());
         headers.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
-        assert_eq!(request_framing(&headers).unwrap(), Framing::Chunked);
+        assert_eq!(framing(&headers).unwrap(), Framing::Chunked);
+    }
+
+    #[test]
+    fn http2_bodies_without_a_length_stream_up() {
+        let none = HeaderMap::new();
+        assert_eq!(
+            request_framing(&none, &Method::PUT, true).unwrap(),
+            Framing::Chunked
+        );
+        assert_eq!(
+            request_framing(&none, &Method::PATCH, true).unwrap(),
+            Framing::Chunked
+        );
+        assert_eq!(
+            request_framing(&none, &Method::GET, true).unwrap(),
+            Framing::Empty
+        );
+        assert_eq!(
+            request_framing(&none, &Method::HEAD, true).unwrap(),
+            Framing::Empty
+        );
+        let mut sized = HeaderMap::new();
+        sized.insert(header::CONTENT_LENGTH, "5".parse().unwrap());
+        assert_eq!(
+            request_framing(&sized, &Method::PUT, true).unwrap(),
+            Framing::Length(5)
+        );
     }
 }

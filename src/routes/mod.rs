@@ -116,7 +116,7 @@ async fn forward(
         redirects: 0,
     };
     req.extensions_mut().insert(trace);
-    let body = RequestBody::from_client(req.headers(), payload)?;
+    let body = RequestBody::from_client(req, payload)?;
     let followable =
         matches!(body, RequestBody::None) && matches!(out.method, Method::GET | Method::HEAD);
     let response = if policy.follow_redirects && followable {
