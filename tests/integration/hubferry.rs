@@ -125,40 +125,69 @@ impl RawResponse {
     }
 }
 
-/// Sends `GET path` with `Connection: close` and reads until the server closes. A raw client,
-/// so a body that ends short of its `Content-Length` is visible as such.
+/// A GET over a raw socket with `Connection: close`, read at the test's own pace: a strict
+/// client that sees a body ending short of its `Content-Length` as such.
+pub struct RawDownload {
+    stream: std::net::TcpStream,
+    received: Vec<u8>,
+}
+
+impl RawDownload {
+    pub fn start(addr: &str, path: &str, headers: &[(&str, &str)]) -> RawDownload {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect to hubferry");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        RawDownload {
+            stream,
+            received: Vec::new(),
+        }
+    }
+
+    /// Reads exactly `n` more bytes (head included).
+    pub fn read_some(&mut self, n: usize) {
+        use std::io::Read;
+        let start = self.received.len();
+        self.received.resize(start + n, 0);
+        self.stream.read_exact(&mut self.received[start..]).unwrap();
+    }
+
+    /// Reads until the server closes and parses what came.
+    pub fn finish(mut self) -> RawResponse {
+        use std::io::Read;
+        let _ = self.stream.read_to_end(&mut self.received); // a reset after data is a result too
+        let raw = self.received;
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(&raw)));
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .expect("status line");
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        RawResponse {
+            status,
+            headers,
+            body: raw[split + 4..].to_vec(),
+        }
+    }
+}
+
+/// `GET path`, read to the end at once.
 pub fn raw_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> RawResponse {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect to hubferry");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw); // a reset after partial data is a result too
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(&raw)));
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    RawResponse {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    }
+    RawDownload::start(addr, path, headers).finish()
 }

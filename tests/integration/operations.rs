@@ -1,16 +1,13 @@
 //! Running well: the admin listener (health, readiness, metrics that move with real traffic),
 //! graceful shutdown with downloads in flight, and the JSON access log.
 
-use std::{
-    io::{Read, Write},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 use crate::{
     fakes,
-    hubferry::Hubferry,
+    hubferry::{Hubferry, RawDownload},
     skopeo,
     world::{self},
 };
@@ -167,18 +164,9 @@ fn sigterm_lets_a_download_finish_and_refuses_new_connections() {
     let big = w.big_layer();
     let bearer = format!("Bearer {}", w.token(&["repository:library/big:pull"]));
 
-    let mut stream = std::net::TcpStream::connect(&hf.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    write!(
-        stream,
-        "GET /v2/library/big/blobs/{} HTTP/1.1\r\nHost: {}\r\nAuthorization: {bearer}\r\nConnection: close\r\n\r\n",
-        big.digest, hf.addr
-    )
-    .unwrap();
-    let mut received = vec![0u8; 1 << 20];
-    stream.read_exact(&mut received).unwrap();
+    let path = format!("/v2/library/big/blobs/{}", big.digest);
+    let mut download = RawDownload::start(&hf.addr, &path, &[("Authorization", &bearer)]);
+    download.read_some(1 << 20);
 
     // SAFETY: signalling our own child by pid.
     unsafe { libc::kill(hf.child.id() as i32, libc::SIGTERM) };
@@ -198,13 +186,12 @@ fn sigterm_lets_a_download_finish_and_refuses_new_connections() {
     assert_eq!(get_text(&format!("{admin}/readyz")).0, 503);
 
     // The download started before the signal completes, byte for byte.
-    let mut rest = Vec::new();
-    stream.read_to_end(&mut rest).unwrap();
-    received.extend_from_slice(&rest);
-    let split = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    let body = &received[split..];
-    assert_eq!(body.len() as u64, big.size);
-    assert_eq!(format!("sha256:{:x}", Sha256::digest(body)), big.digest);
+    let res = download.finish();
+    assert_eq!(res.body.len() as u64, big.size);
+    assert_eq!(
+        format!("sha256:{:x}", Sha256::digest(&res.body)),
+        big.digest
+    );
 
     // Then the process exits by itself.
     let deadline = Instant::now() + Duration::from_secs(20);
