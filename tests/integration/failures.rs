@@ -12,9 +12,7 @@ use crate::{
 };
 
 fn start(registry: &str, extra: &[&str]) -> Hubferry {
-    let mut args = vec!["--registry".to_owned(), registry.to_owned()];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Hubferry::start(&args)
+    Hubferry::start_with(&[&["--registry", registry], extra].concat())
 }
 
 async fn error_of(res: &mut awc::ClientResponse) -> Value {

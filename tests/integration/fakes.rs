@@ -137,6 +137,23 @@ pub fn upstream() -> String {
     })
 }
 
+/// The echo upstream's report of a request, from a response that carries it.
+pub async fn echo_of(res: &mut awc::ClientResponse) -> serde_json::Value {
+    let body = res.body().limit(1 << 20).await.unwrap();
+    serde_json::from_slice(&body).unwrap_or_else(|_| panic!("not JSON: {body:?}"))
+}
+
+/// Every value of header `name` the echo upstream received.
+pub fn echoed_header<'a>(echo: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|pair| pair[0].as_str() == Some(name))
+        .map(|pair| pair[1].as_str().unwrap())
+        .collect()
+}
+
 /// A raw HTTP/1.1 server: for each connection it reads the request head, then runs `answer`
 /// on the socket. Returns `http://127.0.0.1:PORT`.
 fn raw_server(answer: fn(&mut std::net::TcpStream)) -> String {

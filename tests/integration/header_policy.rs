@@ -2,39 +2,24 @@
 //! that reports every header (behaviours 1, 3, 4, 7 and 9 of the core issue).
 
 use actix_web::http::{header, Method};
-use serde_json::Value;
 
-use crate::{fakes, hubferry::Hubferry, world};
+use crate::{
+    fakes::{self, echo_of, echoed_header as header},
+    hubferry::Hubferry,
+    world,
+};
 
 fn start(upstream: &str, extra: &[&str]) -> Hubferry {
-    let mut args: Vec<String> = [
+    let mut args = vec![
         "--registry",
         upstream,
         "--auth",
         upstream,
         "--index",
         upstream,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Hubferry::start(&args)
-}
-
-fn header<'a>(echo: &'a Value, name: &str) -> Vec<&'a str> {
-    echo["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|pair| pair[0].as_str() == Some(name))
-        .map(|pair| pair[1].as_str().unwrap())
-        .collect()
-}
-
-async fn echo_of(res: &mut awc::ClientResponse) -> Value {
-    let body = res.body().limit(1 << 20).await.unwrap();
-    serde_json::from_slice(&body).unwrap_or_else(|_| panic!("not JSON: {body:?}"))
+    ];
+    args.extend_from_slice(extra);
+    Hubferry::start_with(&args)
 }
 
 #[actix_rt::test]
@@ -223,7 +208,7 @@ async fn catalog_is_refused_without_calling_upstream() {
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
-    let body: Value = serde_json::from_slice(&res.body().await.unwrap()).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&res.body().await.unwrap()).unwrap();
     assert_eq!(body["errors"][0]["code"], "UNSUPPORTED");
 }
 

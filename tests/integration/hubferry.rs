@@ -27,6 +27,12 @@ impl Hubferry {
         Self::start_with_env(args, &[])
     }
 
+    /// As [`Hubferry::start`], from string slices.
+    pub fn start_with(args: &[&str]) -> Hubferry {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        Self::start(&args)
+    }
+
     pub fn start_with_env(args: &[String], env: &[(&str, &str)]) -> Hubferry {
         let port = world::free_port();
         let addr = format!("127.0.0.1:{port}");

@@ -4,25 +4,18 @@
 use actix_web::http::Method;
 use serde_json::Value;
 
-use crate::{fakes, hubferry::Hubferry, world};
+use crate::{
+    fakes::{self, echo_of as json, echoed_header},
+    hubferry::Hubferry,
+    world,
+};
 
 fn start(upstream: &str, extra: &[&str]) -> Hubferry {
-    let mut args = vec!["--registry".to_owned(), upstream.to_owned()];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Hubferry::start(&args)
-}
-
-async fn json(res: &mut awc::ClientResponse) -> Value {
-    serde_json::from_slice(&res.body().await.unwrap()).unwrap()
+    Hubferry::start_with(&[&["--registry", upstream], extra].concat())
 }
 
 fn header<'a>(echo: &'a Value, name: &str) -> Option<&'a str> {
-    echo["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|pair| pair[0].as_str() == Some(name))
-        .map(|pair| pair[1].as_str().unwrap())
+    echoed_header(echo, name).first().copied()
 }
 
 #[actix_rt::test]
