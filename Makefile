@@ -6,7 +6,7 @@ CARGO ?= cargo
 TEST_PACKAGES := docker-registry nginx-light skopeo openssl curl ca-certificates
 RUN_ARGS ?=
 
-.PHONY: build run test test-unit test-integration deps lint fmt clean
+.PHONY: build run test test-unit test-integration deps lint fmt clean validate-deploy
 
 build:
 	$(CARGO) build --release --locked
@@ -14,7 +14,7 @@ build:
 run: build
 	./target/release/hubferry $(RUN_ARGS)
 
-test: deps
+test: deps validate-deploy
 	$(CARGO) test --locked --all-targets
 
 test-unit:
@@ -22,6 +22,11 @@ test-unit:
 
 test-integration: deps
 	$(CARGO) test --locked --test integration
+
+# Offline checks of deploy/: Kubernetes manifests against the schemas, configs, Dockerfile,
+# systemd unit. Installs its checkers from PyPI into target/deploy-tools on first use.
+validate-deploy:
+	bash deploy/validate.sh
 
 # Installs missing test packages when run as root (CI, fresh machines); otherwise says what is
 # missing so the tests' own error makes sense.

@@ -739,6 +739,38 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
+    /// The configs shipped in deploy/ load with the real loader. The TLS files they name exist
+    /// only on a real server, so the TLS listener is switched off for the check.
+    #[test]
+    fn deploy_configs_load() {
+        let dir = tempfile_dir("deploy");
+        for (name, text) in [
+            (
+                "kubernetes.toml",
+                include_str!("../deploy/kubernetes/hubferry.toml"),
+            ),
+            (
+                "systemd.toml",
+                include_str!("../deploy/systemd/hubferry.toml"),
+            ),
+        ] {
+            let file = dir.join(name);
+            std::fs::write(&file, text).unwrap();
+            let args = [
+                "--config",
+                file.to_str().unwrap(),
+                "--tls-listen",
+                "off",
+                "--listen",
+                "127.0.0.1:0",
+            ];
+            if let Err(err) = load(&args, &[]) {
+                panic!("deploy config {name} is refused: {err}");
+            }
+        }
+        std::fs::remove_dir_all(dir).ok();
+    }
+
     fn tempfile_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("hubferry-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

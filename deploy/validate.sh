@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Offline checks of everything in deploy/, run by `make validate-deploy` (part of `make test`):
+#   - the kustomize base builds, and every resource it renders is valid against the Kubernetes
+#     schemas (strict: unknown fields are errors) of the oldest and newest versions checked;
+#   - hubferry's TOML configs use only known keys, and settings that must agree across files do
+#     (check_deploy.py);
+#   - the Dockerfile passes hadolint; the systemd unit passes `systemd-analyze verify`.
+# The tools come from PyPI into a venv under target/ on first use; after that nothing is fetched.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Kubernetes versions to validate against: the oldest this base supports (the preStop sleep
+# action is on by default from 1.30) and the newest the schemas package knows.
+K8S_VERSIONS="1.30.0 1.37.0"
+
+tools=target/deploy-tools
+out=target/deploy-check
+req=deploy/requirements.txt
+
+# (Re)build the venv when requirements.txt changed since it was made.
+if ! cmp -s "$req" "$tools/requirements.txt" 2>/dev/null; then
+	echo "validate-deploy: installing checkers into $tools"
+	rm -rf "$tools"
+	python3 -m venv "$tools"
+	"$tools/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+	cp "$req" "$tools/requirements.txt"
+fi
+mkdir -p "$out"
+
+failed=0
+fail() {
+	echo "validate-deploy: FAILED: $*" >&2
+	failed=1
+}
+
+# kustomize build, with the kubectl from the venv (real kustomize: generators, name references
+# and image rewrites are applied exactly as `kubectl apply -k` would).
+rendered="$out/kubernetes.yaml"
+if "$tools/bin/kubectl" kustomize deploy/kubernetes >"$rendered"; then
+	for version in $K8S_VERSIONS; do
+		# --quiet prints only problems. kubernetes-validate exits 0 on a kind or apiVersion it
+		# has no schema for (a typo, a removed API) and only warns: any output is a failure.
+		if ! report=$("$tools/bin/kubernetes-validate" --kubernetes-version "$version" --strict --quiet "$rendered" 2>&1) \
+			|| [ -n "$report" ]; then
+			echo "$report" >&2
+			fail "deploy/kubernetes against Kubernetes $version (rendered: $rendered)"
+		fi
+	done
+else
+	fail "kustomize build deploy/kubernetes"
+fi
+
+"$tools/bin/python" deploy/check_deploy.py "$rendered" || fail "deploy/check_deploy.py"
+
+"$tools/bin/hadolint" deploy/Dockerfile || fail "hadolint deploy/Dockerfile"
+
+# systemd-analyze verifies offline, without systemd running. It insists that ExecStart's binary
+# exists, so it checks a copy whose ExecStart names one that does; everything else is as written.
+# It only warns on unknown or misspelt settings: any output is a failure.
+if command -v systemd-analyze >/dev/null; then
+	unit="$out/systemd/hubferry.service"
+	mkdir -p "$(dirname "$unit")"
+	sed 's#^ExecStart=/usr/local/bin/hubferry #ExecStart=/bin/true #' deploy/systemd/hubferry.service >"$unit"
+	grep -q '^ExecStart=/bin/true ' "$unit" || fail "hubferry.service: ExecStart no longer starts with /usr/local/bin/hubferry"
+	if ! report=$(systemd-analyze --man=no verify "$unit" 2>&1) || [ -n "$report" ]; then
+		echo "$report" >&2
+		fail "systemd-analyze verify deploy/systemd/hubferry.service"
+	fi
+else
+	echo "validate-deploy: systemd-analyze not found; deploy/systemd/hubferry.service not verified" >&2
+fi
+
+if [ "$failed" != 0 ]; then
+	exit 1
+fi
+echo "validate-deploy: deploy/ is valid (Kubernetes $K8S_VERSIONS, configs, Dockerfile, systemd unit)"
