@@ -57,6 +57,8 @@ impl Hubferry {
             Some(format!("http://{admin}"))
         };
         cmd.args(args)
+            // The world's own knob shares hubferry's prefix; hubferry would refuse it.
+            .env_remove("HUBFERRY_KEEP_WORLD")
             .env("RUST_LOG", "info,hubferry=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

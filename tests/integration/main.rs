@@ -12,5 +12,6 @@ mod redirects;
 mod registry_api;
 mod skopeo;
 mod streaming;
+mod tls_listener;
 mod world;
 mod world_smoke;

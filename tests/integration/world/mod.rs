@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 #[allow(unused_imports)]
 pub use cdn::CdnLogEntry;
 #[allow(unused_imports)]
+pub use certs::{tls_files, TlsFiles};
+#[allow(unused_imports)]
 pub use http::{client, rustls_config};
 #[allow(unused_imports)]
 pub use images::*;

@@ -1,0 +1,496 @@
+//! The TLS listener: a rustls server configuration (TLS 1.2 and 1.3 only, ALPN `h2` and
+//! `http/1.1`, session resumption) whose certificate comes from [`Certificates`], which loads
+//! the PEM pair again when the files change on disk or on SIGHUP, so a renewal (cert-manager,
+//! acme.sh) needs no restart (issue 3, "TLS and HTTP/2").
+
+use std::{
+    fs, io,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError, RwLock},
+    time::{Duration, SystemTime},
+};
+
+use rustls::{
+    crypto::CryptoProvider,
+    pki_types::CertificateDer,
+    server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache},
+    sign::CertifiedKey,
+    version::{TLS12, TLS13},
+    Error as TlsError, InconsistentKeys, ServerConfig,
+};
+
+use crate::config::TlsListener;
+
+/// How often the certificate files are looked at. A change is loaded once the files have
+/// looked the same for one whole interval, so a tool that writes the certificate and then the
+/// key (acme.sh) is not caught half-way: a new pair is served 1–2 s after it is complete.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Sessions kept for resumption by ID (TLS 1.2 clients without tickets, and TLS 1.3 when no
+/// ticket is used). An entry is a few hundred bytes.
+const SESSION_CACHE_SIZE: usize = 8192;
+
+/// The server configuration every worker of the TLS listener shares: the certificate resolver,
+/// the session cache and the ticket keys are behind `Arc`s, so clones made per worker still
+/// resume each other's sessions and see every certificate rotation.
+///
+/// actix-web puts `h2` and `http/1.1` in front of whatever ALPN list it is given (harmless
+/// duplicates); they are set here as well so the configuration says what it serves.
+pub fn server_config(certs: Arc<Certificates>) -> Result<ServerConfig, String> {
+    let mut config = ServerConfig::builder_with_provider(certs.provider.clone())
+        .with_protocol_versions(&[&TLS13, &TLS12])
+        .map_err(|e| format!("TLS set-up failed: {e}"))?
+        .with_no_client_auth()
+        .with_cert_resolver(certs);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
+    // Stateless resumption: keys rotate every 6 h, a ticket lives 12 h (rustls' choice).
+    config.ticketer = rustls::crypto::ring::Ticketer::new()
+        .map_err(|e| format!("TLS set-up failed: no session ticket keys: {e}"))?;
+    Ok(config)
+}
+
+/// The certificate chain and key the TLS listener serves, swapped in place when the files hold
+/// a new, good pair. New connections get the current pair; open ones keep theirs.
+#[derive(Debug)]
+pub struct Certificates {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+    /// What the files looked like when they were last read, whether the pair was good or not:
+    /// a bad pair is reported once, not at every poll, and tried again when the files change.
+    loaded_from: Mutex<PairStamp>,
+}
+
+impl Certificates {
+    /// Reads the pair named by `tls.cert` / `tls.key`; the error is one line naming the setting
+    /// at fault.
+    pub fn load(tls: &TlsListener) -> Result<Arc<Certificates>, String> {
+        // Explicitly ring: feature unification could enable a second provider, and then
+        // rustls refuses to pick a default.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let loaded_from = PairStamp::of(&tls.cert, &tls.key);
+        let pair = load_pair(&tls.cert, &tls.key, &provider)?;
+        Ok(Arc::new(Certificates {
+            cert_path: tls.cert.clone(),
+            key_path: tls.key.clone(),
+            provider,
+            current: RwLock::new(Arc::new(pair)),
+            loaded_from: Mutex::new(loaded_from),
+        }))
+    }
+
+    /// The pair new connections are given.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads the files again; a good pair replaces the current one, a bad one is an error and
+    /// the current pair stays.
+    pub fn reload(&self) -> Result<(), String> {
+        // Stamped before reading, so a write that lands during the read is seen next time.
+        let stamp = self.stamp();
+        let loaded = load_pair(&self.cert_path, &self.key_path, &self.provider);
+        *self
+            .loaded_from
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = stamp;
+        let pair = loaded?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(pair);
+        Ok(())
+    }
+
+    /// [`Certificates::reload`], logged: info on success, a warning (old pair kept) on failure.
+    fn reload_logged(&self, why: &str) {
+        match self.reload() {
+            Ok(()) => log::info!(
+                "TLS certificate reloaded ({why}) from {} and {}",
+                self.cert_path.display(),
+                self.key_path.display()
+            ),
+            Err(err) => {
+                log::warn!("TLS certificate not reloaded ({why}), keeping the old one: {err}")
+            }
+        }
+    }
+
+    /// What the files look like now, through any symlinks (cert-manager swaps a `..data`
+    /// symlink; the paths we were given never change).
+    fn stamp(&self) -> PairStamp {
+        PairStamp::of(&self.cert_path, &self.key_path)
+    }
+
+    /// Whether the files differ from those last read.
+    fn changed_since_load(&self, now: &PairStamp) -> bool {
+        *self
+            .loaded_from
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            != *now
+    }
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// Reloads `certs` when its files change (polled every [`POLL_INTERVAL`]) and on SIGHUP, for
+/// as long as the actix system runs. Call it from inside the system, before the server starts:
+/// the SIGHUP handler is installed here, so from now on SIGHUP no longer ends the process.
+pub fn spawn_rotation(certs: Arc<Certificates>) -> io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let mut hangups = signal(SignalKind::hangup())?;
+    let polled = certs.clone();
+    actix_rt::spawn(async move {
+        let mut previous = polled.stamp();
+        loop {
+            actix_rt::time::sleep(POLL_INTERVAL).await;
+            let now = polled.stamp();
+            if now == previous && polled.changed_since_load(&now) {
+                polled.reload_logged("the files changed");
+            }
+            previous = now;
+        }
+    });
+    actix_rt::spawn(async move {
+        while hangups.recv().await.is_some() {
+            certs.reload_logged("SIGHUP");
+        }
+    });
+    Ok(())
+}
+
+/// Identity and version of one file, `None` when it cannot be read (mid-swap, or gone).
+/// Inode and device catch an atomic replacement even when size and mtime match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PairStamp {
+    cert: Option<FileStamp>,
+    key: Option<FileStamp>,
+}
+
+impl PairStamp {
+    fn of(cert: &Path, key: &Path) -> PairStamp {
+        // `fs::metadata` follows symlinks: the stamp is the file's, not the link's.
+        let stamp = |path: &Path| {
+            fs::metadata(path).ok().map(|m| FileStamp {
+                dev: m.dev(),
+                ino: m.ino(),
+                len: m.len(),
+                modified: m.modified().ok(),
+            })
+        };
+        PairStamp {
+            cert: stamp(cert),
+            key: stamp(key),
+        }
+    }
+}
+
+/// A certificate chain (leaf first) and its private key, checked to belong together.
+fn load_pair(
+    cert_path: &Path,
+    key_path: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, String> {
+    let chain = load_chain(cert_path)?;
+    let key_der = {
+        let pem = read("tls.key", key_path)?;
+        rustls_pemfile::private_key(&mut pem.as_slice())
+            .map_err(|e| format!("tls.key: {} is not valid PEM: {e}", key_path.display()))?
+            .ok_or_else(|| {
+                format!(
+                    "tls.key: {} holds no PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC)",
+                    key_path.display()
+                )
+            })?
+    };
+    let key = provider
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| format!("tls.key: {}: unusable private key: {e}", key_path.display()))?;
+    let pair = CertifiedKey::new(chain, key);
+    match pair.keys_match() {
+        // Unknown: the key type cannot tell its public key; the handshake will show.
+        Ok(()) | Err(TlsError::InconsistentKeys(InconsistentKeys::Unknown)) => Ok(pair),
+        Err(TlsError::InconsistentKeys(InconsistentKeys::KeyMismatch)) => Err(format!(
+            "tls.key: {} does not match the certificate in tls.cert {}",
+            key_path.display(),
+            cert_path.display()
+        )),
+        Err(e) => Err(format!(
+            "tls.cert: {}: unusable certificate: {e}",
+            cert_path.display()
+        )),
+    }
+}
+
+fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = read("tls.cert", path)?;
+    let chain = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("tls.cert: {} is not valid PEM: {e}", path.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "tls.cert: {} holds no PEM certificate",
+            path.display()
+        ));
+    }
+    Ok(chain)
+}
+
+fn read(key: &str, path: &Path) -> Result<Vec<u8>, String> {
+    fs::read(path).map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+
+    fn openssl(dir: &Path, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl (missing? run `make test`, which installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Key formats as `openssl` writes them, with the PEM label each one carries.
+    #[derive(Clone, Copy)]
+    enum KeyFormat {
+        Pkcs8Ec,
+        Pkcs1Rsa,
+        Sec1Ec,
+    }
+
+    /// Writes `<name>.key` in `format` and a self-signed `<name>.crt` for it.
+    fn pair(dir: &Path, name: &str, format: KeyFormat) -> TlsListener {
+        let key = format!("{name}.key");
+        let (args, label): (&[&str], _) = match format {
+            KeyFormat::Pkcs8Ec => (
+                &[
+                    "genpkey",
+                    "-algorithm",
+                    "EC",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                ],
+                "BEGIN PRIVATE KEY",
+            ),
+            KeyFormat::Pkcs1Rsa => (&["genrsa", "-traditional"], "BEGIN RSA PRIVATE KEY"),
+            KeyFormat::Sec1Ec => (
+                &["ecparam", "-name", "prime256v1", "-genkey", "-noout"],
+                "BEGIN EC PRIVATE KEY",
+            ),
+        };
+        let mut args = args.to_vec();
+        args.extend(["-out", &key]);
+        if matches!(format, KeyFormat::Pkcs1Rsa) {
+            args.push("2048");
+        }
+        openssl(dir, &args);
+        let pem = fs::read_to_string(dir.join(&key)).unwrap();
+        assert!(pem.contains(label), "{key} is not {label}: {pem}");
+
+        // With an extension, so the certificate is X.509 v3: webpki refuses v1.
+        let cnf = dir.join(format!("{name}.cnf"));
+        fs::write(
+            &cnf,
+            format!(
+                "[req]\ndistinguished_name = dn\nprompt = no\nx509_extensions = ext\n\
+                 [dn]\nCN = {name}\n[ext]\nsubjectAltName = DNS:localhost\n"
+            ),
+        )
+        .unwrap();
+        let crt = format!("{name}.crt");
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-new",
+                "-key",
+                &key,
+                "-config",
+                cnf.to_str().unwrap(),
+                "-days",
+                "1",
+                "-out",
+                &crt,
+            ],
+        );
+        TlsListener {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            cert: dir.join(crt),
+            key: dir.join(key),
+        }
+    }
+
+    fn leaf(path: &Path) -> CertificateDer<'static> {
+        load_chain(path).unwrap().remove(0)
+    }
+
+    #[test]
+    fn loads_pkcs8_pkcs1_and_sec1_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, format) in [
+            ("pkcs8", KeyFormat::Pkcs8Ec),
+            ("pkcs1", KeyFormat::Pkcs1Rsa),
+            ("sec1", KeyFormat::Sec1Ec),
+        ] {
+            let files = pair(dir.path(), name, format);
+            let certs = Certificates::load(&files).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(certs.current().cert[0], leaf(&files.cert), "{name}");
+            assert_eq!(certs.current().keys_match(), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_key_for_another_certificate_is_one_line_naming_tls_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = pair(dir.path(), "a", KeyFormat::Sec1Ec);
+        let b = pair(dir.path(), "b", KeyFormat::Sec1Ec);
+        let mixed = TlsListener { key: b.key, ..a };
+        let err = Certificates::load(&mixed).unwrap_err();
+        assert!(err.starts_with("tls.key: "), "{err}");
+        assert!(err.contains("does not match the certificate"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn unreadable_pem_names_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = pair(dir.path(), "good", KeyFormat::Sec1Ec);
+        let junk = dir.path().join("junk.pem");
+        fs::write(&junk, "not a certificate\n").unwrap();
+
+        let no_cert = TlsListener {
+            cert: junk.clone(),
+            ..good.clone()
+        };
+        let err = Certificates::load(&no_cert).unwrap_err();
+        assert!(
+            err.starts_with("tls.cert: ") && err.contains("no PEM certificate"),
+            "{err}"
+        );
+
+        let no_key = TlsListener {
+            key: junk,
+            ..good.clone()
+        };
+        let err = Certificates::load(&no_key).unwrap_err();
+        assert!(
+            err.starts_with("tls.key: ") && err.contains("no PEM private key"),
+            "{err}"
+        );
+
+        // A key where the certificate should be (the mistake of swapping the two flags).
+        let swapped = TlsListener {
+            cert: good.key.clone(),
+            key: good.cert.clone(),
+            ..good
+        };
+        let err = Certificates::load(&swapped).unwrap_err();
+        assert!(err.starts_with("tls.cert: "), "{err}");
+    }
+
+    #[test]
+    fn reload_swaps_in_a_good_pair_and_keeps_the_old_one_on_a_bad_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = pair(dir.path(), "live", KeyFormat::Sec1Ec);
+        let first = leaf(&live.cert);
+        let certs = Certificates::load(&live).unwrap();
+        assert!(!certs.changed_since_load(&certs.stamp()));
+
+        // A renewal that wrote the certificate but not yet its key: refused, old pair kept.
+        let next = pair(dir.path(), "next", KeyFormat::Pkcs1Rsa);
+        fs::copy(&next.cert, &live.cert).unwrap();
+        assert!(certs.changed_since_load(&certs.stamp()));
+        let err = certs.reload().unwrap_err();
+        assert!(err.starts_with("tls.key: "), "{err}");
+        assert_eq!(certs.current().cert[0], first);
+        // Reported once: the same bad files are not retried until they change again.
+        assert!(!certs.changed_since_load(&certs.stamp()));
+
+        // The key arrives: the new pair is served.
+        fs::copy(&next.key, &live.key).unwrap();
+        assert!(certs.changed_since_load(&certs.stamp()));
+        certs.reload().unwrap();
+        assert_eq!(certs.current().cert[0], leaf(&next.cert));
+        assert_ne!(certs.current().cert[0], first);
+
+        // Both files gone: an error, the last good pair stays.
+        fs::remove_file(&live.cert).unwrap();
+        assert!(certs.reload().unwrap_err().contains("cannot read"));
+        assert_eq!(certs.current().cert[0], leaf(&next.cert));
+    }
+
+    #[test]
+    fn a_replaced_file_counts_as_changed_even_with_the_same_size_and_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = pair(dir.path(), "live", KeyFormat::Sec1Ec);
+        let certs = Certificates::load(&live).unwrap();
+        let before = certs.stamp();
+        // cert-manager and most tools replace by rename: a new inode.
+        let tmp = dir.path().join("live.crt.tmp");
+        fs::copy(&live.cert, &tmp).unwrap();
+        let mtime = fs::metadata(&live.cert).unwrap().modified().unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&tmp)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        fs::rename(&tmp, &live.cert).unwrap();
+        let after = certs.stamp();
+        assert_eq!(
+            before.cert.as_ref().unwrap().len,
+            after.cert.as_ref().unwrap().len
+        );
+        assert_eq!(
+            before.cert.as_ref().unwrap().modified,
+            after.cert.as_ref().unwrap().modified
+        );
+        assert!(certs.changed_since_load(&after));
+    }
+
+    #[test]
+    fn server_config_offers_h2_and_resumes_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = Certificates::load(&pair(dir.path(), "s", KeyFormat::Sec1Ec)).unwrap();
+        let config = server_config(certs).unwrap();
+        assert_eq!(
+            config.alpn_protocols,
+            [b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        assert!(config.ticketer.enabled());
+        assert!(config.send_tls13_tickets > 0);
+        // A stored session can be found again.
+        assert!(config
+            .session_storage
+            .put(b"id".to_vec(), b"session".to_vec()));
+        assert_eq!(config.session_storage.get(b"id"), Some(b"session".to_vec()));
+    }
+}
