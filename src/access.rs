@@ -73,13 +73,14 @@ impl AccessRecord {
     }
 }
 
-/// The route a request matched, by the pattern it was registered under (see `routes::configure`).
-fn route_label(pattern: Option<&str>) -> &'static str {
+/// The route a request matched, by the pattern it was registered under (see
+/// `routes::configure`); the `/v2` scope has no pattern of its own, so its path decides.
+fn route_label(pattern: Option<&str>, path: &str) -> &'static str {
     match pattern {
         Some("/v2/_catalog") => "catalog",
-        Some(p) if p.starts_with("/v2") => "registry",
         Some("/token") => "token",
         Some("/v1/search") => "search",
+        _ if path == "/v2" || path.starts_with("/v2/") => "registry",
         _ => "other",
     }
 }
@@ -121,7 +122,10 @@ pub async fn observe(
         target,
         version,
         status: res.status().as_u16(),
-        route: route_label(res.request().match_pattern().as_deref()),
+        route: route_label(
+            res.request().match_pattern().as_deref(),
+            res.request().path(),
+        ),
         bytes: 0,
         millis: 0.0,
         upstream: trace.map(|t| t.upstream),
@@ -221,10 +225,15 @@ mod tests {
 
     #[test]
     fn routes_are_named_by_pattern() {
-        assert_eq!(route_label(Some("/v2/_catalog")), "catalog");
-        assert_eq!(route_label(Some("/v2{rest:(/.*)?}")), "registry");
-        assert_eq!(route_label(Some("/token")), "token");
-        assert_eq!(route_label(Some("/v1/search")), "search");
-        assert_eq!(route_label(None), "other");
+        assert_eq!(route_label(Some("/v2/_catalog"), "/v2/_catalog"), "catalog");
+        assert_eq!(
+            route_label(None, "/v2/library/alpine/manifests/latest"),
+            "registry"
+        );
+        assert_eq!(route_label(None, "/v2"), "registry");
+        assert_eq!(route_label(Some("/token"), "/token"), "token");
+        assert_eq!(route_label(Some("/v1/search"), "/v1/search"), "search");
+        assert_eq!(route_label(None, "/v2foo"), "other");
+        assert_eq!(route_label(None, "/"), "other");
     }
 }

@@ -25,6 +25,11 @@ fn main() {
 fn init_logger(format: LogFormat) {
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    // Colours only on a terminal; logs going to a file or journald skip the colour stripping
+    // pass on every line (one line per request).
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        builder.write_style(env_logger::WriteStyle::Never);
+    }
     if format == LogFormat::Json {
         builder.format(|buf, record| {
             let time = buf.timestamp_millis().to_string();

@@ -10,7 +10,7 @@ use std::{
 
 use actix_rt::time::{sleep, Sleep};
 use actix_web::{
-    body::{BodyStream, None as NoBody, SizedStream},
+    body::{BodyStream, MessageBody, None as NoBody, SizedStream},
     error::PayloadError,
     http::{header, header::HeaderMap, Method, StatusCode},
     web, HttpResponse,
@@ -243,32 +243,36 @@ pub fn relay(
     if status != StatusCode::NOT_MODIFIED {
         headers.remove(header::CONTENT_LENGTH);
     }
-    let mut builder = HttpResponse::build(status);
-    for (name, value) in headers.iter() {
-        builder.append_header((name.clone(), value.clone()));
-    }
     let bodiless = *method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    if bodiless {
-        return match (length, *method == Method::HEAD) {
-            (Some(len), true) => builder.body(SizedStream::new(
-                len,
-                futures_util::stream::empty::<Result<Bytes, PayloadError>>(),
-            )),
-            _ => builder.body(NoBody::new()),
-        };
-    }
-    let mut body = IdleGuard::new(response, timeouts.body_idle, upstream, "response body");
-    body.in_flight = Some(metrics.stream_started());
-    match length {
-        Some(len) => {
-            body.expected = Some(len);
-            builder.body(SizedStream::new(len, body))
+    let mut response = if bodiless {
+        match (length, *method == Method::HEAD) {
+            (Some(len), true) => HttpResponse::with_body(
+                status,
+                SizedStream::new(
+                    len,
+                    futures_util::stream::empty::<Result<Bytes, PayloadError>>(),
+                )
+                .boxed(),
+            ),
+            _ => HttpResponse::with_body(status, NoBody::new().boxed()),
         }
-        None => builder.body(BodyStream::new(body)),
-    }
+    } else {
+        let mut body = IdleGuard::new(response, timeouts.body_idle, upstream, "response body");
+        body.in_flight = Some(metrics.stream_started());
+        match length {
+            Some(len) => {
+                body.expected = Some(len);
+                HttpResponse::with_body(status, SizedStream::new(len, body).boxed())
+            }
+            None => HttpResponse::with_body(status, BodyStream::new(body).boxed()),
+        }
+    };
+    // Moved, not copied header by header: this runs for every proxied request.
+    *response.headers_mut() = headers;
+    response
 }
 
 pin_project_lite::pin_project! {

@@ -41,7 +41,8 @@ pub struct UpstreamTrace {
 /// The seed's locations, in the order nginx would pick them.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v2/_catalog", web::to(registry::catalog))
-        .route("/v2{rest:(/.*)?}", web::to(registry::v2))
+        // A scope, not a regex route: `/v2` and everything below it, matched without a regex.
+        .service(web::scope("/v2").default_service(web::to(registry::v2)))
         .route("/token", web::to(token::token))
         .route("/v1/search", web::to(search::search))
         .default_service(web::to(registry::other));
@@ -159,6 +160,9 @@ async fn forward(
 /// Upstream response filter for registry routes: every Bearer challenge names our `/token`,
 /// and absolute `Location`s on the registry come back through us.
 fn rewrite_to_mirror(headers: &mut header::HeaderMap, req: &HttpRequest, config: &Config) {
+    if !headers.contains_key(header::WWW_AUTHENTICATE) && !headers.contains_key(header::LOCATION) {
+        return; // most answers: nothing to rewrite, no need to work out our public address
+    }
     let base = public_base(req, config);
     let realm = format!("{base}/token");
     let challenges: Vec<_> = headers.get_all(header::WWW_AUTHENTICATE).cloned().collect();
