@@ -2,6 +2,7 @@
 //! request, and relaying the answer to the client as a stream that keeps the upstream length.
 
 use std::{
+    future::Future,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -285,6 +286,9 @@ pin_project_lite::pin_project! {
         #[pin]
         idle: Sleep,
         limit: Duration,
+        // When the last chunk came. The timer is not re-armed per chunk (thousands per second
+        // on a fast blob); when it fires early, it is moved to `last_chunk + limit`.
+        last_chunk: actix_rt::time::Instant,
         received: u64,
         expected: Option<u64>,
         // Set once the stream has ended or failed: nothing more is yielded after that.
@@ -302,6 +306,7 @@ impl<S> IdleGuard<S> {
             inner,
             idle: sleep(limit),
             limit,
+            last_chunk: actix_rt::time::Instant::now(),
             received: 0,
             expected: None,
             finished: false,
@@ -327,8 +332,7 @@ where
         let failure = match this.inner.poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 *this.received += chunk.len() as u64;
-                let deadline = actix_rt::time::Instant::now() + *this.limit;
-                this.idle.reset(deadline);
+                *this.last_chunk = actix_rt::time::Instant::now();
                 return Poll::Ready(Some(Ok(chunk)));
             }
             Poll::Ready(Some(Err(err))) => std::io::Error::other(format!(
@@ -349,8 +353,17 @@ where
                 }
             },
             Poll::Pending => {
-                if std::future::Future::poll(this.idle, cx).is_pending() {
+                let mut idle = this.idle;
+                if idle.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
+                }
+                let deadline = *this.last_chunk + *this.limit;
+                if deadline > actix_rt::time::Instant::now() {
+                    // Chunks came since the timer was armed: wait out the rest of the limit.
+                    idle.as_mut().reset(deadline);
+                    if idle.poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
                 }
                 std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
@@ -406,6 +419,27 @@ mod tests {
             got[1].as_ref().unwrap_err().kind(),
             std::io::ErrorKind::UnexpectedEof
         );
+    }
+
+    #[actix_rt::test]
+    async fn idle_guard_lets_a_slow_but_steady_stream_run_past_the_limit() {
+        // A chunk every 30 ms for ~300 ms, with a 100 ms idle limit: never idle for long.
+        let ticks = futures_util::stream::unfold(0u32, |n| async move {
+            if n == 10 {
+                return None;
+            }
+            actix_rt::time::sleep(Duration::from_millis(30)).await;
+            Some((Ok::<_, PayloadError>(Bytes::from_static(b"x")), n + 1))
+        });
+        let guard = IdleGuard::new(
+            Box::pin(ticks),
+            Duration::from_millis(100),
+            "registry",
+            "test",
+        );
+        let got: Vec<_> = guard.collect().await;
+        assert_eq!(got.len(), 10);
+        assert!(got.iter().all(Result::is_ok));
     }
 
     #[actix_rt::test]
