@@ -5,8 +5,10 @@ CARGO ?= cargo
 # nginx as the blob CDN, skopeo as the client, openssl for test keys and certificates.
 TEST_PACKAGES := docker-registry nginx-light skopeo openssl curl ca-certificates
 RUN_ARGS ?=
+# What `make bench` adds: load generators (wrk, h2load) besides the test packages.
+BENCH_PACKAGES := wrk nghttp2-client
 
-.PHONY: build run test test-unit test-integration deps lint fmt clean validate-deploy
+.PHONY: build run test test-unit test-integration deps lint fmt clean validate-deploy bench
 
 build:
 	$(CARGO) build --release --locked
@@ -22,6 +24,15 @@ test-unit:
 
 test-integration: deps
 	$(CARGO) test --locked --test integration
+
+# hubferry vs the seed's nginx config vs no proxy on the test world; report and chart in
+# target/bench/ (docs/benchmarks.md). BENCH_QUICK=1 for one short repetition. 500 slow clients
+# need file descriptors: raise the limit as far as allowed.
+bench:
+	$(MAKE) deps TEST_PACKAGES="$(TEST_PACKAGES) $(BENCH_PACKAGES)"
+	$(CARGO) build --release --locked
+	ulimit -n 65536 2>/dev/null || ulimit -n "$$(ulimit -Hn)"; \
+	$(CARGO) bench --locked --bench compare
 
 # Offline checks of deploy/: Kubernetes manifests against the schemas, configs, Dockerfile,
 # systemd unit. Installs its checkers from PyPI into target/deploy-tools on first use.

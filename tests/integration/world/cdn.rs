@@ -81,6 +81,9 @@ pub fn start(dir: &Path, root: &Path, tls: Option<&TlsFiles>) -> Cdn {
     );
 }
 
+/// `worker_connections`: room for the benchmark's 500 concurrent streams plus keep-alive
+/// connections left from its earlier runs, as a CDN is sized for many clients.
+///
 /// `master_process off`: a single process, so the death signal set on it reaches the process
 /// that serves (orphaned workers would otherwise keep the port), and no privilege drop to an
 /// unprivileged user that could not read our 0700 temp dir when run as root.
@@ -111,7 +114,7 @@ master_process off;
 worker_processes 1;
 pid {pid};
 error_log {error_log} warn;
-events {{ worker_connections 512; }}
+events {{ worker_connections 4096; }}
 http {{
     log_format hubferry "{LOG_FORMAT}";
     access_log {access_log} hubferry;

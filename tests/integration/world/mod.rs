@@ -168,6 +168,28 @@ impl World {
         )
     }
 
+    /// Upload `data` to `repository` as one blob and return its digest; no manifest is needed
+    /// for blob GETs. Runs its own actix runtime, so call it outside one (the benchmark's big
+    /// blob).
+    pub fn push_blob(&self, repository: &str, data: Vec<u8>) -> String {
+        let blob = Blob {
+            digest: sha256_digest(&data),
+            media_type: OCI_LAYER_TAR.into(),
+            size: data.len() as u64,
+            data: Some(data),
+        };
+        let token = self.token(&[&format!("repository:{repository}:pull,push")]);
+        actix_rt::System::new().block_on(async {
+            let pusher = push::Pusher {
+                client: self.client(),
+                registry_url: &self.registry_url,
+                token,
+            };
+            pusher.push_blob(repository, &blob).await;
+        });
+        blob.digest
+    }
+
     /// An awc client that trusts this world's CA (if any) and follows no redirects. Use it
     /// inside an actix runtime (`#[actix_rt::test]`).
     pub fn client(&self) -> awc::Client {

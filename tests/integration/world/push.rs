@@ -40,7 +40,7 @@ impl Pusher<'_> {
         .await;
     }
 
-    async fn push_blob(&self, repo: &str, blob: &Blob) {
+    pub async fn push_blob(&self, repo: &str, blob: &Blob) {
         let url = format!("{}/v2/{repo}/blobs/uploads/", self.registry_url);
         let resp = self
             .client

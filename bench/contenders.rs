@@ -1,0 +1,228 @@
+//! The three contenders, all pointed at the same test world: no proxy at all, nginx running
+//! the seed's config, and hubferry's release binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::world::{self, ManagedChild, TlsFiles, World};
+
+/// The adapted seed config; every change from the seed is commented in the file.
+const SEED_TEMPLATE: &str = include_str!("seed-nginx.conf");
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Direct,
+    Seed,
+    Hubferry,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Direct => "direct",
+            Kind::Seed => "seed-nginx",
+            Kind::Hubferry => "hubferry",
+        }
+    }
+}
+
+pub struct Contender {
+    pub kind: Kind,
+    /// `http://127.0.0.1:PORT`: HTTP/1.1 without TLS.
+    pub plain: String,
+    /// `https://127.0.0.1:PORT` (HTTP/2 by ALPN); none for direct, whose registry is plain.
+    pub tls: Option<String>,
+    process: Option<Process>,
+}
+
+enum Process {
+    Nginx(Nginx),
+    Hubferry(ManagedChild),
+}
+
+impl Contender {
+    /// The process whose tree is measured (nginx's master, hubferry); none for direct.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.process {
+            Some(Process::Nginx(n)) => Some(n.child.id()),
+            Some(Process::Hubferry(c)) => Some(c.id()),
+            None => None,
+        }
+    }
+
+    /// Without a proxy the client itself follows the registry's 307 to the CDN.
+    pub fn client_follows_redirects(&self) -> bool {
+        self.kind == Kind::Direct
+    }
+
+    /// `127.0.0.1:PORT` of the plain listener, for raw sockets.
+    pub fn plain_addr(&self) -> &str {
+        self.plain.trim_start_matches("http://")
+    }
+}
+
+/// No proxy: clients talk to the registry and follow its redirect to the CDN themselves.
+pub fn direct(world: &World) -> Contender {
+    Contender {
+        kind: Kind::Direct,
+        plain: world.registry_url.clone(),
+        tls: None,
+        process: None,
+    }
+}
+
+/// nginx with the seed's config, its master and workers in a private prefix under `dir`.
+pub fn seed_nginx(world: &World, dir: &Path, tls: &TlsFiles) -> Result<Contender, String> {
+    let nginx = world::require_tool("nginx");
+    let prefix = dir.join("seed-nginx");
+    std::fs::create_dir_all(prefix.join("tmp")).map_err(|e| format!("create prefix: {e}"))?;
+    let conf = prefix.join("nginx.conf");
+    let error_log = prefix.join("error.log");
+    let mut last_error = String::new();
+    // A port picked by free_port may be taken before nginx binds it: try again on new ones.
+    for _attempt in 0..5 {
+        let (plain_port, tls_port) = (world::free_port(), world::free_port());
+        let text = render_seed(world, &prefix, tls, plain_port, tls_port)?;
+        std::fs::write(&conf, text).map_err(|e| format!("write nginx.conf: {e}"))?;
+        let mut cmd = Command::new(&nginx);
+        cmd.arg("-c").arg(&conf).arg("-p").arg(&prefix);
+        // -e: the compiled-in error log must not be touched before our config is read.
+        cmd.arg("-e").arg(&error_log);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = Nginx {
+            child: world::spawn_child(cmd),
+        };
+        let plain = format!("127.0.0.1:{plain_port}");
+        let secure = format!("127.0.0.1:{tls_port}");
+        if wait_both(&plain, &secure) && child.child.try_wait().ok().flatten().is_none() {
+            return Ok(Contender {
+                kind: Kind::Seed,
+                plain: format!("http://{plain}"),
+                tls: Some(format!("https://{secure}")),
+                process: Some(Process::Nginx(child)),
+            });
+        }
+        last_error = std::fs::read_to_string(&error_log).unwrap_or_default();
+    }
+    Err(format!(
+        "seed nginx did not start; error log:\n{last_error}"
+    ))
+}
+
+/// The seed template with this world's addresses, the test certificate and fresh ports.
+fn render_seed(
+    world: &World,
+    prefix: &Path,
+    tls: &TlsFiles,
+    plain_port: u16,
+    tls_port: u16,
+) -> Result<String, String> {
+    let p = |path: &Path| path.display().to_string();
+    let text = SEED_TEMPLATE
+        .replace("{{prefix}}", &p(prefix))
+        .replace("{{plain_listen}}", &format!("127.0.0.1:{plain_port}"))
+        .replace("{{tls_listen}}", &format!("127.0.0.1:{tls_port}"))
+        .replace("{{tls_cert}}", &p(&tls.cert))
+        .replace("{{tls_key}}", &p(&tls.key))
+        .replace("{{registry_host}}", world.registry_host())
+        .replace("{{auth_host}}", world.issuer_host())
+        .replace("{{index_host}}", world.issuer_host());
+    match text.find("{{") {
+        Some(at) => Err(format!(
+            "seed template has an unknown placeholder near: {}",
+            &text[at..(at + 40).min(text.len())]
+        )),
+        None => Ok(text),
+    }
+}
+
+/// hubferry's release binary with one worker per core, plain and TLS listeners.
+pub fn hubferry(
+    world: &World,
+    dir: &Path,
+    tls: &TlsFiles,
+    workers: usize,
+) -> Result<Contender, String> {
+    let log = dir.join("hubferry.log");
+    for _attempt in 0..5 {
+        let plain = format!("127.0.0.1:{}", world::free_port());
+        let secure = format!("127.0.0.1:{}", world::free_port());
+        let admin = format!("127.0.0.1:{}", world::free_port());
+        let mut cmd = Command::new(hubferry_bin());
+        cmd.args(["--workers", &workers.to_string()])
+            .args(["--listen", &plain])
+            .args(["--tls-listen", &secure])
+            .arg("--tls-cert")
+            .arg(&tls.cert)
+            .arg("--tls-key")
+            .arg(&tls.key)
+            .args(["--admin-listen", &admin])
+            .args(["--registry", &world.registry_url])
+            .args(["--auth", &world.issuer_url])
+            .args(["--index", &world.issuer_url]);
+        // hubferry refuses unknown HUBFERRY_* variables (the world's HUBFERRY_KEEP_WORLD).
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("HUBFERRY_") {
+                cmd.env_remove(key);
+            }
+        }
+        // Default log level (info): one access line per request, as deployed.
+        cmd.env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).map_err(|e| format!("create log: {e}"))?);
+        let mut child = world::spawn_child(cmd);
+        if wait_both(&plain, &secure) && child.try_wait().ok().flatten().is_none() {
+            return Ok(Contender {
+                kind: Kind::Hubferry,
+                plain: format!("http://{plain}"),
+                tls: Some(format!("https://{secure}")),
+                process: Some(Process::Hubferry(child)),
+            });
+        }
+    }
+    Err(format!(
+        "hubferry did not start; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    ))
+}
+
+/// The binary cargo built for this bench: the release profile (`[profile.bench]` inherits it).
+pub fn hubferry_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hubferry"))
+}
+
+fn wait_both(a: &str, b: &str) -> bool {
+    let timeout = Duration::from_secs(15);
+    world::wait_for_port(a, timeout) && world::wait_for_port(b, timeout)
+}
+
+/// nginx's master. SIGKILL (what [`ManagedChild`] sends) would orphan the workers, still
+/// listening; SIGTERM makes the master stop them first.
+struct Nginx {
+    child: ManagedChild,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let master = self.child.id();
+        let workers: Vec<u32> = crate::procstat::tree(master).into_iter().skip(1).collect();
+        // SAFETY: signalling our own unreaped child.
+        unsafe { libc::kill(master as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The master hung: kill the workers we saw, then ManagedChild kills the master.
+        for w in workers {
+            // SAFETY: pids of the master's workers, seen a moment ago while it still lived.
+            unsafe { libc::kill(w as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! The scenarios, driven by the real tools a user would measure with: curl for downloads,
+//! wrk (HTTP/1.1) and h2load (HTTP/2 over TLS) for manifest load (see loadgen.rs), and the
+//! bench's own slow clients (slow_clients.rs). Each repetition runs every contender once, in
+//! the same order (direct, seed-nginx, hubferry), so drift over the run hits them all alike.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::contenders::{Contender, Kind};
+use crate::loadgen::{h2load, wrk};
+use crate::procstat::{self, RssSampler};
+use crate::report::Results;
+use crate::world::{World, DOCKER_MANIFEST};
+use crate::{progress, slow_clients};
+
+/// Durations and counts; smaller under BENCH_QUICK.
+pub struct Params {
+    pub reps: usize,
+    /// Scenario 1 is over in a second per repetition, and a short transfer is noisy: more runs.
+    pub blob1_reps: usize,
+    pub parallel_clients: usize,
+    pub manifest_secs: u32,
+    pub latency_secs: u32,
+    pub slow_clients: usize,
+    /// Bytes per second each slow client reads.
+    pub slow_rate: u64,
+    pub slow_secs: u64,
+}
+
+pub struct Bench<'a> {
+    pub world: &'a World,
+    pub contenders: Vec<Contender>,
+    /// The test CA that signed the proxies' TLS certificate.
+    pub ca_file: PathBuf,
+    pub blob_repo: String,
+    pub blob_digest: String,
+    pub blob_size: u64,
+    pub params: Params,
+    pub results: Results,
+}
+
+/// The manifest every manifest scenario asks for: small, by tag, as `docker pull` starts.
+pub const MANIFEST_REPO: &str = "library/nginx";
+const MANIFEST_TAG: &str = "latest";
+
+impl Bench<'_> {
+    fn blob_path(&self) -> String {
+        format!("/v2/{}/blobs/{}", self.blob_repo, self.blob_digest)
+    }
+
+    pub fn manifest_path(&self) -> String {
+        format!("/v2/{MANIFEST_REPO}/manifests/{MANIFEST_TAG}")
+    }
+
+    /// Minted per run: tokens live 300 s, the whole benchmark longer.
+    pub fn bearer(&self, repo: &str) -> String {
+        format!(
+            "Bearer {}",
+            self.world.token(&[&format!("repository:{repo}:pull")])
+        )
+    }
+
+    /// A curl download of the big blob through `c` (TLS + HTTP/2 when `tls`).
+    fn curl(&self, c: &Contender, tls: bool) -> Command {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-o", "/dev/null", "--max-time", "300"]);
+        cmd.args([
+            "-w",
+            "%{http_code} %{size_download} %{speed_download} %{http_version}",
+        ]);
+        cmd.args([
+            "-H",
+            &format!("Authorization: {}", self.bearer(&self.blob_repo)),
+        ]);
+        if c.client_follows_redirects() {
+            cmd.arg("-L");
+        }
+        let base = if tls {
+            cmd.arg("--http2").arg("--cacert").arg(&self.ca_file);
+            c.tls.as_deref().expect("TLS runs only for proxies")
+        } else {
+            &c.plain
+        };
+        cmd.arg(format!("{base}{}", self.blob_path()));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Checks a finished curl: status 200, every byte, the protocol asked for. Returns the
+    /// bytes received and curl's average speed in bytes/s.
+    fn check_curl(&self, out: std::io::Result<Output>, tls: bool) -> Result<(u64, f64), String> {
+        let out = out.map_err(|e| format!("run curl: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let f: Vec<&str> = text.split_whitespace().collect();
+        if !out.status.success() || f.len() != 4 {
+            return Err(format!(
+                "curl {}: {} {}",
+                out.status,
+                text.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let (code, size, speed, version) = (f[0], f[1], f[2], f[3]);
+        let size: u64 = size.parse().map_err(|_| format!("curl size {size:?}"))?;
+        if code != "200" || size != self.blob_size {
+            return Err(format!("HTTP {code}, {size} of {} bytes", self.blob_size));
+        }
+        let want = if tls { "2" } else { "1.1" };
+        if version != want {
+            return Err(format!("spoke HTTP/{version}, not HTTP/{want}"));
+        }
+        let speed = speed.parse().map_err(|_| format!("curl speed {speed:?}"))?;
+        Ok((size, speed))
+    }
+}
+
+fn mb(bytes_per_s: f64) -> f64 {
+    bytes_per_s / 1e6
+}
+
+/// Memory in MB (10^6 bytes) like throughput, so "≤ 15 MB" is read strictly.
+fn rss_mb(kib: u64) -> f64 {
+    kib as f64 * 1024.0 / 1e6
+}
+
+fn show(r: &Result<f64, String>, unit: &str) -> String {
+    match r {
+        Ok(v) => format!("{v:.1} {unit}"),
+        Err(e) => format!("FAILED: {e}"),
+    }
+}
+
+/// Which protocols a contender is measured over: plain HTTP/1.1 always, TLS + HTTP/2 when it
+/// has a TLS listener (not direct).
+fn protocols(c: &Contender) -> &'static [bool] {
+    if c.tls.is_some() {
+        &[false, true]
+    } else {
+        &[false]
+    }
+}
+
+fn proto_key(tls: bool) -> &'static str {
+    if tls {
+        "h2"
+    } else {
+        "plain"
+    }
+}
+
+/// Warm-up (first connections, lazy allocations), then each proxy's idle RSS.
+pub fn idle(b: &mut Bench) {
+    progress("warm-up and idle RSS");
+    for c in &b.contenders {
+        for &tls in protocols(c) {
+            let _ = manifest_once(b, c, tls);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for c in &b.contenders {
+        if let Some(pid) = c.pid() {
+            let r = procstat::tree_rss_kib(pid)
+                .map(rss_mb)
+                .ok_or_else(|| "process gone".to_string());
+            progress(&format!("  {}: idle RSS {}", c.kind.name(), show(&r, "MB")));
+            b.results.add("idle.rss", c.kind, r);
+        }
+    }
+}
+
+/// One manifest GET with curl (warm-up only).
+fn manifest_once(b: &Bench, c: &Contender, tls: bool) -> Result<(), String> {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "10",
+    ]);
+    cmd.args(["-H", &format!("Authorization: {}", b.bearer(MANIFEST_REPO))]);
+    cmd.args(["-H", &format!("Accept: {DOCKER_MANIFEST}")]);
+    let base = match (tls, &c.tls) {
+        (true, Some(t)) => {
+            cmd.arg("--http2").arg("--cacert").arg(&b.ca_file);
+            t
+        }
+        _ => &c.plain,
+    };
+    cmd.arg(format!("{base}{}", b.manifest_path()));
+    let out = cmd.output().map_err(|e| e.to_string())?;
+    match String::from_utf8_lossy(&out.stdout).as_ref() {
+        "200" => Ok(()),
+        other => Err(format!("manifest GET answered {other}")),
+    }
+}
+
+/// Scenario 1: one client downloads the big blob.
+pub fn blob_single(b: &mut Bench) {
+    let reps = b.params.blob1_reps;
+    for rep in 1..=reps {
+        for i in 0..b.contenders.len() {
+            let c = &b.contenders[i];
+            for &tls in protocols(c) {
+                let out = b.curl(c, tls).output();
+                let r = b.check_curl(out, tls).map(|(_, speed)| mb(speed));
+                progress(&format!(
+                    "1 client, rep {rep}/{reps}: {} {}: {}",
+                    c.kind.name(),
+                    proto_key(tls),
+                    show(&r, "MB/s")
+                ));
+                let kind = c.kind;
+                b.results.add(&format!("blob1.{}", proto_key(tls)), kind, r);
+            }
+        }
+    }
+}
+
+/// Scenario 2: several clients download the big blob at once; aggregate throughput is all
+/// bytes over the wall time from the first start to the last finish.
+pub fn blob_parallel(b: &mut Bench) {
+    let n = b.params.parallel_clients;
+    for rep in 1..=b.params.reps {
+        for i in 0..b.contenders.len() {
+            let c = &b.contenders[i];
+            for &tls in protocols(c) {
+                let sampler = c
+                    .pid()
+                    .map(|p| RssSampler::start(p, Duration::from_millis(50)));
+                let started = Instant::now();
+                let children: Vec<_> = (0..n).map(|_| b.curl(c, tls).spawn()).collect();
+                let outputs: Vec<_> = children
+                    .into_iter()
+                    .map(|child| child.and_then(|ch| ch.wait_with_output()))
+                    .collect();
+                let wall = started.elapsed().as_secs_f64();
+                let peak = sampler.map(|s| s.stop_peak());
+                let mut total = 0;
+                let mut failure = None;
+                for out in outputs {
+                    match b.check_curl(out, tls) {
+                        Ok((bytes, _)) => total += bytes,
+                        Err(e) => failure = failure.or(Some(e)),
+                    }
+                }
+                let r = match failure {
+                    Some(e) => Err(e),
+                    None => Ok(mb(total as f64 / wall)),
+                };
+                let key = proto_key(tls);
+                let mut line = format!(
+                    "{n} clients, rep {rep}/{}: {} {key}: {}",
+                    b.params.reps,
+                    c.kind.name(),
+                    show(&r, "MB/s")
+                );
+                let kind = c.kind;
+                if let Some(peak) = peak {
+                    let rss = peak.map(rss_mb).ok_or_else(|| "no RSS sample".to_string());
+                    line.push_str(&format!(", peak RSS {}", show(&rss, "MB")));
+                    b.results.add(&format!("blob8.{key}.rss"), kind, rss);
+                }
+                progress(&line);
+                b.results.add(&format!("blob8.{key}.mbps"), kind, r);
+            }
+        }
+    }
+}
+
+/// Scenario 3: manifest GETs on 64 connections (wrk over HTTP/1.1, h2load over TLS with
+/// HTTP/2); requests/s and the proxy's CPU per request.
+pub fn manifests(b: &mut Bench) {
+    let secs = b.params.manifest_secs;
+    for rep in 1..=b.params.reps {
+        for i in 0..b.contenders.len() {
+            let c = &b.contenders[i];
+            for &tls in protocols(c) {
+                let cpu_before = c.pid().and_then(procstat::tree_cpu_us);
+                let load = if tls {
+                    h2load(b, c, 64, secs)
+                } else {
+                    wrk(b, c, 2, 64, secs, false)
+                };
+                let cpu_after = c.pid().and_then(procstat::tree_cpu_us);
+                let key = proto_key(tls);
+                let kind = c.kind;
+                let rps = load.as_ref().map(|l| l.per_second).map_err(Clone::clone);
+                let mut line = format!(
+                    "manifests x64, rep {rep}/{}: {} {key}: {}",
+                    b.params.reps,
+                    kind.name(),
+                    show(&rps, "req/s")
+                );
+                if c.pid().is_some() {
+                    let cpu = match (&load, cpu_before, cpu_after) {
+                        (Ok(l), Some(a), Some(z)) if l.requests > 0 => {
+                            Ok(z.saturating_sub(a) as f64 / l.requests as f64)
+                        }
+                        (Err(e), ..) => Err(e.clone()),
+                        _ => Err("could not read /proc stat".into()),
+                    };
+                    line.push_str(&format!(", {} CPU per request", show(&cpu, "µs")));
+                    b.results.add(&format!("man.{key}.cpu"), kind, cpu);
+                }
+                progress(&line);
+                b.results.add(&format!("man.{key}.rps"), kind, rps);
+            }
+        }
+    }
+}
+
+/// Scenario 4: one connection, one request at a time; p50/p99 per contender and, per
+/// repetition, each proxy's figure minus direct's from the same repetition.
+pub fn latency(b: &mut Bench) {
+    let secs = b.params.latency_secs;
+    for rep in 1..=b.params.reps {
+        let mut direct = None;
+        for i in 0..b.contenders.len() {
+            let c = &b.contenders[i];
+            let kind = c.kind;
+            // One unmeasured second first: right after the 64-connection runs the registry
+            // (Go) is still collecting their garbage, which would land on whoever goes first.
+            let _ = wrk(b, c, 1, 1, 1, false);
+            let r = wrk(b, c, 1, 1, secs, true).and_then(|l| {
+                l.p50_p99
+                    .ok_or_else(|| "wrk printed no latency distribution".into())
+            });
+            match &r {
+                Ok((p50, p99)) => progress(&format!(
+                    "latency, rep {rep}/{}: {}: p50 {p50:.3} ms, p99 {p99:.3} ms",
+                    b.params.reps,
+                    kind.name()
+                )),
+                Err(e) => progress(&format!("latency: {}: FAILED: {e}", kind.name())),
+            }
+            b.results.add("lat.p50", kind, r.clone().map(|l| l.0));
+            b.results.add("lat.p99", kind, r.clone().map(|l| l.1));
+            if kind == Kind::Direct {
+                direct = r.ok();
+            } else {
+                let added = match (&r, direct) {
+                    (Ok(p), Some(d)) => Ok((p.0 - d.0, p.1 - d.1)),
+                    (Err(e), _) => Err(e.clone()),
+                    (_, None) => Err("direct failed in this repetition".into()),
+                };
+                b.results
+                    .add("lat.p50.added", kind, added.clone().map(|a| a.0));
+                b.results.add("lat.p99.added", kind, added.map(|a| a.1));
+            }
+        }
+    }
+}
+
+/// Scenario 5: many slow readers of the big blob, proxies only. Both proxies get their crowd
+/// at the same time: this measures memory, not speed (each client's read rate is reported to
+/// show every proxy kept up), and it halves the longest scenario.
+pub fn slow(b: &mut Bench) {
+    let p = &b.params;
+    let (clients, rate, secs) = (p.slow_clients, p.slow_rate, p.slow_secs);
+    for rep in 1..=b.params.reps {
+        let proxies: Vec<(Kind, u32, String)> = b
+            .contenders
+            .iter()
+            .filter_map(|c| Some((c.kind, c.pid()?, c.plain_addr().to_string())))
+            .collect();
+        progress(&format!(
+            "{clients} slow clients each on every proxy at once, rep {rep}/{} ({secs} s)…",
+            b.params.reps
+        ));
+        let plans: Vec<slow_clients::Plan> = proxies
+            .iter()
+            .map(|(_, pid, addr)| slow_clients::Plan {
+                addr: addr.clone(),
+                path: b.blob_path(),
+                authorization: b.bearer(&b.blob_repo),
+                clients,
+                rate,
+                pid: *pid,
+            })
+            .collect();
+        let runs = slow_clients::run(&plans, Duration::from_secs(secs));
+        for ((kind, _, _), run) in proxies.iter().zip(runs) {
+            let kind = *kind;
+            progress(&format!("  {}: {}", kind.name(), run.summary()));
+            let rss = run.rss_check(clients);
+            b.results
+                .add("slow.rss.max", kind, rss.clone().map(|r| rss_mb(r.max)));
+            b.results
+                .add("slow.rss.first", kind, rss.clone().map(|r| rss_mb(r.first)));
+            b.results
+                .add("slow.rss.last", kind, rss.clone().map(|r| rss_mb(r.last)));
+            b.results
+                .add("slow.rate", kind, rss.map(|_| run.mean_rate() / 1e3));
+        }
+        // Let the proxies close their upstream connections before the next repetition.
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
