@@ -17,7 +17,7 @@ run: build
 	./target/release/hubferry $(RUN_ARGS)
 
 test: deps validate-deploy
-	$(CARGO) test --locked --all-targets
+	$(CARGO) test --locked --lib --bins --tests
 
 test-unit:
 	$(CARGO) test --locked --lib --bins
