@@ -41,7 +41,7 @@ pub fn progress(line: &str) {
 }
 
 fn main() {
-    // `cargo test --all-targets` (make test) builds and runs every bench target too; only
+    // `cargo test --all-targets` builds and runs every bench target too; only
     // `cargo bench` passes --bench. The benchmark takes minutes: skip it there.
     if !std::env::args().any(|a| a == "--bench") {
         println!(
