@@ -85,15 +85,8 @@ pub fn seed_nginx(world: &World, dir: &Path, tls: &TlsFiles) -> Result<Contender
         let (plain_port, tls_port) = (world::free_port(), world::free_port());
         let text = render_seed(world, &prefix, tls, plain_port, tls_port)?;
         std::fs::write(&conf, text).map_err(|e| format!("write nginx.conf: {e}"))?;
-        let mut cmd = Command::new(&nginx);
-        cmd.arg("-c").arg(&conf).arg("-p").arg(&prefix);
-        // -e: the compiled-in error log must not be touched before our config is read.
-        cmd.arg("-e").arg(&error_log);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
         let mut child = Nginx {
-            child: world::spawn_child(cmd),
+            child: world::spawn_nginx(&nginx, &conf, &prefix, &error_log),
         };
         let plain = format!("127.0.0.1:{plain_port}");
         let secure = format!("127.0.0.1:{tls_port}");

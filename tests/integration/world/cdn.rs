@@ -55,14 +55,7 @@ pub fn start(dir: &Path, root: &Path, tls: Option<&TlsFiles>) -> Cdn {
             config(&prefix, root, port, &access_log, &error_log, tls),
         )
         .expect("write nginx.conf");
-        let mut cmd = Command::new(&nginx);
-        cmd.arg("-c").arg(&conf).arg("-p").arg(&prefix);
-        // -e: the compiled-in error log must not be touched before our config is read.
-        cmd.arg("-e").arg(&error_log);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut child = spawn_child(cmd);
+        let mut child = spawn_nginx(&nginx, &conf, &prefix, &error_log);
         let addr = format!("127.0.0.1:{port}");
         if wait_for_port(&addr, Duration::from_secs(10))
             && child.try_wait().ok().flatten().is_none()
@@ -142,6 +135,19 @@ http {{
 }
 
 /// Parse the access log written by [`start`].
+/// Starts `nginx` on config `conf` with everything it writes under `prefix`; dies with the
+/// test process like every world child.
+pub fn spawn_nginx(nginx: &Path, conf: &Path, prefix: &Path, error_log: &Path) -> ManagedChild {
+    let mut cmd = Command::new(nginx);
+    cmd.arg("-c").arg(conf).arg("-p").arg(prefix);
+    // -e: the compiled-in error log must not be touched before our config is read.
+    cmd.arg("-e").arg(error_log);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    spawn_child(cmd)
+}
+
 pub fn read_log(path: &Path) -> Vec<CdnLogEntry> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines().filter_map(parse_line).collect()

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 // Re-exported for the test modules; not every module uses every item.
 #[allow(unused_imports)]
-pub use cdn::CdnLogEntry;
+pub use cdn::{spawn_nginx, CdnLogEntry};
 #[allow(unused_imports)]
 pub use certs::{tls_files, TlsFiles};
 #[allow(unused_imports)]
