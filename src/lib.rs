@@ -41,6 +41,16 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         config.upstream.auth,
         config.upstream.index,
     );
+    // The admin listener is bound first, so that once the mirror's port accepts connections
+    // the health and metrics endpoints do too (tests and probes rely on that order).
+    let admin = match config.admin_listen {
+        Some(addr) => {
+            let admin = admin::server(addr, metrics.clone(), lifecycle.clone())?;
+            log::info!("serving /healthz, /readyz and /metrics on {addr}");
+            Some(admin)
+        }
+        None => None,
+    };
     let shared = config.clone();
     let shared_metrics = metrics.clone();
     let mut server = HttpServer::new(move || {
@@ -80,14 +90,6 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     }
     let server = server.run();
 
-    let admin = match config.admin_listen {
-        Some(addr) => {
-            let admin = admin::server(addr, metrics.clone(), lifecycle.clone())?;
-            log::info!("serving /healthz, /readyz and /metrics on {addr}");
-            Some(admin)
-        }
-        None => None,
-    };
     let admin_handle = admin.as_ref().map(|a| a.handle());
     if let Some(admin) = admin {
         actix_rt::spawn(admin);
