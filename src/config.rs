@@ -62,6 +62,14 @@ pub struct Flags {
     /// Most redirects followed for one blob request [setting: redirect.max_hops; default 5].
     #[arg(long, value_name = "N")]
     pub max_redirects: Option<String>,
+    /// Resumes tried in a row without a byte of progress before a broken download is given up;
+    /// 0 turns transparent resume off [setting: resume.attempts; default 5].
+    #[arg(long, value_name = "N")]
+    pub resume_attempts: Option<String>,
+    /// Wait before the first resume of a broken download, doubled for each further try in a row
+    /// (at most 10s) [setting: resume.backoff; default 500ms].
+    #[arg(long, value_name = "DURATION")]
+    pub resume_backoff: Option<String>,
     /// Address to serve HTTPS (HTTP/2 and HTTP/1.1) on [setting: tls.listen; default: off].
     #[arg(long, value_name = "ADDR")]
     pub tls_listen: Option<String>,
@@ -111,6 +119,8 @@ impl Flags {
             ("timeouts.response_headers", &self.response_timeout),
             ("timeouts.body_idle", &self.idle_timeout),
             ("redirect.max_hops", &self.max_redirects),
+            ("resume.attempts", &self.resume_attempts),
+            ("resume.backoff", &self.resume_backoff),
             ("tls.listen", &self.tls_listen),
             ("tls.cert", &self.tls_cert),
             ("tls.key", &self.tls_key),
@@ -139,6 +149,7 @@ struct RawSettings {
     upstream: RawUpstream,
     timeouts: RawTimeouts,
     redirect: RawRedirect,
+    resume: RawResume,
     tls: RawTls,
     admin_listen: String,
     shutdown_grace: String,
@@ -198,6 +209,22 @@ struct RawRedirect {
     max_hops: String,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawResume {
+    attempts: String,
+    backoff: String,
+}
+
+impl Default for RawResume {
+    fn default() -> Self {
+        RawResume {
+            attempts: "5".into(),
+            backoff: "500ms".into(),
+        }
+    }
+}
+
 impl Default for RawSettings {
     fn default() -> Self {
         RawSettings {
@@ -207,6 +234,7 @@ impl Default for RawSettings {
             upstream: RawUpstream::default(),
             timeouts: RawTimeouts::default(),
             redirect: RawRedirect::default(),
+            resume: RawResume::default(),
             tls: RawTls::default(),
             admin_listen: "127.0.0.1:9100".into(),
             shutdown_grace: "30s".into(),
@@ -257,6 +285,7 @@ pub struct Config {
     pub upstream: Upstreams,
     pub timeouts: Timeouts,
     pub redirect: RedirectPolicy,
+    pub resume: ResumePolicy,
     pub tls: Option<TlsListener>,
     /// `None` when switched off.
     pub admin_listen: Option<SocketAddr>,
@@ -306,6 +335,15 @@ pub struct Timeouts {
 #[derive(Debug, Clone, Copy)]
 pub struct RedirectPolicy {
     pub max_hops: u32,
+}
+
+/// How broken downloads are resumed (see `crate::resume`).
+#[derive(Debug, Clone, Copy)]
+pub struct ResumePolicy {
+    /// Tries in a row without progress; 0: resume is off.
+    pub attempts: u32,
+    /// Wait before the first try, doubled per further try in a row.
+    pub backoff: Duration,
 }
 
 /// A configuration problem, always naming the key it is about.
@@ -447,6 +485,7 @@ impl RawSettings {
             upstream,
             timeouts,
             redirect: RedirectPolicy { max_hops },
+            resume: self.resume.validate()?,
             tls,
             admin_listen: parse_listen("admin_listen", &self.admin_listen)?,
             shutdown_grace: parse_duration("shutdown_grace", &self.shutdown_grace)?,
@@ -475,6 +514,27 @@ impl RawTls {
             cert: file("tls.cert", self.cert)?,
             key: file("tls.key", self.key)?,
         }))
+    }
+}
+
+impl RawResume {
+    fn validate(self) -> Result<ResumePolicy, ConfigError> {
+        let attempts = self
+            .attempts
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n <= 100)
+            .ok_or_else(|| {
+                invalid(
+                    "resume.attempts",
+                    format!("'{}' is not a whole number from 0 to 100", self.attempts),
+                )
+            })?;
+        Ok(ResumePolicy {
+            attempts,
+            backoff: parse_duration("resume.backoff", &self.backoff)?,
+        })
     }
 }
 

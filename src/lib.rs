@@ -8,6 +8,7 @@ mod error;
 mod headers;
 mod metrics;
 mod redirect;
+mod resume;
 mod routes;
 mod tls;
 mod upstream;

@@ -28,6 +28,11 @@ struct UpstreamErrorLabels {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResumeLabels {
+    outcome: &'static str,
+}
+
 /// Every metric hubferry exports. Cheap to update from any worker (atomics inside).
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +42,7 @@ pub struct Metrics {
     redirects: Counter,
     streams_in_flight: Gauge,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    resumes: Family<ResumeLabels, Counter>,
     ratelimit_limit: Gauge,
     ratelimit_remaining: Gauge,
     ratelimit_window: Gauge,
@@ -92,6 +98,13 @@ impl Metrics {
             "Upstream failures by upstream and kind (connect, timeout, redirect, body)",
             upstream_errors.clone(),
         );
+        let resumes = Family::<ResumeLabels, Counter>::default();
+        registry.register(
+            "download_resumes",
+            "Broken upstream downloads asked for again from where they broke, by outcome \
+             (resumed: the stream went on; gave_up: the client's download was aborted)",
+            resumes.clone(),
+        );
         let ratelimit_limit = Gauge::default();
         registry.register(
             "docker_ratelimit_limit",
@@ -118,6 +131,7 @@ impl Metrics {
             redirects,
             streams_in_flight,
             upstream_errors,
+            resumes,
             ratelimit_limit,
             ratelimit_remaining,
             ratelimit_window,
@@ -161,6 +175,11 @@ impl Metrics {
             .inc();
     }
 
+    /// A broken download went on from where it broke (`resumed`) or was given up (`gave_up`).
+    pub fn download_resume(&self, outcome: &'static str) {
+        self.resumes.get_or_create(&ResumeLabels { outcome }).inc();
+    }
+
     /// Records Docker Hub's rate-limit headers when an answer carries them.
     pub fn saw_ratelimit(&self, limit: Option<&str>, remaining: Option<&str>) {
         if let Some((limit, window)) = limit.and_then(parse_ratelimit) {
@@ -183,12 +202,6 @@ impl Metrics {
 
 /// Held for as long as a response body streams; see [`Metrics::stream_started`].
 pub struct StreamInFlight(Arc<Metrics>);
-
-impl StreamInFlight {
-    pub fn metrics(&self) -> &Metrics {
-        &self.0
-    }
-}
 
 impl Drop for StreamInFlight {
     fn drop(&mut self) {
@@ -228,6 +241,7 @@ mod tests {
         metrics.upstream_answered("registry", Duration::from_millis(3));
         metrics.redirects_followed(1);
         metrics.upstream_error("blob CDN", "body");
+        metrics.download_resume("resumed");
         metrics.saw_ratelimit(Some("100;w=21600"), Some("76;w=21600"));
         let stream = metrics.stream_started();
         let text = metrics.render();
@@ -238,6 +252,7 @@ mod tests {
             r#"hubferry_upstream_response_seconds_count{upstream="registry"} 1"#,
             "hubferry_redirects_followed_total 1",
             r#"hubferry_upstream_errors_total{upstream="blob CDN",kind="body"} 1"#,
+            r#"hubferry_download_resumes_total{outcome="resumed"} 1"#,
             "hubferry_docker_ratelimit_limit 100",
             "hubferry_docker_ratelimit_remaining 76",
             "hubferry_docker_ratelimit_window_seconds 21600",

@@ -25,7 +25,8 @@ use url::Url;
 use crate::{
     config::Timeouts,
     error::{ProxyError, UpstreamName},
-    metrics::{Metrics, StreamInFlight},
+    metrics::Metrics,
+    resume::{Download, Resume, Resumer},
 };
 
 /// TLS settings shared by every worker's client: the standard web roots (so a fresh machine
@@ -226,6 +227,7 @@ fn send_error(out: &Outgoing, err: SendRequestError, timeouts: &Timeouts) -> Pro
 
 /// Builds the client's response from an upstream one: status and the given headers, and the
 /// body streamed with the upstream `Content-Length` kept (a HEAD answer keeps it with no body).
+/// With a `resumer`, a body that breaks is asked for again from where it broke.
 pub fn relay(
     response: UpstreamResponse,
     method: &Method,
@@ -233,8 +235,11 @@ pub fn relay(
     timeouts: &Timeouts,
     upstream: UpstreamName,
     metrics: &Arc<Metrics>,
+    resumer: Option<Resumer>,
 ) -> HttpResponse {
     let status = response.status();
+    // Read before the length is taken out of `headers` below.
+    let resume = resumer.and_then(|r| Resume::of(r, status, &headers));
     let length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -262,12 +267,11 @@ pub fn relay(
         }
     } else {
         let mut body = IdleGuard::new(response, timeouts.body_idle, upstream, "response body");
-        body.in_flight = Some(metrics.stream_started());
+        body.expected = length;
+        body.metrics = Some(metrics.clone());
+        let body = Download::new(body, resume, metrics.stream_started());
         match length {
-            Some(len) => {
-                body.expected = Some(len);
-                HttpResponse::with_body(status, SizedStream::new(len, body).boxed())
-            }
+            Some(len) => HttpResponse::with_body(status, SizedStream::new(len, body).boxed()),
             None => HttpResponse::with_body(status, BodyStream::new(body).boxed()),
         }
     };
@@ -290,11 +294,11 @@ pin_project_lite::pin_project! {
         // on a fast blob); when it fires early, it is moved to `last_chunk + limit`.
         last_chunk: actix_rt::time::Instant,
         received: u64,
-        expected: Option<u64>,
+        pub expected: Option<u64>,
         // Set once the stream has ended or failed: nothing more is yielded after that.
         finished: bool,
-        // Counts the stream in the metrics while it lives (downloads only).
-        in_flight: Option<StreamInFlight>,
+        // Where failures are counted (downloads only).
+        pub metrics: Option<Arc<Metrics>>,
         upstream: UpstreamName,
         what: &'static str,
     }
@@ -310,7 +314,7 @@ impl<S> IdleGuard<S> {
             received: 0,
             expected: None,
             finished: false,
-            in_flight: None,
+            metrics: None,
             upstream,
             what,
         }
@@ -375,8 +379,8 @@ where
             }
         };
         log::warn!("{failure}");
-        if let Some(in_flight) = this.in_flight.as_ref() {
-            in_flight.metrics().upstream_error(this.upstream, "body");
+        if let Some(metrics) = this.metrics.as_ref() {
+            metrics.upstream_error(this.upstream, "body");
         }
         *this.finished = true;
         Poll::Ready(Some(Err(failure)))

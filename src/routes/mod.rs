@@ -20,6 +20,7 @@ use crate::{
     headers::{self, Downstream},
     metrics::Metrics,
     redirect,
+    resume::{self, Resumer},
     upstream::{self, Outgoing, RequestBody},
 };
 
@@ -120,6 +121,18 @@ async fn forward(
     let body = RequestBody::from_client(req, payload)?;
     let followable =
         matches!(body, RequestBody::None) && matches!(out.method, Method::GET | Method::HEAD);
+    // Only GETs of blobs by digest: the same bytes whenever asked (see `resume`).
+    let resumer = (policy.follow_redirects
+        && followable
+        && out.method == Method::GET
+        && config.resume.attempts > 0
+        && resume::is_blob_by_digest(req.path()))
+    .then(|| Resumer {
+        client: proxy.client.clone(),
+        first: out.clone(),
+        config: config.clone(),
+        metrics: proxy.metrics.clone(),
+    });
     let response = if policy.follow_redirects && followable {
         let followed = redirect::follow(
             &proxy.client,
@@ -154,6 +167,7 @@ async fn forward(
         &config.timeouts,
         policy.upstream,
         &proxy.metrics,
+        resumer,
     ))
 }
 

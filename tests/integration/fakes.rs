@@ -194,3 +194,78 @@ pub fn stalled_body() -> String {
         std::thread::sleep(Duration::from_secs(120));
     })
 }
+
+/// Length of every blob [`flaky_blobs`] serves.
+pub const FLAKY_BLOB_LEN: u64 = 1_000_000;
+
+/// A registry and CDN in one whose blob downloads break, and whose answers to the range request
+/// that resumes them cannot continue the stream: `/v2/ignores-ranges/blobs/<digest>` redirects
+/// to a CDN that answers every range with a 200 of the whole blob, `/v2/changes/blobs/<digest>`
+/// to one that answers the range with the bytes of another version (another ETag). The first,
+/// range-less download of each sends 100 kB of its 1 MB and closes.
+pub fn flaky_blobs() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                let range = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("range: bytes=")
+                            .map(str::to_owned)
+                    })
+                    .and_then(|r| {
+                        let (a, b) = r.trim().split_once('-')?;
+                        Some((
+                            a.parse::<u64>().ok()?,
+                            b.parse::<u64>().unwrap_or(FLAKY_BLOB_LEN - 1),
+                        ))
+                    });
+                let _ = flaky_answer(&mut stream, &path, range);
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+fn flaky_answer(
+    s: &mut std::net::TcpStream,
+    path: &str,
+    range: Option<(u64, u64)>,
+) -> std::io::Result<()> {
+    let body = |n: u64| vec![b'x'; n as usize];
+    if let Some(mode) = path.strip_prefix("/v2/").and_then(|p| p.split('/').next()) {
+        return write!(
+            s,
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: /cdn/{mode}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+    }
+    match (path, range) {
+        (_, None) => {
+            write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {FLAKY_BLOB_LEN}\r\nETag: \"v1\"\r\nConnection: close\r\n\r\n")?;
+            s.write_all(&body(100_000))
+        }
+        ("/cdn/ignores-ranges", Some(_)) => {
+            write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {FLAKY_BLOB_LEN}\r\nETag: \"v1\"\r\nConnection: close\r\n\r\n")?;
+            s.write_all(&body(FLAKY_BLOB_LEN))
+        }
+        (_, Some((from, to))) => {
+            write!(
+                s,
+                "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{to}/{FLAKY_BLOB_LEN}\r\nETag: \"v2\"\r\nConnection: close\r\n\r\n",
+                to - from + 1
+            )?;
+            s.write_all(&body(to - from + 1))
+        }
+    }
+}

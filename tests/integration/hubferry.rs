@@ -83,9 +83,15 @@ impl Hubferry {
 
     /// Starts hubferry pointed at a test world's registry, token issuer and search index.
     pub fn for_world(world: &World, extra: &[&str]) -> Hubferry {
+        Self::for_registry(world, &world.registry_url, extra)
+    }
+
+    /// As [`Hubferry::for_world`], with another registry on the world's storage (see
+    /// `World::registry_redirecting_to`).
+    pub fn for_registry(world: &World, registry_url: &str, extra: &[&str]) -> Hubferry {
         let mut args = vec![
             "--registry".to_owned(),
-            world.registry_url.clone(),
+            registry_url.to_owned(),
             "--auth".to_owned(),
             world.issuer_url.clone(),
             "--index".to_owned(),

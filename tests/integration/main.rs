@@ -3,6 +3,7 @@
 mod config_cli;
 mod failures;
 mod fakes;
+mod faults;
 mod header_policy;
 mod hubferry;
 mod limits;
@@ -10,6 +11,7 @@ mod operations;
 mod pull;
 mod redirects;
 mod registry_api;
+mod relay;
 mod skopeo;
 mod streaming;
 mod tls_listener;

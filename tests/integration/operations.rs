@@ -12,7 +12,7 @@ use crate::{
     world::{self},
 };
 
-fn get_text(url: &str) -> (u16, String) {
+pub fn get_text(url: &str) -> (u16, String) {
     actix_rt::System::new().block_on(async {
         let mut res = world::client(None).get(url).send().await.unwrap();
         let body = res.body().await.unwrap();
@@ -24,7 +24,7 @@ fn get_text(url: &str) -> (u16, String) {
 }
 
 /// The value of one sample line of the exposition, 0 when absent.
-fn sample(metrics: &str, name_and_labels: &str) -> f64 {
+pub fn sample(metrics: &str, name_and_labels: &str) -> f64 {
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))

@@ -73,6 +73,8 @@ pub struct World {
     /// How long set-up took.
     pub setup_time: Duration,
     issuer: Arc<Issuer>,
+    /// The certificate the registry checks tokens with (for more registries on this storage).
+    issuer_cert: PathBuf,
     /// Kept alive for the life of the process; killed at exit.
     _children: Vec<ManagedChild>,
 }
@@ -188,6 +190,27 @@ impl World {
             pusher.push_blob(repository, &blob).await;
         });
         blob.digest
+    }
+
+    /// Another registry on this world's storage, images and token issuer, whose blob redirects
+    /// go to `cdn_url` instead (e.g. a fault-injecting relay in front of the CDN). Plain HTTP
+    /// world only. Stopped when the returned child is dropped.
+    pub fn registry_redirecting_to(&self, cdn_url: &str) -> (String, ManagedChild) {
+        assert!(self.ca_file.is_none(), "plain world only");
+        let dir = tempfile::Builder::new()
+            .prefix("registry-")
+            .tempdir_in(&self.dir)
+            .expect("create registry dir")
+            .keep();
+        let registry = registry::start(&registry::RegistryOptions {
+            dir: &dir,
+            storage_root: &self.storage_root,
+            realm: format!("{}/token", self.issuer_url),
+            root_cert_bundle: &self.issuer_cert,
+            cdn_url,
+            tls: None,
+        });
+        (registry.url, registry.child)
     }
 
     /// An awc client that trusts this world's CA (if any) and follows no redirects. Use it
@@ -328,6 +351,7 @@ fn build(tls: bool) -> World {
         images,
         setup_time,
         issuer,
+        issuer_cert: key.cert_path.clone(),
         _children: vec![registry.child, cdn.child],
     }
 }

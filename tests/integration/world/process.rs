@@ -158,11 +158,29 @@ pub fn remove_at_exit(dir: PathBuf) {
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it; there is a small race
 /// with other processes, which is why callers wait for their server to answer).
+///
+/// Ports come from below Linux's ephemeral range (32768–60999): a port picked from that range
+/// could be taken, before the server binds it, as the local port of one of the many client
+/// sockets tests open. Each test process starts at its own offset (by pid) and never hands out
+/// a port twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 97) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 in {FIRST}..{}", FIRST + SPAN)
 }
 
 /// Poll until something accepts TCP connections on `addr`; false after `timeout`.
