@@ -8,6 +8,7 @@ mod error;
 mod headers;
 mod metrics;
 mod redirect;
+mod request_target;
 mod routes;
 mod tls;
 mod upstream;

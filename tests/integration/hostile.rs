@@ -8,6 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use serde_json::Value;
+
 use crate::{
     fakes,
     hubferry::{Hubferry, RawResponse},
@@ -185,4 +187,171 @@ fn malformed_request_heads_get_400_and_the_connection_closes() {
         assert_eq!(parse(&raw).status, 400, "{what}");
     }
     assert_still_serving(&hf);
+}
+
+// Item 6.
+
+/// The registry JSON error a refused request got; the echo upstream would have answered 200
+/// with a report of the request instead.
+fn refused(hf: &Hubferry, target: &str, status: u16) -> String {
+    let res = request(hf, "GET", target, &[]);
+    let body = String::from_utf8_lossy(&res.body);
+    assert_eq!(res.status, status, "{target}: {body}");
+    assert_eq!(
+        res.header("content-type"),
+        Some("application/json"),
+        "{target}"
+    );
+    let body: Value = serde_json::from_slice(&res.body).unwrap();
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{target}: {body}"
+    );
+    body["errors"][0]["code"].as_str().unwrap().to_owned()
+}
+
+const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+#[test]
+fn hostile_registry_paths_and_queries_get_registry_errors_and_go_nowhere() {
+    let (_, hf) = echo_upstream();
+    let long_name = format!("/v2/library/{}/manifests/latest", "a".repeat(250));
+    let long_tag = format!("/v2/library/alpine/manifests/{}", "t".repeat(129));
+    let cases: &[(&str, u16, &str)] = &[
+        ("/v2/library/%zz/manifests/latest", 400, "UNSUPPORTED"),
+        ("/v2/library/alpine/manifests/latest%4", 400, "UNSUPPORTED"),
+        (
+            "/v2/library/../private/secret/manifests/latest",
+            400,
+            "UNSUPPORTED",
+        ),
+        (
+            "/v2/library/%2e%2E/private/secret/manifests/latest",
+            400,
+            "UNSUPPORTED",
+        ),
+        ("/v2/./library/alpine/tags/list", 400, "UNSUPPORTED"),
+        ("/v2/library%2Falpine/manifests/latest", 400, "UNSUPPORTED"),
+        ("/v2/library%2falpine/tags/list", 400, "UNSUPPORTED"),
+        ("/v2/library/alpine/manifests/latest%00", 400, "UNSUPPORTED"),
+        ("/v2/library\\..\\..\\token", 400, "UNSUPPORTED"),
+        (
+            "/v2/library/alpine/manifests/latest?ns=docker.io%0d%0aX-Injected:%201",
+            400,
+            "UNSUPPORTED",
+        ),
+        ("/v2/library/alpine/tags/list?last=%00", 400, "UNSUPPORTED"),
+        ("/v2/library/alpine/tags/list?n=%zz", 400, "UNSUPPORTED"),
+        (&long_name, 400, "NAME_INVALID"),
+        ("/v2/Library/Alpine/manifests/latest", 400, "NAME_INVALID"),
+        ("/v2/library//alpine/manifests/latest", 400, "NAME_INVALID"),
+        (
+            "/v2/library/alpine/manifests/-latest",
+            400,
+            "MANIFEST_INVALID",
+        ),
+        (&long_tag, 400, "MANIFEST_INVALID"),
+        ("/v2/library/alpine/blobs/sha256:abc", 400, "DIGEST_INVALID"),
+        (
+            "/v2/library/alpine/manifests/sha256:XYZ",
+            400,
+            "DIGEST_INVALID",
+        ),
+        (
+            "/v2/library/alpine/blobs/uploads/a:b",
+            400,
+            "BLOB_UPLOAD_INVALID",
+        ),
+        // Well formed, but no registry endpoint: answered here, not left to the upstream.
+        ("/v2/library/alpine", 404, "UNSUPPORTED"),
+        ("/v2/library/alpine/admin/config", 404, "UNSUPPORTED"),
+    ];
+    for (target, status, code) in cases {
+        assert_eq!(refused(&hf, target, *status), *code, "{target}");
+    }
+    let log = hf.log_text();
+    assert!(log.contains("encoded slash"), "refusals are logged: {log}");
+    assert_still_serving(&hf);
+}
+
+#[test]
+fn hostile_targets_outside_v2_are_refused_too() {
+    let (_, hf) = echo_upstream();
+    for target in [
+        // The url crate would resolve these into a /v2 path the registry checks never saw.
+        "/x/../v2/library/alpine/manifests/latest",
+        "/x/%2e%2e/v2/_catalog",
+        "/v2%2F..%2Ftoken",
+        "/a\\..\\v2/_catalog",
+        "/%zz",
+        "/token?scope=%0d%0aX-Injected:%201",
+        "/token?service=%00",
+        "/v1/search?q=%zz",
+        "/other?a='1'",
+    ] {
+        refused(&hf, target, 400);
+    }
+    assert_still_serving(&hf);
+}
+
+#[test]
+fn legitimate_registry_traffic_goes_up_exactly_as_checked() {
+    let (_, hf) = echo_upstream();
+    let session = "/v2/library/pushed-1/blobs/uploads/0b6e4cbd-58b2-4a4b-a1a5-1d4e6c3f1c2a";
+    for (method, target, path, query) in [
+        (
+            "HEAD",
+            "/v2/library/nginx/manifests/latest?ns=docker.io",
+            "/v2/library/nginx/manifests/latest",
+            "ns=docker.io",
+        ),
+        ("GET", "/v2/", "/v2/", ""),
+        (
+            "GET",
+            "/v2/bitnami/redis/tags/list?n=&last=",
+            "/v2/bitnami/redis/tags/list",
+            "n=&last=",
+        ),
+        (
+            "POST",
+            "/v2/library/pushed-1/blobs/uploads/?mount=sha256:00&from=library%2Fnginx",
+            "/v2/library/pushed-1/blobs/uploads/",
+            "mount=sha256:00&from=library%2Fnginx",
+        ),
+        (
+            "PATCH",
+            &format!("{session}?_state=eyJuYW1lIjoi%3D%3D"),
+            session,
+            "_state=eyJuYW1lIjoi%3D%3D",
+        ),
+        (
+            "GET",
+            &format!("/v2/a/referrers/{DIGEST}"),
+            &format!("/v2/a/referrers/{DIGEST}"),
+            "",
+        ),
+        // A percent-encoded colon is decoded: the upstream gets the form that was checked.
+        (
+            "GET",
+            &format!("/v2/library/nginx/blobs/{}", DIGEST.replace(':', "%3A")),
+            &format!("/v2/library/nginx/blobs/{DIGEST}"),
+            "",
+        ),
+    ] {
+        let headers: &[(&str, &str)] = match method {
+            "POST" | "PATCH" => &[("Content-Length", "0")],
+            _ => &[("Range", "bytes=0-")],
+        };
+        let res = request(&hf, method, target, headers);
+        assert_eq!(res.status, 200, "{method} {target}");
+        assert_eq!(res.header("x-method"), Some(method), "{target}");
+        if method == "HEAD" {
+            continue; // no body to read the echo from; the method and status say enough
+        }
+        let echo: Value = serde_json::from_slice(&res.body).unwrap();
+        assert_eq!(echo["path"], path, "{target}");
+        assert_eq!(echo["query"], query, "{target}");
+    }
 }
