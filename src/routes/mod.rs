@@ -19,7 +19,7 @@ use crate::{
     error::{ProxyError, UpstreamName},
     headers::{self, Downstream},
     metrics::Metrics,
-    redirect,
+    origin, redirect,
     request_target::{self, Rejection},
     upstream::{self, Outgoing, RequestBody},
 };
@@ -88,20 +88,21 @@ fn checked_query(req: &HttpRequest) -> Result<Option<&str>, ProxyError> {
     Ok(query)
 }
 
-/// The origin clients use to reach us: the configured public URL, else the request's own
-/// `Host`, as the seed's `https://$host/token` does.
+/// The origin clients use to reach us (see `origin::public_base`): the request's `Host`, or
+/// HTTP/2's `:authority`, is only a candidate.
 fn public_base(req: &HttpRequest, config: &Config) -> String {
-    if let Some(url) = &config.public_url {
-        return url.as_str().trim_end_matches('/').to_owned();
-    }
     let host = req
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
-        .unwrap_or_else(|| "localhost".to_owned());
-    format!("{}://{host}", downstream_proto(req))
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    origin::public_base(
+        config.public_url.as_ref(),
+        &config.server_names,
+        host.as_deref(),
+        downstream_proto(req),
+    )
 }
 
 fn downstream_proto(req: &HttpRequest) -> &'static str {

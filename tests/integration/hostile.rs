@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::{
     fakes,
     hubferry::{Hubferry, RawResponse},
+    world,
 };
 
 /// Sends `request` as it is, then reads until the server closes. `None` when it never closed.
@@ -354,4 +355,95 @@ fn legitimate_registry_traffic_goes_up_exactly_as_checked() {
         assert_eq!(echo["path"], path, "{target}");
         assert_eq!(echo["query"], query, "{target}");
     }
+}
+
+// Item 8: the realm (and every `Location` pointed back at us) against a forged `Host`, from the
+// real registry's challenges and upload answers.
+
+fn realm_for_host(hf: &Hubferry, host: &str) -> String {
+    let res = request(hf, "GET", "/v2/", &[("Host", host)]);
+    assert_eq!(res.status, 401);
+    let challenge = res.header("www-authenticate").expect("a challenge");
+    let realm = challenge
+        .strip_prefix("Bearer realm=\"")
+        .and_then(|rest| rest.split_once('"'))
+        .unwrap_or_else(|| panic!("{challenge}"))
+        .0;
+    realm.to_owned()
+}
+
+#[test]
+fn with_public_url_a_forged_host_never_reaches_the_realm() {
+    let w = world::plain();
+    let hf = Hubferry::for_world(
+        w,
+        &[
+            "--public-url",
+            "https://mirror.example.com",
+            "--server-name",
+            "mirror.test",
+        ],
+    );
+    for host in ["evil.example", "mirror.test", "evil.example:5000/x"] {
+        assert_eq!(
+            realm_for_host(&hf, host),
+            "https://mirror.example.com/token",
+            "{host}"
+        );
+    }
+    assert!(!hf
+        .log_text()
+        .contains("neither public_url nor server_names"));
+}
+
+#[test]
+fn with_server_names_only_listed_hosts_reach_the_realm() {
+    let w = world::plain();
+    let hf = Hubferry::for_world(w, &["--server-name", "mirror.test,other.test:5000"]);
+    for (host, realm) in [
+        ("evil.example", "http://mirror.test/token"),
+        ("mirror.test.evil.example", "http://mirror.test/token"),
+        ("mirror.test@evil.example", "http://mirror.test/token"),
+        ("other.test:5001", "http://mirror.test/token"),
+        ("MIRROR.test:8080", "http://mirror.test:8080/token"),
+        ("other.test:5000", "http://other.test:5000/token"),
+    ] {
+        assert_eq!(realm_for_host(&hf, host), realm, "{host}");
+    }
+
+    // An upload's Location comes back through us, on a configured name too.
+    let repo = format!("library/hostile-{}", std::process::id());
+    let token = w.token(&[&format!("repository:{repo}:pull,push")]);
+    let res = request(
+        &hf,
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/"),
+        &[
+            ("Host", "evil.example"),
+            ("Authorization", &format!("Bearer {token}")),
+            ("Content-Length", "0"),
+        ],
+    );
+    assert_eq!(res.status, 202, "{}", String::from_utf8_lossy(&res.body));
+    let location = res.header("location").unwrap();
+    assert!(
+        location.starts_with(&format!("http://mirror.test/v2/{repo}/blobs/uploads/")),
+        "{location}"
+    );
+}
+
+#[test]
+fn with_neither_the_host_is_used_and_start_up_warns() {
+    let w = world::plain();
+    let hf = Hubferry::for_world(w, &[]);
+    assert_eq!(
+        realm_for_host(&hf, "anything.example:81"),
+        "http://anything.example:81/token"
+    );
+    assert!(
+        hf.log_text()
+            .contains("neither public_url nor server_names is set"),
+        "{}",
+        hf.log_text()
+    );
 }
