@@ -15,6 +15,8 @@ use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
 use url::Url;
 
+use crate::origin::ServerName;
+
 /// Command-line flags. Each one overrides the setting of the same meaning from the file or the
 /// environment; `--config` names the TOML file.
 #[derive(Debug, Default, Parser)]
@@ -34,9 +36,18 @@ pub struct Flags {
     #[arg(long, value_name = "N")]
     pub workers: Option<String>,
     /// External base URL of this mirror, used to build the token realm, e.g. https://mirror.example.com
-    /// [setting: public_url; default: the request's scheme and Host].
+    /// [setting: public_url; default: the request's scheme and Host, see --server-name].
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
+    /// A host name (with an optional port) clients reach this mirror by, like nginx's server_name;
+    /// repeat it or separate names with commas. Without public_url, a request's Host builds the
+    /// token realm only when it is one of these; any other gets the first [setting: server_names].
+    #[arg(
+        long = "server-name",
+        value_name = "HOST[:PORT]",
+        value_delimiter = ','
+    )]
+    pub server_name: Vec<String>,
     /// Upstream registry [setting: upstream.registry; default https://registry-1.docker.io].
     #[arg(long, value_name = "URL")]
     pub registry: Option<String>,
@@ -132,10 +143,14 @@ impl Flags {
             ("limits.keep_alive", &self.keep_alive),
             ("limits.upstream_pool", &self.upstream_pool),
         ];
-        pairs
+        let mut overrides: Vec<_> = pairs
             .into_iter()
             .filter_map(|(key, value)| value.clone().map(|v| (key, v)))
-            .collect()
+            .collect();
+        if !self.server_name.is_empty() {
+            overrides.push(("server_names", self.server_name.join(",")));
+        }
+        overrides
     }
 }
 
@@ -146,6 +161,7 @@ struct RawSettings {
     listen: String,
     workers: Option<String>,
     public_url: Option<String>,
+    server_names: RawList,
     upstream: RawUpstream,
     timeouts: RawTimeouts,
     redirect: RawRedirect,
@@ -155,6 +171,35 @@ struct RawSettings {
     shutdown_grace: String,
     log_format: String,
     limits: RawLimits,
+}
+
+/// A list setting: a TOML array, or one string with commas between the items (how environment
+/// variables and flags give it).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawList {
+    Items(Vec<String>),
+    Text(String),
+}
+
+impl Default for RawList {
+    fn default() -> Self {
+        RawList::Items(Vec::new())
+    }
+}
+
+impl RawList {
+    fn items(&self) -> Vec<&str> {
+        let items: Vec<&str> = match self {
+            RawList::Items(items) => items.iter().map(String::as_str).collect(),
+            RawList::Text(text) => text.split(',').collect(),
+        };
+        items
+            .into_iter()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -231,6 +276,7 @@ impl Default for RawSettings {
             listen: "0.0.0.0:5000".into(),
             workers: None,
             public_url: None,
+            server_names: RawList::default(),
             upstream: RawUpstream::default(),
             timeouts: RawTimeouts::default(),
             redirect: RawRedirect::default(),
@@ -282,6 +328,8 @@ pub struct Config {
     pub workers: NonZeroUsize,
     /// Origin clients reach this mirror at; `None` derives it from each request.
     pub public_url: Option<Url>,
+    /// Host names a request's `Host` may name to be believed (see `origin::public_base`).
+    pub server_names: Vec<ServerName>,
     pub upstream: Upstreams,
     pub timeouts: Timeouts,
     pub redirect: RedirectPolicy,
@@ -423,6 +471,12 @@ impl RawSettings {
             .filter(|s| !s.is_empty())
             .map(|s| parse_public_url(s).map_err(|e| invalid("public_url", e)))
             .transpose()?;
+        let server_names = self
+            .server_names
+            .items()
+            .into_iter()
+            .map(|name| ServerName::parse(name).map_err(|e| invalid("server_names", e)))
+            .collect::<Result<Vec<_>, _>>()?;
         let upstream = Upstreams {
             registry: parse_upstream_url(&self.upstream.registry)
                 .map_err(|e| invalid("upstream.registry", e))?,
@@ -482,6 +536,7 @@ impl RawSettings {
             listen,
             workers,
             public_url,
+            server_names,
             upstream,
             timeouts,
             redirect: RedirectPolicy { max_hops },
@@ -835,6 +890,36 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hubferry-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn server_names_come_from_file_environment_or_repeated_flags() {
+        let shown = |config: Config| -> Vec<String> {
+            config.server_names.iter().map(|n| n.to_string()).collect()
+        };
+        assert!(load(&[], &[]).unwrap().server_names.is_empty());
+        let flags = [
+            "--server-name",
+            "Mirror.Example.com",
+            "--server-name",
+            "a.test:5000,b.test",
+        ];
+        assert_eq!(
+            shown(load(&flags, &[]).unwrap()),
+            ["mirror.example.com", "a.test:5000", "b.test"]
+        );
+        let env = [("HUBFERRY_SERVER_NAMES", "x.test, y.test:8080")];
+        assert_eq!(shown(load(&[], &env).unwrap()), ["x.test", "y.test:8080"]);
+        let dir = tempfile_dir("server-names");
+        let file = dir.join("hubferry.toml");
+        std::fs::write(&file, "server_names = [\"f.test\", \"[::1]:5000\"]\n").unwrap();
+        let config = load(&["--config", file.to_str().unwrap()], &[]).unwrap();
+        assert_eq!(shown(config), ["f.test", "[::1]:5000"]);
+        std::fs::remove_dir_all(dir).ok();
+        let err = load(&["--server-name", "https://mirror.example.com"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server_names"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,8 @@ use actix_web::{http::StatusCode, HttpResponse, ResponseError};
 use derive_more::{Display, Error};
 use serde_json::json;
 
+use crate::request_target::Rejection;
+
 /// Which upstream host an error came from; named in every message so an operator reading the
 /// log knows where to look.
 pub type UpstreamName = &'static str;
@@ -40,6 +42,15 @@ pub enum ProxyError {
     /// Docker Hub does not serve the catalog, so neither do we.
     #[display("the catalog is not available through this mirror")]
     CatalogUnsupported,
+    /// A path or query refused before anything was forwarded (see `request_target`).
+    #[display("{_0}")]
+    Rejected(#[error(not(source))] Rejection),
+}
+
+impl From<Rejection> for ProxyError {
+    fn from(rejection: Rejection) -> Self {
+        ProxyError::Rejected(rejection)
+    }
 }
 
 impl ProxyError {
@@ -51,6 +62,16 @@ impl ProxyError {
             | ProxyError::BadRedirect { .. } => "UNAVAILABLE",
             ProxyError::BadRequest(_) => "NAME_INVALID",
             ProxyError::CatalogUnsupported => "UNSUPPORTED",
+            ProxyError::Rejected(rejection) => match rejection {
+                // The spec has no code for a target that reads two ways; UNSUPPORTED covers "an
+                // invalid set of parameters".
+                Rejection::Ambiguous(_) | Rejection::Unsupported(_) => "UNSUPPORTED",
+                Rejection::Name(_) => "NAME_INVALID",
+                // The OCI spec has no TAG_INVALID (distribution's means something else).
+                Rejection::Reference(_) => "MANIFEST_INVALID",
+                Rejection::Digest(_) => "DIGEST_INVALID",
+                Rejection::Upload(_) => "BLOB_UPLOAD_INVALID",
+            },
         }
     }
 }
@@ -62,7 +83,9 @@ impl ProxyError {
             ProxyError::Unreachable { .. } => "connect",
             ProxyError::Timeout { .. } => "timeout",
             ProxyError::BadRedirect { .. } => "redirect",
-            ProxyError::BadRequest(_) | ProxyError::CatalogUnsupported => "request",
+            ProxyError::BadRequest(_)
+            | ProxyError::CatalogUnsupported
+            | ProxyError::Rejected(_) => "request",
         }
     }
 }
@@ -75,7 +98,10 @@ impl ResponseError for ProxyError {
             }
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ProxyError::CatalogUnsupported => StatusCode::NOT_FOUND,
+            ProxyError::CatalogUnsupported | ProxyError::Rejected(Rejection::Unsupported(_)) => {
+                StatusCode::NOT_FOUND
+            }
+            ProxyError::Rejected(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -127,5 +153,21 @@ mod tests {
             StatusCode::NOT_FOUND
         );
         assert_eq!(ProxyError::CatalogUnsupported.code(), "UNSUPPORTED");
+    }
+
+    #[test]
+    fn rejections_are_client_errors_with_spec_codes() {
+        for (rejection, status, code) in [
+            (Rejection::Ambiguous("x".into()), 400, "UNSUPPORTED"),
+            (Rejection::Name("x".into()), 400, "NAME_INVALID"),
+            (Rejection::Reference("x".into()), 400, "MANIFEST_INVALID"),
+            (Rejection::Digest("x".into()), 400, "DIGEST_INVALID"),
+            (Rejection::Upload("x".into()), 400, "BLOB_UPLOAD_INVALID"),
+            (Rejection::Unsupported("x".into()), 404, "UNSUPPORTED"),
+        ] {
+            let err = ProxyError::from(rejection);
+            assert_eq!(err.status_code().as_u16(), status, "{err}");
+            assert_eq!(err.code(), code, "{err}");
+        }
     }
 }

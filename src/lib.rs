@@ -7,7 +7,9 @@ pub mod config;
 mod error;
 mod headers;
 mod metrics;
+mod origin;
 mod redirect;
+mod request_target;
 mod resume;
 mod routes;
 mod tls;
@@ -42,6 +44,12 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         config.upstream.auth,
         config.upstream.index,
     );
+    if config.public_url.is_none() && config.server_names.is_empty() {
+        log::warn!(
+            "neither public_url nor server_names is set: the token realm is built from each \
+             request's Host header, which clients can forge; set one of them"
+        );
+    }
     // The admin listener is bound first, so that once the mirror's port accepts connections
     // the health and metrics endpoints do too (tests and probes rely on that order).
     let admin = match config.admin_listen {

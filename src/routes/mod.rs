@@ -19,7 +19,8 @@ use crate::{
     error::{ProxyError, UpstreamName},
     headers::{self, Downstream},
     metrics::Metrics,
-    redirect,
+    origin, redirect,
+    request_target::{self, Rejection},
     resume::{self, Resumer},
     upstream::{self, Outgoing, RequestBody},
 };
@@ -60,27 +61,49 @@ struct RoutePolicy {
 }
 
 /// The upstream URL for a request: the upstream base (which may carry a path prefix), then the
-/// client's path and query exactly as they arrived (still percent-encoded).
-fn upstream_url(base: &Url, path_and_query: &str) -> Result<Url, ProxyError> {
-    let joined = format!("{}{}", base.as_str().trim_end_matches('/'), path_and_query);
-    Url::parse(&joined)
-        .map_err(|e| ProxyError::BadRequest(format!("cannot forward {path_and_query:?}: {e}")))
+/// path and query exactly as given (still percent-encoded). The url crate resolves dot segments,
+/// turns `\` into `/` and re-encodes some characters; a target it would change is refused
+/// rather than forwarded as something else than what the routes checked.
+fn upstream_url(base: &Url, path: &str, query: Option<&str>) -> Result<Url, ProxyError> {
+    let prefix = base.path().trim_end_matches('/');
+    let mut joined = format!("{}{path}", base.as_str().trim_end_matches('/'));
+    if let Some(query) = query {
+        joined.push('?');
+        joined.push_str(query);
+    }
+    let url = Url::parse(&joined)
+        .map_err(|e| ProxyError::BadRequest(format!("cannot forward {path:?}: {e}")))?;
+    let unchanged = url.path().strip_prefix(prefix) == Some(path) && url.query() == query;
+    if !unchanged {
+        return Err(Rejection::Ambiguous(format!("it would reach the upstream as {url}")).into());
+    }
+    Ok(url)
 }
 
-/// The origin clients use to reach us: the configured public URL, else the request's own
-/// `Host`, as the seed's `https://$host/token` does.
-fn public_base(req: &HttpRequest, config: &Config) -> String {
-    if let Some(url) = &config.public_url {
-        return url.as_str().trim_end_matches('/').to_owned();
+/// The raw query, when it reads one way only.
+fn checked_query(req: &HttpRequest) -> Result<Option<&str>, ProxyError> {
+    let query = req.uri().query();
+    if let Some(query) = query {
+        request_target::query(query)?;
     }
+    Ok(query)
+}
+
+/// The origin clients use to reach us (see `origin::public_base`): the request's `Host`, or
+/// HTTP/2's `:authority`, is only a candidate.
+fn public_base(req: &HttpRequest, config: &Config) -> String {
     let host = req
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
-        .unwrap_or_else(|| "localhost".to_owned());
-    format!("{}://{host}", downstream_proto(req))
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    origin::public_base(
+        config.public_url.as_ref(),
+        &config.server_names,
+        host.as_deref(),
+        downstream_proto(req),
+    )
 }
 
 fn downstream_proto(req: &HttpRequest) -> &'static str {
@@ -210,17 +233,43 @@ mod tests {
     fn upstream_url_keeps_path_and_query_raw() {
         let base = Url::parse("https://registry-1.docker.io").unwrap();
         assert_eq!(
-            upstream_url(&base, "/v2/library/alpine/manifests/latest?ns=docker.io")
-                .unwrap()
-                .as_str(),
+            upstream_url(
+                &base,
+                "/v2/library/alpine/manifests/latest",
+                Some("ns=docker.io")
+            )
+            .unwrap()
+            .as_str(),
             "https://registry-1.docker.io/v2/library/alpine/manifests/latest?ns=docker.io"
         );
         let prefixed = Url::parse("http://127.0.0.1:8080/mirror").unwrap();
         assert_eq!(
-            upstream_url(&prefixed, "/v2/a%2Fb/tags/list?n=10&last=x")
+            upstream_url(&prefixed, "/v2/a%2Fb/tags/list", Some("n=10&last=x"))
                 .unwrap()
                 .as_str(),
             "http://127.0.0.1:8080/mirror/v2/a%2Fb/tags/list?n=10&last=x"
         );
+        assert_eq!(
+            upstream_url(&base, "/token", None).unwrap().as_str(),
+            "https://registry-1.docker.io/token"
+        );
+    }
+
+    #[test]
+    fn upstream_url_refuses_what_the_url_crate_would_rewrite() {
+        let base = Url::parse("https://registry-1.docker.io/prefix").unwrap();
+        for (path, query) in [
+            ("/v2/../token", None),
+            ("/v2/%2e%2e/token", None),
+            ("/v2/a\\b", None),
+            ("/v2/{x}", None),
+            ("/v2/", Some("a='1'")),
+            ("/v2/", Some("a=<b>")),
+        ] {
+            assert!(
+                upstream_url(&base, path, query).is_err(),
+                "{path} {query:?} was rewritten silently"
+            );
+        }
     }
 }

@@ -3,15 +3,26 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{forward, upstream_url, Proxy, RoutePolicy};
-use crate::error::ProxyError;
+use super::{checked_query, forward, upstream_url, Proxy, RoutePolicy};
+use crate::{
+    error::ProxyError,
+    request_target::{self, Endpoint},
+};
 
+/// Request filter: only paths of the registry API, checked against its grammar, go up, in the
+/// form that was checked; anything else under `/v2` is answered here (404 `UNSUPPORTED`) rather
+/// than forwarded for the upstream to interpret.
 pub async fn v2(
     req: HttpRequest,
     payload: web::Payload,
     proxy: web::Data<Proxy>,
 ) -> Result<HttpResponse, ProxyError> {
-    let url = upstream_url(&proxy.config.upstream.registry, path_and_query(&req))?;
+    let checked = request_target::registry_path(req.uri().path())?;
+    if checked.endpoint == Endpoint::Catalog {
+        return Err(ProxyError::CatalogUnsupported);
+    }
+    let query = checked_query(&req)?;
+    let url = upstream_url(&proxy.config.upstream.registry, &checked.path, query)?;
     let policy = RoutePolicy {
         upstream: "registry",
         follow_redirects: true,
@@ -31,15 +42,13 @@ pub async fn other(
     payload: web::Payload,
     proxy: web::Data<Proxy>,
 ) -> Result<HttpResponse, ProxyError> {
-    let url = upstream_url(&proxy.config.upstream.registry, path_and_query(&req))?;
+    request_target::plain_path(req.uri().path())?;
+    let query = checked_query(&req)?;
+    let url = upstream_url(&proxy.config.upstream.registry, req.uri().path(), query)?;
     let policy = RoutePolicy {
         upstream: "registry",
         follow_redirects: false,
         rewrite_to_mirror: false,
     };
     forward(&req, payload, &proxy, url, policy).await
-}
-
-fn path_and_query(req: &HttpRequest) -> &str {
-    req.uri().path_and_query().map_or("/", |pq| pq.as_str())
 }

@@ -3,7 +3,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{forward, upstream_url, Proxy, RoutePolicy};
+use super::{checked_query, forward, upstream_url, Proxy, RoutePolicy};
 use crate::error::ProxyError;
 
 pub async fn search(
@@ -11,8 +11,8 @@ pub async fn search(
     payload: web::Payload,
     proxy: web::Data<Proxy>,
 ) -> Result<HttpResponse, ProxyError> {
-    let path = format!("/v1/search?{}", search_query(req.query_string()));
-    let url = upstream_url(&proxy.config.upstream.index, &path)?;
+    let query = search_query(checked_query(&req)?.unwrap_or_default());
+    let url = upstream_url(&proxy.config.upstream.index, "/v1/search", Some(&query))?;
     let policy = RoutePolicy {
         upstream: "index",
         follow_redirects: false,

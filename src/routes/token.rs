@@ -3,7 +3,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{forward, upstream_url, Proxy, RoutePolicy};
+use super::{checked_query, forward, upstream_url, Proxy, RoutePolicy};
 use crate::error::ProxyError;
 
 pub async fn token(
@@ -11,11 +11,8 @@ pub async fn token(
     payload: web::Payload,
     proxy: web::Data<Proxy>,
 ) -> Result<HttpResponse, ProxyError> {
-    let path = match req.query_string() {
-        "" => "/token".to_owned(),
-        query => format!("/token?{query}"),
-    };
-    let url = upstream_url(&proxy.config.upstream.auth, &path)?;
+    let query = checked_query(&req)?.filter(|q| !q.is_empty());
+    let url = upstream_url(&proxy.config.upstream.auth, "/token", query)?;
     let policy = RoutePolicy {
         upstream: "auth",
         follow_redirects: false,

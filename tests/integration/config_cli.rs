@@ -30,6 +30,9 @@ fn bad_settings_are_named() {
     assert!(refused(&[], &[("HUBFERRY_BOGUS", "1")]).contains("bogus"));
     assert!(refused(&["--idle-timeout", "forever"], &[]).contains("timeouts.body_idle"));
     assert!(refused(&["--config", "/nonexistent.toml"], &[]).contains("--config"));
+    assert!(
+        refused(&["--server-name", "https://mirror.example.com"], &[]).contains("server_names")
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("hubferry.toml");
@@ -49,6 +52,7 @@ fn help_lists_every_flag() {
         "--listen",
         "--workers",
         "--public-url",
+        "--server-name",
         "--registry",
         "--auth",
         "--index",

@@ -78,37 +78,40 @@ fn redirect(status: StatusCode, location: String) -> HttpResponse {
         .body("redirecting")
 }
 
-/// An upstream that echoes requests, and redirects in every way a registry could:
-/// `/v2/loop/a` ↔ `/v2/loop/b`, `/v2/chain/N` → N+1 forever, `/v2/relative/x/start` →
-/// `../end`, `/v2/see-other` (303), `/v2/other-origin` (to `localhost` instead of `127.0.0.1`),
-/// `/v2/bad-scheme` (to `file:`), `/v2/challenge` (a 401 with two challenges).
+/// An upstream that echoes requests, and redirects in every way a registry could. Its paths are
+/// registry API paths (hubferry answers any other `/v2` path itself):
+/// `/v2/loop/manifests/a` ↔ `.../b`, `/v2/chain/manifests/N` → N+1 forever,
+/// `/v2/relative/x/manifests/start` → `../../end`, `/v2/see-other/manifests/x` (303),
+/// `/v2/other-origin/manifests/x` (to `localhost` instead of `127.0.0.1`),
+/// `/v2/bad-scheme/manifests/x` (to `file:`), `/v2/challenge/manifests/x` (a 401 with two
+/// challenges).
 pub fn upstream() -> String {
     serve(|| {
         App::new()
             .route(
-                "/v2/loop/a",
-                web::to(|| async { redirect(StatusCode::TEMPORARY_REDIRECT, "/v2/loop/b".into()) }),
+                "/v2/loop/manifests/a",
+                web::to(|| async { redirect(StatusCode::TEMPORARY_REDIRECT, "/v2/loop/manifests/b".into()) }),
             )
             .route(
-                "/v2/loop/b",
-                web::to(|| async { redirect(StatusCode::TEMPORARY_REDIRECT, "/v2/loop/a".into()) }),
+                "/v2/loop/manifests/b",
+                web::to(|| async { redirect(StatusCode::TEMPORARY_REDIRECT, "/v2/loop/manifests/a".into()) }),
             )
             .route(
-                "/v2/chain/{n}",
+                "/v2/chain/manifests/{n}",
                 web::to(|n: web::Path<u32>| async move {
-                    redirect(StatusCode::FOUND, format!("/v2/chain/{}", *n + 1))
+                    redirect(StatusCode::FOUND, format!("/v2/chain/manifests/{}", *n + 1))
                 }),
             )
             .route(
-                "/v2/relative/x/start",
-                web::to(|| async { redirect(StatusCode::TEMPORARY_REDIRECT, "../end".into()) }),
+                "/v2/relative/x/manifests/start",
+                web::to(|| async { redirect(StatusCode::TEMPORARY_REDIRECT, "../../end".into()) }),
             )
             .route(
-                "/v2/see-other",
+                "/v2/see-other/manifests/x",
                 web::to(|| async { redirect(StatusCode::SEE_OTHER, "/v2/after-303".into()) }),
             )
             .route(
-                "/v2/other-origin",
+                "/v2/other-origin/manifests/x",
                 web::to(|req: HttpRequest| async move {
                     let port = req.app_config().local_addr().port();
                     redirect(
@@ -118,11 +121,11 @@ pub fn upstream() -> String {
                 }),
             )
             .route(
-                "/v2/bad-scheme",
+                "/v2/bad-scheme/manifests/x",
                 web::to(|| async { redirect(StatusCode::TEMPORARY_REDIRECT, "file:///etc/passwd".into()) }),
             )
             .route(
-                "/v2/challenge",
+                "/v2/challenge/manifests/x",
                 web::to(|| async {
                     HttpResponse::Unauthorized()
                         .append_header((

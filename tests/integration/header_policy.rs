@@ -218,7 +218,7 @@ async fn every_bearer_challenge_names_our_token_endpoint() {
     let hf = start(&upstream, &[]);
     let client = world::client(None);
     let res = client
-        .get(format!("{}/v2/challenge", hf.url))
+        .get(format!("{}/v2/challenge/manifests/x", hf.url))
         .send()
         .await
         .unwrap();
@@ -241,7 +241,7 @@ async fn every_bearer_challenge_names_our_token_endpoint() {
 
     let hf = start(&upstream, &["--public-url", "https://mirror.example.com"]);
     let res = client
-        .get(format!("{}/v2/challenge", hf.url))
+        .get(format!("{}/v2/challenge/manifests/x", hf.url))
         .insert_header(("Host", "evil.example"))
         .send()
         .await

@@ -51,7 +51,7 @@ fn a_worker_holds_at_most_max_connections() {
         "--max-connections".into(),
         "2".into(),
     ]);
-    let request = format!("GET /v2/x HTTP/1.1\r\nHost: {}\r\n\r\n", hf.addr);
+    let request = format!("GET /v2/x/tags/list HTTP/1.1\r\nHost: {}\r\n\r\n", hf.addr);
     let served = |stream: &mut TcpStream| {
         stream.write_all(request.as_bytes()).unwrap();
         let mut buf = [0u8; 12];
@@ -101,14 +101,19 @@ fn the_upstream_pool_is_capped() {
     first
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    write!(first, "GET /v2/a HTTP/1.1\r\nHost: {}\r\n\r\n", hf.addr).unwrap();
+    write!(
+        first,
+        "GET /v2/a/tags/list HTTP/1.1\r\nHost: {}\r\n\r\n",
+        hf.addr
+    )
+    .unwrap();
     let mut head = [0u8; 12];
     first.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 200");
     // The second cannot get an upstream connection in time.
     let status = actix_rt::System::new().block_on(async {
         world::client(None)
-            .get(format!("{}/v2/b", hf.url))
+            .get(format!("{}/v2/b/tags/list", hf.url))
             .send()
             .await
             .unwrap()

@@ -5,6 +5,7 @@ mod failures;
 mod fakes;
 mod faults;
 mod header_policy;
+mod hostile;
 mod hubferry;
 mod limits;
 mod operations;

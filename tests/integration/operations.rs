@@ -117,7 +117,7 @@ fn upstream_errors_and_docker_rate_limits_are_counted() {
         200
     );
     assert_eq!(get_text(&format!("{}/token?service=x", hf.url)).0, 502);
-    assert_eq!(get_text(&format!("{}/v2/loop/a", hf.url)).0, 502);
+    assert_eq!(get_text(&format!("{}/v2/loop/manifests/a", hf.url)).0, 502);
     let (_, metrics) = get_text(&format!("{admin}/metrics"));
     assert_eq!(
         sample(&metrics, "hubferry_docker_ratelimit_limit"),
@@ -215,7 +215,11 @@ fn json_access_log_is_one_object_per_line() {
         "json".into(),
     ]);
     assert_eq!(
-        get_text(&format!("{}/v2/relative/x/start?ns=docker.io", hf.url)).0,
+        get_text(&format!(
+            "{}/v2/relative/x/manifests/start?ns=docker.io",
+            hf.url
+        ))
+        .0,
         200
     );
     std::thread::sleep(Duration::from_millis(200));
@@ -230,7 +234,10 @@ fn json_access_log_is_one_object_per_line() {
     }
     let access = access.expect("an access record");
     assert_eq!(access["method"], "GET");
-    assert_eq!(access["path"], "/v2/relative/x/start?ns=docker.io");
+    assert_eq!(
+        access["path"],
+        "/v2/relative/x/manifests/start?ns=docker.io"
+    );
     assert_eq!(access["status"], 200);
     assert_eq!(access["upstream"], "registry");
     assert_eq!(access["redirects"], 1);

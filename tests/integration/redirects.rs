@@ -23,7 +23,11 @@ async fn loops_and_endless_chains_are_a_502() {
     let upstream = fakes::upstream();
     let hf = start(&upstream, &["--max-redirects", "4"]);
     let client = world::client(None);
-    for path in ["/v2/loop/a", "/v2/chain/0", "/v2/bad-scheme"] {
+    for path in [
+        "/v2/loop/manifests/a",
+        "/v2/chain/manifests/0",
+        "/v2/bad-scheme/manifests/x",
+    ] {
         let mut res = client
             .get(format!("{}{path}", hf.url))
             .send()
@@ -45,7 +49,7 @@ async fn relative_locations_resolve_against_the_request() {
     let hf = start(&upstream, &[]);
     let client = world::client(None);
     let mut res = client
-        .get(format!("{}/v2/relative/x/start", hf.url))
+        .get(format!("{}/v2/relative/x/manifests/start", hf.url))
         .send()
         .await
         .unwrap();
@@ -56,7 +60,7 @@ async fn relative_locations_resolve_against_the_request() {
     let log = hf.log_text();
     assert!(
         log.lines()
-            .any(|l| l.contains("/v2/relative/x/start") && l.contains("redirects=1")),
+            .any(|l| l.contains("/v2/relative/x/manifests/start") && l.contains("redirects=1")),
         "{log}"
     );
 }
@@ -66,7 +70,7 @@ async fn see_other_keeps_head_and_turns_into_get() {
     let upstream = fakes::upstream();
     let hf = start(&upstream, &[]);
     let client = world::client(None);
-    let url = format!("{}/v2/see-other", hf.url);
+    let url = format!("{}/v2/see-other/manifests/x", hf.url);
     let head = client.request(Method::HEAD, &url).send().await.unwrap();
     assert_eq!(head.status(), 200);
     assert_eq!(head.headers().get("x-method").unwrap(), "HEAD");
@@ -80,7 +84,7 @@ async fn the_cdn_hop_gets_no_credentials_and_its_own_host() {
     let hf = start(&upstream, &[]);
     let client = world::client(None);
     let mut res = client
-        .get(format!("{}/v2/other-origin", hf.url))
+        .get(format!("{}/v2/other-origin/manifests/x", hf.url))
         .insert_header(("Authorization", "Bearer registry-token"))
         .insert_header(("Range", "bytes=100-"))
         .send()
@@ -105,12 +109,12 @@ async fn requests_with_bodies_get_the_redirect_itself() {
     let hf = start(&upstream, &[]);
     let client = world::client(None);
     let res = client
-        .post(format!("{}/v2/chain/0", hf.url))
+        .post(format!("{}/v2/chain/manifests/0", hf.url))
         .send_body("payload")
         .await
         .unwrap();
     assert_eq!(res.status(), 302);
     // The Location pointed at the upstream; the client is sent back through us.
     let location = res.headers().get("location").unwrap().to_str().unwrap();
-    assert_eq!(location, "/v2/chain/1");
+    assert_eq!(location, "/v2/chain/manifests/1");
 }
