@@ -62,6 +62,10 @@ pub struct Flags {
     /// Most redirects followed for one blob request [setting: redirect.max_hops; default 5].
     #[arg(long, value_name = "N")]
     pub max_redirects: Option<String>,
+    /// Follow redirects to loopback, link-local and private addresses: true or false
+    /// [setting: redirect.allow_private; default false].
+    #[arg(long, value_name = "BOOL")]
+    pub allow_private_redirects: Option<String>,
     /// Address to serve HTTPS (HTTP/2 and HTTP/1.1) on [setting: tls.listen; default: off].
     #[arg(long, value_name = "ADDR")]
     pub tls_listen: Option<String>,
@@ -111,6 +115,7 @@ impl Flags {
             ("timeouts.response_headers", &self.response_timeout),
             ("timeouts.body_idle", &self.idle_timeout),
             ("redirect.max_hops", &self.max_redirects),
+            ("redirect.allow_private", &self.allow_private_redirects),
             ("tls.listen", &self.tls_listen),
             ("tls.cert", &self.tls_cert),
             ("tls.key", &self.tls_key),
@@ -196,6 +201,7 @@ struct RawTimeouts {
 #[serde(deny_unknown_fields, default)]
 struct RawRedirect {
     max_hops: String,
+    allow_private: String,
 }
 
 impl Default for RawSettings {
@@ -242,6 +248,8 @@ impl Default for RawRedirect {
     fn default() -> Self {
         RawRedirect {
             max_hops: "5".into(),
+            // Off: a redirect must not reach the mirror's own network (SSRF); see `egress`.
+            allow_private: "false".into(),
         }
     }
 }
@@ -306,6 +314,8 @@ pub struct Timeouts {
 #[derive(Debug, Clone, Copy)]
 pub struct RedirectPolicy {
     pub max_hops: u32,
+    /// Redirects may lead to loopback, link-local and private addresses.
+    pub allow_private: bool,
 }
 
 /// A configuration problem, always naming the key it is about.
@@ -446,7 +456,10 @@ impl RawSettings {
             public_url,
             upstream,
             timeouts,
-            redirect: RedirectPolicy { max_hops },
+            redirect: RedirectPolicy {
+                max_hops,
+                allow_private: parse_bool("redirect.allow_private", &self.redirect.allow_private)?,
+            },
             tls,
             admin_listen: parse_listen("admin_listen", &self.admin_listen)?,
             shutdown_grace: parse_duration("shutdown_grace", &self.shutdown_grace)?,
@@ -552,6 +565,14 @@ fn parse_public_url(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+fn parse_bool(key: &str, text: &str) -> Result<bool, ConfigError> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(key, format!("'{text}' is not true or false"))),
+    }
+}
+
 fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     let duration = humantime::parse_duration(text.trim()).map_err(|_| {
         invalid(
@@ -605,6 +626,7 @@ mod tests {
         assert!(config.public_url.is_none());
         assert_eq!(config.timeouts.connect, Duration::from_secs(10));
         assert_eq!(config.redirect.max_hops, 5);
+        assert!(!config.redirect.allow_private);
         assert!(config.workers.get() >= 1);
     }
 
@@ -631,6 +653,34 @@ mod tests {
         assert_eq!(config.timeouts.connect, Duration::from_secs(3));
         let config = load(&["--config", file], &env).unwrap();
         assert_eq!(config.workers.get(), 5);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn allow_private_redirects_is_a_bool_from_file_env_or_flag() {
+        let dir = tempfile_dir("allow-private");
+        let file = dir.join("hubferry.toml");
+        std::fs::write(&file, "[redirect]\nallow_private = true\n").unwrap();
+        let file = file.to_str().unwrap();
+        assert!(
+            load(&["--config", file], &[])
+                .unwrap()
+                .redirect
+                .allow_private
+        );
+        let env = [("HUBFERRY_REDIRECT__ALLOW_PRIVATE", "false")];
+        assert!(
+            !load(&["--config", file], &env)
+                .unwrap()
+                .redirect
+                .allow_private
+        );
+        let flag = ["--allow-private-redirects", "true"];
+        assert!(load(&flag, &env).unwrap().redirect.allow_private);
+        let err = load(&["--allow-private-redirects", "yes please"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("redirect.allow_private"), "{err}");
         std::fs::remove_dir_all(dir).ok();
     }
 

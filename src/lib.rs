@@ -4,6 +4,7 @@
 mod access;
 mod admin;
 pub mod config;
+mod egress;
 mod error;
 mod headers;
 mod metrics;
@@ -60,6 +61,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
                 tls.clone(),
                 &shared.timeouts,
                 shared.limits.upstream_pool,
+                egress::Policy::from_config(&shared),
             ),
             config: shared.clone(),
             metrics: shared_metrics.clone(),

@@ -169,12 +169,11 @@ fn rewrite_to_mirror(headers: &mut header::HeaderMap, req: &HttpRequest, config:
     if !challenges.is_empty() {
         headers.remove(header::WWW_AUTHENTICATE);
         for value in challenges {
-            let rewritten = value
-                .to_str()
-                .ok()
-                .and_then(|v| headers::rewrite_challenge(v, &realm))
-                .and_then(|v| header::HeaderValue::from_str(&v).ok())
-                .unwrap_or(value);
+            // Lossy, not `to_str`: a challenge with non-ASCII bytes must not slip through unrewritten.
+            let rewritten =
+                headers::rewrite_challenge(&String::from_utf8_lossy(value.as_bytes()), &realm)
+                    .and_then(|v| header::HeaderValue::from_str(&v).ok())
+                    .unwrap_or(value);
             headers.append(header::WWW_AUTHENTICATE, rewritten);
         }
     }

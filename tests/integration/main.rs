@@ -4,6 +4,7 @@ mod config_cli;
 mod failures;
 mod fakes;
 mod header_policy;
+mod hostile_upstream;
 mod hubferry;
 mod limits;
 mod operations;
