@@ -6,6 +6,8 @@ mod admin;
 pub mod config;
 mod egress;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod headers;
 mod metrics;
 mod redirect;

@@ -3,7 +3,7 @@
 //! upstream response filter → streamed relay).
 
 mod registry;
-mod search;
+pub(crate) mod search; // its query rewrite is a fuzz target (src/fuzzing.rs)
 mod token;
 
 use std::sync::Arc;
@@ -60,7 +60,7 @@ struct RoutePolicy {
 
 /// The upstream URL for a request: the upstream base (which may carry a path prefix), then the
 /// client's path and query exactly as they arrived (still percent-encoded).
-fn upstream_url(base: &Url, path_and_query: &str) -> Result<Url, ProxyError> {
+pub(crate) fn upstream_url(base: &Url, path_and_query: &str) -> Result<Url, ProxyError> {
     let joined = format!("{}{}", base.as_str().trim_end_matches('/'), path_and_query);
     Url::parse(&joined)
         .map_err(|e| ProxyError::BadRequest(format!("cannot forward {path_and_query:?}: {e}")))
