@@ -8,7 +8,7 @@ RUN_ARGS ?=
 # What `make bench` adds: load generators (wrk, h2load) besides the test packages.
 BENCH_PACKAGES := wrk nghttp2-client
 
-.PHONY: build run test test-unit test-integration deps lint fmt clean validate-deploy bench
+.PHONY: build run test test-unit test-integration deps lint fmt clean validate-deploy bench fuzz
 
 build:
 	$(CARGO) build --release --locked
@@ -33,6 +33,21 @@ bench:
 	$(CARGO) build --release --locked
 	ulimit -n 65536 2>/dev/null || ulimit -n "$$(ulimit -Hn)"; \
 	$(CARGO) bench --locked --bench compare
+
+# libFuzzer on every target in fuzz/ (src/fuzzing.rs holds the checks), FUZZ_SECONDS each; a
+# crash stops it and lands in fuzz/artifacts/<target>/. Not in CI: make test runs the same
+# checks as property tests. cargo-fuzz needs nightly flags, which RUSTC_BOOTSTRAP=1 unlocks on a
+# stable toolchain; the code is safe Rust, so no sanitizer (FUZZ_SANITIZER=address for one).
+FUZZ_SECONDS ?= 60
+FUZZ_SANITIZER ?= none
+fuzz:
+	$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	export RUSTC_BOOTSTRAP=1; \
+	for target in $$($(CARGO) fuzz list); do \
+		echo "fuzzing $$target for $(FUZZ_SECONDS)s"; \
+		$(CARGO) fuzz run --sanitizer $(FUZZ_SANITIZER) $$target -- \
+			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+	done
 
 # Offline checks of deploy/: Kubernetes manifests against the schemas, configs, Dockerfile,
 # systemd unit. Installs its checkers from PyPI into target/deploy-tools on first use.

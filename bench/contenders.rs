@@ -155,7 +155,9 @@ pub fn hubferry(
             .args(["--admin-listen", &admin])
             .args(["--registry", &world.registry_url])
             .args(["--auth", &world.issuer_url])
-            .args(["--index", &world.issuer_url]);
+            .args(["--index", &world.issuer_url])
+            // The test world's CDN is on 127.0.0.1.
+            .args(["--allow-private-redirects", "true"]);
         // hubferry refuses unknown HUBFERRY_* variables (the world's HUBFERRY_KEEP_WORLD).
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("HUBFERRY_") {

@@ -81,6 +81,10 @@ pub struct Flags {
     /// (at most 10s) [setting: resume.backoff; default 500ms].
     #[arg(long, value_name = "DURATION")]
     pub resume_backoff: Option<String>,
+    /// Follow redirects to loopback, link-local and private addresses: true or false
+    /// [setting: redirect.allow_private; default false].
+    #[arg(long, value_name = "BOOL")]
+    pub allow_private_redirects: Option<String>,
     /// Address to serve HTTPS (HTTP/2 and HTTP/1.1) on [setting: tls.listen; default: off].
     #[arg(long, value_name = "ADDR")]
     pub tls_listen: Option<String>,
@@ -132,6 +136,7 @@ impl Flags {
             ("redirect.max_hops", &self.max_redirects),
             ("resume.attempts", &self.resume_attempts),
             ("resume.backoff", &self.resume_backoff),
+            ("redirect.allow_private", &self.allow_private_redirects),
             ("tls.listen", &self.tls_listen),
             ("tls.cert", &self.tls_cert),
             ("tls.key", &self.tls_key),
@@ -252,6 +257,7 @@ struct RawTimeouts {
 #[serde(deny_unknown_fields, default)]
 struct RawRedirect {
     max_hops: String,
+    allow_private: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -316,6 +322,8 @@ impl Default for RawRedirect {
     fn default() -> Self {
         RawRedirect {
             max_hops: "5".into(),
+            // Off: a redirect must not reach the mirror's own network (SSRF); see `egress`.
+            allow_private: "false".into(),
         }
     }
 }
@@ -383,6 +391,8 @@ pub struct Timeouts {
 #[derive(Debug, Clone, Copy)]
 pub struct RedirectPolicy {
     pub max_hops: u32,
+    /// Redirects may lead to loopback, link-local and private addresses.
+    pub allow_private: bool,
 }
 
 /// How broken downloads are resumed (see `crate::resume`).
@@ -539,7 +549,10 @@ impl RawSettings {
             server_names,
             upstream,
             timeouts,
-            redirect: RedirectPolicy { max_hops },
+            redirect: RedirectPolicy {
+                max_hops,
+                allow_private: parse_bool("redirect.allow_private", &self.redirect.allow_private)?,
+            },
             resume: self.resume.validate()?,
             tls,
             admin_listen: parse_listen("admin_listen", &self.admin_listen)?,
@@ -667,6 +680,14 @@ fn parse_public_url(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+fn parse_bool(key: &str, text: &str) -> Result<bool, ConfigError> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(key, format!("'{text}' is not true or false"))),
+    }
+}
+
 fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     let duration = humantime::parse_duration(text.trim()).map_err(|_| {
         invalid(
@@ -720,6 +741,7 @@ mod tests {
         assert!(config.public_url.is_none());
         assert_eq!(config.timeouts.connect, Duration::from_secs(10));
         assert_eq!(config.redirect.max_hops, 5);
+        assert!(!config.redirect.allow_private);
         assert!(config.workers.get() >= 1);
     }
 
@@ -746,6 +768,34 @@ mod tests {
         assert_eq!(config.timeouts.connect, Duration::from_secs(3));
         let config = load(&["--config", file], &env).unwrap();
         assert_eq!(config.workers.get(), 5);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn allow_private_redirects_is_a_bool_from_file_env_or_flag() {
+        let dir = tempfile_dir("allow-private");
+        let file = dir.join("hubferry.toml");
+        std::fs::write(&file, "[redirect]\nallow_private = true\n").unwrap();
+        let file = file.to_str().unwrap();
+        assert!(
+            load(&["--config", file], &[])
+                .unwrap()
+                .redirect
+                .allow_private
+        );
+        let env = [("HUBFERRY_REDIRECT__ALLOW_PRIVATE", "false")];
+        assert!(
+            !load(&["--config", file], &env)
+                .unwrap()
+                .redirect
+                .allow_private
+        );
+        let flag = ["--allow-private-redirects", "true"];
+        assert!(load(&flag, &env).unwrap().redirect.allow_private);
+        let err = load(&["--allow-private-redirects", "yes please"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("redirect.allow_private"), "{err}");
         std::fs::remove_dir_all(dir).ok();
     }
 

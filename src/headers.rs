@@ -429,6 +429,65 @@ mod tests {
         assert_eq!(parse_challenge(""), None);
     }
 
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn token() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9!#$%&'*+.^_`|~-]{1,12}"
+        }
+
+        /// A challenge and one of the many ways to write it: quoted or bare values, optional
+        /// whitespace around commas, any characters inside quotes.
+        fn written_challenge() -> impl Strategy<Value = (Challenge, String)> {
+            let scheme =
+                prop::sample::select(vec!["Bearer", "bearer", "BEARER", "Basic", "X-Ours"]);
+            let param = (
+                token(),
+                any::<String>(),
+                any::<bool>(),
+                0..3usize,
+                0..3usize,
+            );
+            (scheme, prop::collection::vec(param, 0..6), 0..3usize).prop_map(
+                |(scheme, params, pad)| {
+                    let ws = |n: usize| [" ", "\t", ""][n];
+                    let mut text = format!("{}{scheme}", ws(pad));
+                    let mut parsed = Vec::new();
+                    for (i, (name, value, bare, before, after)) in params.into_iter().enumerate() {
+                        let bare = bare && !value.is_empty() && value.bytes().all(is_token_byte);
+                        let written = if bare { value.clone() } else { quote(&value) };
+                        text.push_str(if i == 0 { " " } else { ws(before) });
+                        if i > 0 {
+                            text.push(',');
+                            text.push_str(ws(after));
+                        }
+                        text.push_str(&format!("{name}={written}"));
+                        parsed.push((name.to_ascii_lowercase(), value));
+                    }
+                    text.push_str(ws(pad));
+                    let challenge = Challenge {
+                        scheme: scheme.to_owned(),
+                        params: parsed,
+                    };
+                    (challenge, text)
+                },
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::default())]
+
+            /// The parser reads back what the grammar writes, and the rewriter keeps every
+            /// parameter but the realm, exactly (the checks of `fuzzing::challenge`).
+            #[test]
+            fn challenges_round_trip((challenge, text) in written_challenge()) {
+                prop_assert_eq!(parse_challenge(&text), Some(challenge));
+                crate::fuzzing::challenge(text.as_bytes());
+            }
+        }
+    }
+
     #[test]
     fn locations_on_the_upstream_come_back_through_the_mirror() {
         let upstream = Url::parse("https://registry-1.docker.io").unwrap();

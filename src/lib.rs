@@ -4,7 +4,10 @@
 mod access;
 mod admin;
 pub mod config;
+mod egress;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod headers;
 mod metrics;
 mod origin;
@@ -69,6 +72,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
                 tls.clone(),
                 &shared.timeouts,
                 shared.limits.upstream_pool,
+                egress::Policy::from_config(&shared),
             ),
             config: shared.clone(),
             metrics: shared_metrics.clone(),

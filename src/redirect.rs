@@ -26,15 +26,22 @@ pub fn is_followed_redirect(status: StatusCode) -> bool {
 }
 
 /// Resolves a `Location` value (absolute, or relative to the URL that answered) and refuses
-/// anything that is not http(s).
+/// anything that is not http(s), or that the client could not send.
 pub fn resolve_location(current: &Url, location: &str) -> Result<Url, String> {
-    let next = current
+    let mut next = current
         .join(location.trim())
         .map_err(|e| format!("invalid redirect Location {location:?}: {e}"))?;
-    if !matches!(next.scheme(), "http" | "https") || next.host_str().is_none() {
+    if !matches!(next.scheme(), "http" | "https") || next.host_str().is_none_or(str::is_empty) {
         return Err(format!(
             "refusing redirect to {next}: only http(s) URLs are followed"
         ));
+    }
+    // A fragment is never sent (RFC 9110 §7.1).
+    next.set_fragment(None);
+    // The URL parser accepts hosts such as `"` that an HTTP request line cannot carry (found
+    // by fuzzing): refuse them here, as a bad redirect, not later as an unreachable upstream.
+    if next.as_str().parse::<awc::http::Uri>().is_err() {
+        return Err(format!("invalid redirect Location {location:?}"));
     }
     Ok(next)
 }
@@ -166,6 +173,21 @@ mod tests {
         assert!(resolve_location(&base, "file:///etc/passwd").is_err());
         assert!(resolve_location(&base, "ftp://cdn.example/x").is_err());
         assert!(resolve_location(&base, "http://[::1").is_err());
+    }
+
+    /// Found by fuzzing (tests/fuzz_props.rs): hosts the URL parser takes but a request cannot
+    /// carry, and fragments, which are never sent.
+    #[test]
+    fn locations_the_client_cannot_send_are_refused() {
+        let base = Url::parse("https://registry.example/v2/a/blobs/sha256:1").unwrap();
+        assert!(resolve_location(&base, "http://\"/#ci2./#x").is_err());
+        assert!(resolve_location(&base, "http://realm=\"p/").is_err());
+        assert_eq!(
+            resolve_location(&base, "https://cdn.example/b?s=1#frag")
+                .unwrap()
+                .as_str(),
+            "https://cdn.example/b?s=1"
+        );
     }
 
     #[test]

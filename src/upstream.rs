@@ -24,6 +24,7 @@ use url::Url;
 
 use crate::{
     config::Timeouts,
+    egress,
     error::{ProxyError, UpstreamName},
     metrics::Metrics,
     resume::{Download, Resume, Resumer},
@@ -55,9 +56,15 @@ pub fn tls_config(extra_roots: &[CertificateDer<'static>]) -> Result<Arc<ClientC
 /// request timeout is off (we time the phases ourselves), and no default headers are added so
 /// the client's own `User-Agent` goes through.
 /// `pool` caps the connections this worker holds open to upstreams (0: no cap); one blob
-/// stream holds one connection for its whole length.
-pub fn build_client(tls: Arc<ClientConfig>, timeouts: &Timeouts, pool: usize) -> awc::Client {
+/// stream holds one connection for its whole length. `egress` decides where it may connect.
+pub fn build_client(
+    tls: Arc<ClientConfig>,
+    timeouts: &Timeouts,
+    pool: usize,
+    egress: egress::Policy,
+) -> awc::Client {
     let connector = awc::Connector::new()
+        .connector(egress::GuardedConnector::new(egress))
         .rustls_0_23(tls)
         .timeout(timeouts.connect)
         .handshake_timeout(timeouts.connect)
@@ -211,6 +218,15 @@ fn send_error(out: &Outgoing, err: SendRequestError, timeouts: &Timeouts) -> Pro
             phase: "accept the connection",
             limit: timeouts.connect,
         },
+        // A redirect target the egress policy refused (not a DNS failure).
+        SendRequestError::Connect(ConnectError::Resolver(err))
+            if err.downcast_ref::<egress::Refused>().is_some() =>
+        {
+            ProxyError::BadRedirect {
+                upstream: out.upstream,
+                reason: format!("{err} (redirected to {url})"),
+            }
+        }
         SendRequestError::Timeout => ProxyError::Timeout {
             upstream: out.upstream,
             url,

@@ -3,7 +3,7 @@
 //! upstream response filter → streamed relay).
 
 mod registry;
-mod search;
+pub(crate) mod search; // its query rewrite is a fuzz target (src/fuzzing.rs)
 mod token;
 
 use std::sync::Arc;
@@ -64,7 +64,7 @@ struct RoutePolicy {
 /// path and query exactly as given (still percent-encoded). The url crate resolves dot segments,
 /// turns `\` into `/` and re-encodes some characters; a target it would change is refused
 /// rather than forwarded as something else than what the routes checked.
-fn upstream_url(base: &Url, path: &str, query: Option<&str>) -> Result<Url, ProxyError> {
+pub(crate) fn upstream_url(base: &Url, path: &str, query: Option<&str>) -> Result<Url, ProxyError> {
     let prefix = base.path().trim_end_matches('/');
     let mut joined = format!("{}{path}", base.as_str().trim_end_matches('/'));
     if let Some(query) = query {
@@ -206,12 +206,11 @@ fn rewrite_to_mirror(headers: &mut header::HeaderMap, req: &HttpRequest, config:
     if !challenges.is_empty() {
         headers.remove(header::WWW_AUTHENTICATE);
         for value in challenges {
-            let rewritten = value
-                .to_str()
-                .ok()
-                .and_then(|v| headers::rewrite_challenge(v, &realm))
-                .and_then(|v| header::HeaderValue::from_str(&v).ok())
-                .unwrap_or(value);
+            // Lossy, not `to_str`: a challenge with non-ASCII bytes must not slip through unrewritten.
+            let rewritten =
+                headers::rewrite_challenge(&String::from_utf8_lossy(value.as_bytes()), &realm)
+                    .and_then(|v| header::HeaderValue::from_str(&v).ok())
+                    .unwrap_or(value);
             headers.append(header::WWW_AUTHENTICATE, rewritten);
         }
     }

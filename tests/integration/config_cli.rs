@@ -29,6 +29,10 @@ fn bad_settings_are_named() {
     assert!(refused(&["--index", "ftp://x"], &[]).contains("upstream.index"));
     assert!(refused(&[], &[("HUBFERRY_BOGUS", "1")]).contains("bogus"));
     assert!(refused(&["--idle-timeout", "forever"], &[]).contains("timeouts.body_idle"));
+    assert!(
+        refused(&[], &[("HUBFERRY_REDIRECT__ALLOW_PRIVATE", "maybe")])
+            .contains("redirect.allow_private")
+    );
     assert!(refused(&["--config", "/nonexistent.toml"], &[]).contains("--config"));
     assert!(
         refused(&["--server-name", "https://mirror.example.com"], &[]).contains("server_names")
@@ -61,6 +65,7 @@ fn help_lists_every_flag() {
         "--response-timeout",
         "--idle-timeout",
         "--max-redirects",
+        "--allow-private-redirects",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }

@@ -83,8 +83,9 @@ fn redirect(status: StatusCode, location: String) -> HttpResponse {
 /// `/v2/loop/manifests/a` ↔ `.../b`, `/v2/chain/manifests/N` → N+1 forever,
 /// `/v2/relative/x/manifests/start` → `../../end`, `/v2/see-other/manifests/x` (303),
 /// `/v2/other-origin/manifests/x` (to `localhost` instead of `127.0.0.1`),
-/// `/v2/bad-scheme/manifests/x` (to `file:`), `/v2/challenge/manifests/x` (a 401 with two
-/// challenges).
+/// `/v2/bad-scheme/manifests/x` (to `file:`), `/v2/metadata/manifests/x` (to 169.254.169.254),
+/// `/v2/mapped/manifests/x` (to `[::ffff:127.0.0.1]`), `/v2/challenge/manifests/x` (a 401 with
+/// two challenges).
 pub fn upstream() -> String {
     serve(|| {
         App::new()
@@ -117,6 +118,25 @@ pub fn upstream() -> String {
                     redirect(
                         StatusCode::TEMPORARY_REDIRECT,
                         format!("http://localhost:{port}/cdn/blob?sig=1"),
+                    )
+                }),
+            )
+            .route(
+                "/v2/metadata/manifests/x",
+                web::to(|| async {
+                    redirect(
+                        StatusCode::TEMPORARY_REDIRECT,
+                        "http://169.254.169.254/latest/meta-data/".into(),
+                    )
+                }),
+            )
+            .route(
+                "/v2/mapped/manifests/x",
+                web::to(|req: HttpRequest| async move {
+                    let port = req.app_config().local_addr().port();
+                    redirect(
+                        StatusCode::FOUND,
+                        format!("http://[::ffff:127.0.0.1]:{port}/cdn/blob"),
                     )
                 }),
             )
@@ -160,6 +180,15 @@ pub fn echoed_header<'a>(echo: &'a serde_json::Value, name: &str) -> Vec<&'a str
 /// A raw HTTP/1.1 server: for each connection it reads the request head, then runs `answer`
 /// on the socket. Returns `http://127.0.0.1:PORT`.
 fn raw_server(answer: fn(&mut std::net::TcpStream)) -> String {
+    raw_server_with_head(answer, |_, stream, answer| answer(stream))
+}
+
+/// As [`raw_server`], with the request head given to `route`, which answers through `answer`
+/// or by itself.
+fn raw_server_with_head(
+    answer: fn(&mut std::net::TcpStream),
+    route: fn(&str, &mut std::net::TcpStream, fn(&mut std::net::TcpStream)),
+) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -171,7 +200,7 @@ fn raw_server(answer: fn(&mut std::net::TcpStream)) -> String {
                 while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
                     head.push(byte[0]);
                 }
-                answer(&mut stream);
+                route(&String::from_utf8_lossy(&head), &mut stream, answer);
             });
         }
     });
@@ -271,4 +300,83 @@ fn flaky_answer(
             s.write_all(&body(to - from + 1))
         }
     }
+}
+
+/// `GET /v2/cdn-hop/manifests/x` answers 307 to `/short` on `localhost` (another origin, as the CDN is);
+/// everything else gets the short body of [`short_body`].
+pub fn short_body_behind_redirect() -> String {
+    raw_server_with_head(
+        |s| {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nContent-Type: application/octet-stream\r\n\r\n0123456789");
+        },
+        |head, s, answer| {
+            if head.starts_with("GET /v2/cdn-hop/manifests/x ") {
+                let port = s.local_addr().unwrap().port();
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://localhost:{port}/short\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            } else {
+                answer(s);
+            }
+        },
+    )
+}
+
+/// Promises 10 bytes and sends them, followed by a whole second response the client never
+/// asked for (response smuggling). Later requests on the same connection get a plain answer,
+/// so a client that read the smuggled one as the answer to its next request would show it.
+pub fn long_body() -> String {
+    raw_server(|s| {
+        let _ = s.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789\
+HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-Smuggled: yes\r\n\r\nsmuggled!!",
+        );
+        loop {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if s.read(&mut byte).unwrap_or(0) != 1 {
+                    return;
+                }
+                head.push(byte[0]);
+            }
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789");
+        }
+    })
+}
+
+/// Two `Content-Length` headers that disagree (RFC 9112 §6.3: unrecoverable framing error).
+pub fn conflicting_lengths() -> String {
+    raw_server(|s| {
+        let _ = s.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nContent-Length: 20\r\n\r\n01234567890123456789",
+        );
+    })
+}
+
+/// A 401 with challenges that break the grammar in every way the parser has to survive.
+pub fn malformed_challenges() -> String {
+    raw_server(|s| {
+        let challenges: [&[u8]; 8] = [
+            b"Bearer realm=\"https://auth.example/token",
+            b"Bearer realm=\"https://auth.example/token\",service=\"svc\" junk",
+            b"Bearer ,,,=",
+            b"Bearer realm=https://auth.example/token",
+            b"bEaReR service=\"svc\",scope=\"repository:a/b:pull\",realm=\"https://auth.example/token\"",
+            b"Bearer realm=\"https://auth.example/t\xc3\xb6ken\",service=\"\xff\"",
+            b"Basic realm=\"unterminated",
+            b"",
+        ];
+        let mut head =
+            b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+                .to_vec();
+        for value in challenges {
+            head.extend_from_slice(b"WWW-Authenticate: ");
+            head.extend_from_slice(value);
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n{}");
+        let _ = s.write_all(&head);
+    })
 }

@@ -23,6 +23,8 @@ pub struct Hubferry {
 
 impl Hubferry {
     /// Starts hubferry with `args` (plus `--listen` on a free port and 2 workers unless given).
+    /// Redirects to private addresses are allowed unless `args` say otherwise: every upstream,
+    /// CDN and fake of the tests is on 127.0.0.1.
     pub fn start(args: &[String]) -> Hubferry {
         Self::start_with_env(args, &[])
     }
@@ -47,6 +49,9 @@ impl Hubferry {
         cmd.arg("--listen").arg(&addr);
         if !args.iter().any(|a| a == "--workers") {
             cmd.args(["--workers", "2"]);
+        }
+        if !args.iter().any(|a| a == "--allow-private-redirects") {
+            cmd.args(["--allow-private-redirects", "true"]);
         }
         // Tests run in parallel: each hubferry gets its own admin port.
         let admin_url = if args.iter().any(|a| a == "--admin-listen") {

@@ -6,6 +6,7 @@ mod fakes;
 mod faults;
 mod header_policy;
 mod hostile;
+mod hostile_upstream;
 mod hubferry;
 mod limits;
 mod operations;

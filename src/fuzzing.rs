@@ -1,0 +1,150 @@
+//! Fuzzing entry points: the parsers that see hostile input (upstream headers, client queries
+//! and paths), each wrapped in a check that panics when an invariant breaks. Not an API: only
+//! `tests/fuzz_props.rs` (proptest, in `make test`) and the libFuzzer binaries in `fuzz/`
+//! (`make fuzz`) call these, on arbitrary bytes. A new target is a function here and one line
+//! in [`TARGETS`]; proptest then runs it too, and `fuzz/` gets a three-line binary for it.
+
+use std::borrow::Cow;
+
+use actix_web::http::header::HeaderValue;
+use url::{form_urlencoded, Url};
+
+use crate::{egress, headers, redirect, routes};
+
+/// A fuzz target: takes any bytes, panics only on a broken invariant.
+pub type Target = fn(&[u8]);
+
+/// Every target, by the name of its binary in `fuzz/fuzz_targets/`.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("challenge", challenge),
+    ("search_query", search_query),
+    ("location", location),
+    ("upstream_url", upstream_url),
+    ("address", address),
+];
+
+fn text(data: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(data)
+}
+
+const REALM: &str = "https://mirror.example.com/token";
+
+/// `WWW-Authenticate` from an upstream: a Bearer challenge always comes out naming our realm
+/// once, first, with every other parameter kept in order; other schemes are left alone; a
+/// valid header value stays one.
+pub fn challenge(data: &[u8]) {
+    let value = text(data);
+    let parsed = headers::parse_challenge(&value);
+    let rewritten = headers::rewrite_challenge(&value, REALM);
+    if let Some(c) = &parsed {
+        assert_eq!(
+            rewritten.is_some(),
+            c.scheme.eq_ignore_ascii_case("bearer"),
+            "{value:?} -> {rewritten:?}"
+        );
+    }
+    let Some(out) = rewritten else { return };
+    let again = headers::parse_challenge(&out)
+        .unwrap_or_else(|| panic!("rewritten {value:?} does not parse: {out:?}"));
+    assert_eq!(again.scheme, "Bearer");
+    assert_eq!(again.params[0], ("realm".to_owned(), REALM.to_owned()));
+    assert!(again.params[1..].iter().all(|(name, _)| name != "realm"));
+    if let Some(c) = parsed {
+        let kept: Vec<_> = c.params.into_iter().filter(|(n, _)| n != "realm").collect();
+        assert_eq!(again.params[1..], kept[..], "{value:?} -> {out:?}");
+    }
+    if HeaderValue::from_str(&value).is_ok() {
+        assert!(HeaderValue::from_str(&out).is_ok(), "{value:?} -> {out:?}");
+    }
+}
+
+/// `/v1/search?...` from a client: the upstream query is a valid query of `q`, then `n` and
+/// `page` when non-empty, with `q`'s leading `library/` removed.
+pub fn search_query(data: &[u8]) {
+    let raw = text(data);
+    let out = routes::search::search_query(&raw);
+    let url = Url::parse(&format!("http://index.example/v1/search?{out}")).unwrap();
+    assert_eq!(url.query(), Some(out.as_str()), "the URL parser changed it");
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(out.as_bytes())
+        .into_owned()
+        .collect();
+    let names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(
+        matches!(
+            names[..],
+            ["q"] | ["q", "n"] | ["q", "page"] | ["q", "n", "page"]
+        ),
+        "{raw:?} -> {out:?}"
+    );
+    assert!(pairs[1..].iter().all(|(_, v)| !v.is_empty()));
+    let q = form_urlencoded::parse(raw.as_bytes())
+        .find(|(k, _)| k == "q")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let expected = match q.strip_prefix("library/") {
+        Some("") => "library",
+        Some(rest) => rest,
+        None => &q,
+    };
+    assert_eq!(pairs[0].1, expected);
+}
+
+/// A `Location` from an upstream: a followed redirect is an http(s) URL with a host that the
+/// client can send; a Location pointed back at the mirror stays on the mirror.
+pub fn location(data: &[u8]) {
+    let location = text(data);
+    let current = Url::parse("https://registry.example/v2/library/a/blobs/sha256:0").unwrap();
+    if let Ok(next) = redirect::resolve_location(&current, &location) {
+        assert!(matches!(next.scheme(), "http" | "https"), "{next}");
+        assert!(next.host_str().is_some_and(|h| !h.is_empty()), "{next}");
+        assert!(
+            next.as_str().parse::<awc::http::Uri>().is_ok(),
+            "the client cannot send {next}"
+        );
+    }
+    let upstream = Url::parse("https://registry.example").unwrap();
+    let public = "http://mirror.example:5000";
+    if let Some(out) = headers::public_location(&location, &upstream, public) {
+        assert!(out.starts_with("http://mirror.example:5000/"), "{out}");
+        let url = Url::parse(&out).unwrap_or_else(|e| panic!("{out:?}: {e}"));
+        assert_eq!(url.host_str(), Some("mirror.example"), "{out}");
+        assert!(HeaderValue::from_str(&out).is_ok(), "{out:?}");
+    }
+}
+
+/// A request's path and query (as actix hands it over: starting with `/`) never takes the
+/// upstream URL to another scheme, host or port.
+pub fn upstream_url(data: &[u8]) {
+    let path = text(data);
+    for base in ["https://registry.example", "http://127.0.0.1:8080/prefix"] {
+        let base = Url::parse(base).unwrap();
+        let (path_only, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (&path[..], None),
+        };
+        let Ok(url) = routes::upstream_url(&base, path_only, query) else {
+            continue;
+        };
+        if path.starts_with('/') {
+            assert_eq!(url.scheme(), base.scheme(), "{path:?} -> {url}");
+            assert_eq!(url.host(), base.host(), "{path:?} -> {url}");
+            assert_eq!(url.port(), base.port(), "{path:?} -> {url}");
+        }
+    }
+}
+
+/// Address classification: an IPv4 address and its IPv4-mapped IPv6 form are judged alike.
+pub fn address(data: &[u8]) {
+    let mut bytes = [0u8; 16];
+    for (slot, b) in bytes.iter_mut().zip(data) {
+        *slot = *b;
+    }
+    let v6 = std::net::Ipv6Addr::from(bytes);
+    let _ = egress::non_public(v6.into());
+    let v4 = std::net::Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]);
+    assert_eq!(
+        egress::non_public(v4.to_ipv6_mapped().into()),
+        egress::non_public(v4.into()),
+        "{v4}"
+    );
+}

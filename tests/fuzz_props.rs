@@ -1,0 +1,81 @@
+//! The fuzz targets of `src/fuzzing.rs` as property tests, so `make test` (and CI) runs a short
+//! bounded fuzz of every parser that sees hostile input; `make fuzz` runs them for longer under
+//! libFuzzer. 256 inputs per target by default; `PROPTEST_CASES=N` changes that.
+
+use hubferry::fuzzing::TARGETS;
+use proptest::prelude::*;
+
+/// Bytes the parsers care about: their delimiters, quotes, escapes, control characters and
+/// non-ASCII, mixed with the words they look for, so generated input gets past the first check.
+fn hostile_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let byte = prop_oneof![
+        4 => prop::sample::select(b" \t,=\";\\/:?&%+#@[]!'*.-_~".to_vec()),
+        4 => b'a'..=b'z',
+        1 => 0u8..=0x1f,
+        1 => 0x80u8..=0xff,
+        2 => any::<u8>(),
+    ];
+    let words = [
+        "Bearer ",
+        "bearer",
+        "Basic ",
+        "realm=",
+        "service=",
+        "scope=",
+        "error=",
+        "\"",
+        "\\\"",
+        ", ",
+        "q=",
+        "&n=",
+        "&page=",
+        "library/",
+        "%2F",
+        "%ff",
+        "%",
+        "+",
+        "http://",
+        "https://",
+        "ftp://",
+        "//",
+        "../",
+        "./",
+        "?",
+        "#",
+        "[::1]",
+        "127.0.0.1",
+        "0x7f.1",
+        "@",
+        ":80",
+        "xn--",
+        "\u{e9}",
+        "\u{0}",
+        "\r\n",
+        "/v2/",
+        "registry.example",
+    ];
+    let piece = prop_oneof![
+        prop::collection::vec(byte, 0..6),
+        prop::sample::select(words.to_vec()).prop_map(|w| w.as_bytes().to_vec()),
+    ];
+    prop::collection::vec(piece, 0..16).prop_map(|pieces| pieces.concat())
+}
+
+proptest! {
+    // ProptestConfig::default() reads PROPTEST_CASES.
+    #![proptest_config(ProptestConfig::default())]
+
+    #[test]
+    fn no_target_panics_on_hostile_input(data in hostile_bytes()) {
+        for (_, target) in TARGETS {
+            target(&data);
+        }
+    }
+
+    #[test]
+    fn no_target_panics_on_random_bytes(data in prop::collection::vec(any::<u8>(), 0..64)) {
+        for (_, target) in TARGETS {
+            target(&data);
+        }
+    }
+}
