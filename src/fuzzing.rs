@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use actix_web::http::header::HeaderValue;
 use url::{form_urlencoded, Url};
 
-use crate::{egress, headers, redirect, routes};
+use crate::{egress, headers, redirect, request_target, routes};
 
 /// A fuzz target: takes any bytes, panics only on a broken invariant.
 pub type Target = fn(&[u8]);
@@ -21,6 +21,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("location", location),
     ("upstream_url", upstream_url),
     ("address", address),
+    ("registry_path", registry_path),
 ];
 
 fn text(data: &[u8]) -> Cow<'_, str> {
@@ -147,4 +148,30 @@ pub fn address(data: &[u8]) {
         egress::non_public(v4.into()),
         "{v4}"
     );
+}
+
+/// A `/v2` request path: what passes the check is forwarded as it reads, so it must read one way
+/// only (no dot segment, encoded slash, backslash or control character), pass the check again
+/// as forwarded, with the same endpoint, and reach the upstream unchanged.
+pub fn registry_path(data: &[u8]) {
+    let raw = format!("/v2/{}", text(data));
+    let Ok(checked) = request_target::registry_path(&raw) else {
+        return;
+    };
+    let path = &checked.path;
+    assert!(
+        !path.split('/').any(|s| s == ".." || s == "."),
+        "{raw:?} -> {path:?}"
+    );
+    assert!(
+        !path.contains('\\') && !path.bytes().any(|b| b.is_ascii_control()),
+        "{raw:?} -> {path:?}"
+    );
+    let again = request_target::registry_path(path)
+        .unwrap_or_else(|e| panic!("{raw:?} passed, its forwarded form {path:?} did not: {e:?}"));
+    assert_eq!(again.endpoint, checked.endpoint, "{raw:?}");
+    let base = Url::parse("https://registry.example").unwrap();
+    let url = routes::upstream_url(&base, path, None)
+        .unwrap_or_else(|e| panic!("{raw:?} passed but cannot be forwarded: {e}"));
+    assert_eq!(url.path(), path, "{raw:?}");
 }

@@ -243,7 +243,11 @@ pub fn rewrite_challenge(value: &str, realm: &str) -> Option<String> {
 pub fn public_location(location: &str, upstream: &Url, public_base: &str) -> Option<String> {
     let target = Url::parse(location).ok()?;
     // Explicit ports (`port()`, not the scheme default) so `http://h/` matches `https://h`.
-    if target.host_str() != upstream.host_str() || target.port() != upstream.port() {
+    // Only http(s): `foo://registry-host` is not the registry, and may have an empty path.
+    if !matches!(target.scheme(), "http" | "https")
+        || target.host_str() != upstream.host_str()
+        || target.port() != upstream.port()
+    {
         return None;
     }
     let mut out = format!("{}{}", public_base.trim_end_matches('/'), target.path());
@@ -509,5 +513,10 @@ mod tests {
             None
         );
         assert_eq!(public_location("/v2/relative", &upstream, "http://m"), None);
+        // Found by fuzzing: another scheme naming the registry host (and an empty path).
+        assert_eq!(
+            public_location("foo://registry-1.docker.io", &upstream, "http://m"),
+            None
+        );
     }
 }
