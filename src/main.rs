@@ -25,31 +25,45 @@ fn main() {
 fn init_logger(format: LogFormat) {
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
-    // Colours only on a terminal; logs going to a file or journald skip the colour stripping
-    // pass on every line (one line per request).
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        builder.write_style(env_logger::WriteStyle::Never);
+    let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Off a terminal (a file, journald, a log shipper) lines are written as formatted, with no
+    // colours: our formats below emit no escape codes, so `Always` passes them through as they
+    // are, where `Never` would scan every byte of every line (one per request) for codes to strip.
+    if !on_terminal || format == LogFormat::Json {
+        builder.write_style(env_logger::WriteStyle::Always);
     }
-    if format == LogFormat::Json {
-        builder.format(|buf, record| {
-            let time = buf.timestamp_millis().to_string();
-            let message = record.args().to_string();
-            let line = match serde_json::from_str::<serde_json::Value>(&message) {
-                Ok(serde_json::Value::Object(mut fields))
-                    if record.target() == "hubferry::access" =>
-                {
-                    fields.insert("time".into(), time.into());
-                    serde_json::Value::Object(fields)
+    match format {
+        LogFormat::Json => {
+            builder.format(|buf, record| {
+                let time = buf.timestamp_millis();
+                let message = record.args().to_string();
+                // An access record is already a JSON object: prepend the time to it.
+                if record.target() == "hubferry::access" && message.starts_with('{') {
+                    return writeln!(buf, "{{\"time\":\"{time}\",{}", &message[1..]);
                 }
-                _ => serde_json::json!({
-                    "time": time,
+                let line = serde_json::json!({
+                    "time": time.to_string(),
                     "level": record.level().as_str(),
                     "target": record.target(),
                     "message": message,
-                }),
-            };
-            writeln!(buf, "{line}")
-        });
+                });
+                writeln!(buf, "{line}")
+            });
+        }
+        LogFormat::Text if !on_terminal => {
+            // env_logger's default layout, without its colours.
+            builder.format(|buf, record| {
+                writeln!(
+                    buf,
+                    "[{} {:<5} {}] {}",
+                    buf.timestamp(),
+                    record.level(),
+                    record.target(),
+                    record.args()
+                )
+            });
+        }
+        LogFormat::Text => {}
     }
     builder.init();
 }
