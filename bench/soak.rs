@@ -131,6 +131,7 @@ fn run() -> Result<bool, String> {
         pulls: Tally::new("pulls"),
         manifests: Tally::new("manifests"),
         slow: Tally::new("slow readers"),
+        slow_complete: Default::default(),
         disconnects: Tally::new("disconnects"),
         settles: Tally::new("settle requests"),
     };
@@ -187,7 +188,9 @@ fn run() -> Result<bool, String> {
                 break;
             }
             next += SAMPLE_EVERY;
-            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            std::thread::sleep(
+                (next.min(started + duration)).saturating_duration_since(Instant::now()),
+            );
         }
         progress("stopping the load (pulls under way finish)");
         load.stop.store(true, Ordering::SeqCst);
@@ -400,9 +403,10 @@ impl Report<'_> {
             format!(
                 "{SLOW_READERS} clients each reading random 4–16 MiB ranges of library/big's \
                  100 MiB layer at {} KB/s (8 KiB receive buffer), one after the other; 206, \
-                 Content-Range, length and SHA-256 checked (for the reads the end of the soak \
-                 cut short, the SHA-256 of the bytes read)",
-                soak_load::SLOW_RATE / 1000
+                 Content-Range, length and SHA-256 checked; {} read to the end, the others \
+                 cut short by the end of the soak (the SHA-256 of the bytes they read checked)",
+                soak_load::SLOW_RATE / 1000,
+                self.load.slow_complete.load(Ordering::Relaxed)
             ),
             format!(
                 "{DISCONNECTERS} clients starting a blob (60 %) or manifest GET and leaving \

@@ -88,6 +88,8 @@ pub struct Load {
     pub pulls: Tally,
     pub manifests: Tally,
     pub slow: Tally,
+    /// Slow reads that got to the end of their range (the others were cut by the end).
+    pub slow_complete: AtomicU64,
     pub disconnects: Tally,
     /// The token, manifest and blob requests before and after the load (see [`Load::settle`]).
     pub settles: Tally,
@@ -269,6 +271,9 @@ impl Load {
                 }
                 Err(e) => return Err(what(format!("after {got} of {len} bytes: {e}"))),
             }
+        }
+        if got == len {
+            self.slow_complete.fetch_add(1, Ordering::Relaxed);
         }
         let mut expected = vec![0u8; got as usize];
         file.read_exact_at(&mut expected, start)
