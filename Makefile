@@ -8,7 +8,7 @@ RUN_ARGS ?=
 # What `make bench` adds: load generators (wrk, h2load) besides the test packages.
 BENCH_PACKAGES := wrk nghttp2-client
 
-.PHONY: build run test test-unit test-integration deps lint fmt clean validate-deploy bench fuzz
+.PHONY: build run test test-unit test-integration deps lint fmt clean validate-deploy bench fuzz soak
 
 build:
 	$(CARGO) build --release --locked
@@ -48,6 +48,14 @@ fuzz:
 		$(CARGO) fuzz run --sanitizer $(FUZZ_SANITIZER) $$target -- \
 			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
 	done
+
+# Not in CI: SOAK_MINUTES (default 10) of mixed load on a release hubferry in front of the test
+# world; fails on any error, RSS growth or leaked descriptor. Report in target/soak/report.md.
+# 50 slow readers and the pulls' connections need descriptors: raise the limit as for bench.
+soak: deps
+	$(CARGO) build --release --locked
+	ulimit -n 65536 2>/dev/null || ulimit -n "$$(ulimit -Hn)"; \
+	$(CARGO) bench --locked --bench soak
 
 # Offline checks of deploy/: Kubernetes manifests against the schemas, configs, Dockerfile,
 # systemd unit. Installs its checkers from PyPI into target/deploy-tools on first use.

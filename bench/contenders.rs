@@ -33,6 +33,9 @@ pub struct Contender {
     pub plain: String,
     /// `https://127.0.0.1:PORT` (HTTP/2 by ALPN); none for direct, whose registry is plain.
     pub tls: Option<String>,
+    /// `127.0.0.1:PORT` of hubferry's admin listener (`/metrics`); none for the others.
+    #[allow(dead_code)] // read by the soak, not by compare
+    pub admin: Option<String>,
     process: Option<Process>,
 }
 
@@ -68,6 +71,7 @@ pub fn direct(world: &World) -> Contender {
         kind: Kind::Direct,
         plain: world.registry_url.clone(),
         tls: None,
+        admin: None,
         process: None,
     }
 }
@@ -95,6 +99,7 @@ pub fn seed_nginx(world: &World, dir: &Path, tls: &TlsFiles) -> Result<Contender
                 kind: Kind::Seed,
                 plain: format!("http://{plain}"),
                 tls: Some(format!("https://{secure}")),
+                admin: None,
                 process: Some(Process::Nginx(child)),
             });
         }
@@ -175,6 +180,7 @@ pub fn hubferry(
                 kind: Kind::Hubferry,
                 plain: format!("http://{plain}"),
                 tls: Some(format!("https://{secure}")),
+                admin: Some(admin),
                 process: Some(Process::Hubferry(child)),
             });
         }

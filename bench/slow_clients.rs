@@ -290,7 +290,7 @@ impl Drop for Settle<'_> {
 
 /// A TCP connection whose receive buffer is set *before* connecting, so the window it
 /// advertises (and its scale) starts small; std has no way to do this.
-fn connect_small_rcvbuf(addr: SocketAddrV4) -> std::io::Result<TcpStream> {
+pub fn connect_small_rcvbuf(addr: SocketAddrV4) -> std::io::Result<TcpStream> {
     // SAFETY: plain socket syscalls on a descriptor this function owns (TcpStream closes it).
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);

@@ -20,12 +20,15 @@ pub struct Registry<'a> {
 fn workdir() -> PathBuf {
     let dir = tempfile::tempdir().unwrap().keep();
     world::remove_at_exit(dir.clone());
+    write_policy(&dir).unwrap();
+    dir
+}
+
+fn write_policy(dir: &Path) -> std::io::Result<()> {
     std::fs::write(
         dir.join("policy.json"),
         r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
     )
-    .unwrap();
-    dir
 }
 
 fn tls_args(cmd: &mut Command, side: &str, registry: &Registry, dir: &Path) {
@@ -62,16 +65,35 @@ fn skopeo(dir: &Path) -> Command {
 
 /// `skopeo copy docker://HOST/reference dir:...`; returns the `dir:` path.
 pub fn pull(registry: &Registry, reference: &str, extra: &[&str]) -> PathBuf {
-    let dir = workdir();
+    try_pull(registry, reference, extra, &workdir()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// As [`pull`], into `dir/image` of a directory the caller owns (and cleans up), returning
+/// a failure instead of panicking: for the soak's pull loops.
+pub fn try_pull(
+    registry: &Registry,
+    reference: &str,
+    extra: &[&str],
+    dir: &Path,
+) -> Result<PathBuf, String> {
+    write_policy(dir).map_err(|e| format!("write policy.json: {e}"))?;
     let out_dir = dir.join("image");
-    let mut cmd = skopeo(&dir);
+    let mut cmd = skopeo(dir);
     cmd.arg("copy");
-    tls_args(&mut cmd, "src", registry, &dir);
+    tls_args(&mut cmd, "src", registry, dir);
     cmd.args(extra)
         .arg(format!("docker://{}/{reference}", registry.host))
         .arg(format!("dir:{}", out_dir.display()));
-    run(cmd, &format!("copy {reference} from {}", registry.host));
-    out_dir
+    let out = cmd.output().map_err(|e| format!("run skopeo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "skopeo copy {reference} from {} failed:\n{}\n{}",
+            registry.host,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(out_dir)
 }
 
 /// `skopeo copy dir:... docker://HOST/reference`.
@@ -95,9 +117,24 @@ pub fn sha256_file(path: &Path) -> String {
 
 /// skopeo's `dir:` layout stores blobs under their hex digest: each must hash to its name.
 pub fn assert_blobs_copied(dir: &Path, blobs: &[world::Blob]) {
+    if let Err(e) = check_blobs_copied(dir, blobs) {
+        panic!("{e}");
+    }
+}
+
+/// As [`assert_blobs_copied`], returning the first blob that is missing or wrong.
+pub fn check_blobs_copied(dir: &Path, blobs: &[world::Blob]) -> Result<(), String> {
     for blob in blobs {
         let hex = blob.digest.strip_prefix("sha256:").unwrap();
         let path = dir.join(hex);
-        assert_eq!(sha256_file(&path), blob.digest, "{}", path.display());
+        let mut file =
+            std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut file, &mut hasher).map_err(|e| format!("{}: {e}", path.display()))?;
+        let got = format!("sha256:{:x}", hasher.finalize());
+        if got != blob.digest {
+            return Err(format!("{} hashes to {got}", path.display()));
+        }
     }
+    Ok(())
 }
