@@ -336,7 +336,7 @@ impl Load {
                     }
                 }
                 if reset {
-                    reset_on_close(&c.writer);
+                    crate::world::reset_on_close(&c.writer);
                 }
                 Ok(())
             })();
@@ -532,25 +532,6 @@ impl Conn {
             .read_exact(&mut body)
             .map_err(|e| format!("read {len}-byte body: {e}"))?;
         Ok(body)
-    }
-}
-
-/// Linger 0: closing sends a reset instead of a FIN, as a client killed mid-download does.
-fn reset_on_close(stream: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on a socket this process owns, with a correctly sized value.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
     }
 }
 

@@ -153,7 +153,7 @@ fn relay_one(number: usize, down: TcpStream, target: &str, shared: &Mutex<Shared
         Some(Fault::CutAfter(_)) => {
             // Linger 0: the last close sends a reset, as a broken long-haul link looks. The
             // request side holds a copy of the socket: stop it first, then close.
-            reset_on_close(&down_writer);
+            crate::world::reset_on_close(&down_writer);
             let _ = up_reader.shutdown(Shutdown::Both);
             let _ = down_writer.shutdown(Shutdown::Read);
             let _ = requests.join();
@@ -170,22 +170,4 @@ fn relay_one(number: usize, down: TcpStream, target: &str, shared: &Mutex<Shared
     let _ = requests.join();
     let at = closed_flag.lock().unwrap().unwrap_or_else(Instant::now);
     shared.lock().unwrap().closed.push((number, at));
-}
-
-fn reset_on_close(stream: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket and a correctly sized option value.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
 }
