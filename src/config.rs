@@ -15,6 +15,7 @@ use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
 use url::Url;
 
+use crate::image_policy::{ImagePolicy, Pattern};
 use crate::origin::ServerName;
 
 /// Command-line flags. Each one overrides the setting of the same meaning from the file or the
@@ -48,6 +49,17 @@ pub struct Flags {
         value_delimiter = ','
     )]
     pub server_name: Vec<String>,
+    /// Serve only images matching one of these patterns (`library/*`, `bitnami/**`,
+    /// `ghcr.io/org/*`); repeat it or separate with commas [setting: images.allow; default: all].
+    #[arg(long = "allow-image", value_name = "PATTERN", value_delimiter = ',')]
+    pub allow_image: Vec<String>,
+    /// Never serve images matching one of these patterns; wins over the allow list
+    /// [setting: images.deny].
+    #[arg(long = "deny-image", value_name = "PATTERN", value_delimiter = ',')]
+    pub deny_image: Vec<String>,
+    /// What clients refused an image are told [setting: images.denied_message].
+    #[arg(long, value_name = "TEXT")]
+    pub denied_message: Option<String>,
     /// Upstream registry [setting: upstream.registry; default https://registry-1.docker.io].
     #[arg(long, value_name = "URL")]
     pub registry: Option<String>,
@@ -147,13 +159,20 @@ impl Flags {
             ("limits.request_head_timeout", &self.request_head_timeout),
             ("limits.keep_alive", &self.keep_alive),
             ("limits.upstream_pool", &self.upstream_pool),
+            ("images.denied_message", &self.denied_message),
         ];
         let mut overrides: Vec<_> = pairs
             .into_iter()
             .filter_map(|(key, value)| value.clone().map(|v| (key, v)))
             .collect();
-        if !self.server_name.is_empty() {
-            overrides.push(("server_names", self.server_name.join(",")));
+        for (key, list) in [
+            ("server_names", &self.server_name),
+            ("images.allow", &self.allow_image),
+            ("images.deny", &self.deny_image),
+        ] {
+            if !list.is_empty() {
+                overrides.push((key, list.join(",")));
+            }
         }
         overrides
     }
@@ -176,6 +195,41 @@ struct RawSettings {
     shutdown_grace: String,
     log_format: String,
     limits: RawLimits,
+    images: RawImages,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawImages {
+    allow: RawList,
+    deny: RawList,
+    denied_message: String,
+}
+
+impl Default for RawImages {
+    fn default() -> Self {
+        RawImages {
+            allow: RawList::default(),
+            deny: RawList::default(),
+            denied_message: "this image is not served by this mirror".into(),
+        }
+    }
+}
+
+impl RawImages {
+    fn validate(&self) -> Result<ImagePolicy, ConfigError> {
+        let patterns = |key: &str, list: &RawList| {
+            list.items()
+                .into_iter()
+                .map(|p| Pattern::parse(p).map_err(|e| invalid(key, e)))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(ImagePolicy {
+            allow: patterns("images.allow", &self.allow)?,
+            deny: patterns("images.deny", &self.deny)?,
+            message: self.denied_message.trim().to_owned(),
+        })
+    }
 }
 
 /// A list setting: a TOML array, or one string with commas between the items (how environment
@@ -292,6 +346,7 @@ impl Default for RawSettings {
             shutdown_grace: "30s".into(),
             log_format: "text".into(),
             limits: RawLimits::default(),
+            images: RawImages::default(),
         }
     }
 }
@@ -348,6 +403,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
     pub limits: Limits,
+    /// Which images are served (allow and deny lists).
+    pub images: ImagePolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -559,6 +616,7 @@ impl RawSettings {
             shutdown_grace: parse_duration("shutdown_grace", &self.shutdown_grace)?,
             log_format,
             limits: self.limits.validate()?,
+            images: self.images.validate()?,
         })
     }
 }
@@ -940,6 +998,37 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hubferry-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn image_lists_come_from_flags_or_environment_and_bad_patterns_are_named() {
+        let config = load(
+            &[
+                "--allow-image",
+                "library/*,bitnami/**",
+                "--deny-image",
+                "nginx",
+                "--denied-message",
+                "no",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert!(config.images.check("docker.io", "library/alpine").is_ok());
+        assert_eq!(
+            config.images.check("docker.io", "library/nginx"),
+            Err("no".into())
+        );
+        assert!(config.images.check("docker.io", "someorg/tool").is_err());
+        let env = [("HUBFERRY_IMAGES__DENY", "private/**, someorg/*")];
+        let config = load(&[], &env).unwrap();
+        assert!(config.images.check("docker.io", "someorg/tool").is_err());
+        assert!(config.images.check("docker.io", "library/alpine").is_ok());
+        assert!(load(&[], &[]).unwrap().images.is_open());
+        let err = load(&["--deny-image", "library/[x]"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("images.deny"), "{err}");
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub enum ProxyError {
     /// A path or query refused before anything was forwarded (see `request_target`).
     #[display("{_0}")]
     Rejected(#[error(not(source))] Rejection),
+    /// An image the operator's lists do not serve (see `image_policy`); the message is theirs.
+    #[display("{message} ({image})")]
+    ImageDenied { image: String, message: String },
 }
 
 impl From<Rejection> for ProxyError {
@@ -62,6 +65,7 @@ impl ProxyError {
             | ProxyError::BadRedirect { .. } => "UNAVAILABLE",
             ProxyError::BadRequest(_) => "NAME_INVALID",
             ProxyError::CatalogUnsupported => "UNSUPPORTED",
+            ProxyError::ImageDenied { .. } => "DENIED",
             ProxyError::Rejected(rejection) => match rejection {
                 // The spec has no code for a target that reads two ways; UNSUPPORTED covers "an
                 // invalid set of parameters".
@@ -85,7 +89,8 @@ impl ProxyError {
             ProxyError::BadRedirect { .. } => "redirect",
             ProxyError::BadRequest(_)
             | ProxyError::CatalogUnsupported
-            | ProxyError::Rejected(_) => "request",
+            | ProxyError::Rejected(_)
+            | ProxyError::ImageDenied { .. } => "request",
         }
     }
 }
@@ -102,6 +107,7 @@ impl ResponseError for ProxyError {
                 StatusCode::NOT_FOUND
             }
             ProxyError::Rejected(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ImageDenied { .. } => StatusCode::FORBIDDEN,
         }
     }
 

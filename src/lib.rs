@@ -9,6 +9,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod headers;
+mod image_policy;
 mod metrics;
 mod origin;
 mod redirect;

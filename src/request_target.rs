@@ -58,6 +58,24 @@ pub struct RegistryPath {
     pub path: String,
 }
 
+impl RegistryPath {
+    /// The repository name, for the endpoints that have one.
+    pub fn name(&self) -> Option<&str> {
+        let rest = self.path.strip_prefix("/v2/")?;
+        let end = match self.endpoint {
+            Endpoint::Base | Endpoint::Catalog => return None,
+            Endpoint::Upload => rest.rfind("/blobs/uploads")?,
+            Endpoint::Tags => rest.strip_suffix("/tags/list")?.len(),
+            // `<name>/manifests/<ref>`, `<name>/blobs/<digest>`, `<name>/referrers/<digest>`.
+            Endpoint::Manifest | Endpoint::Blob | Endpoint::Referrers => {
+                let last = rest.rfind('/')?;
+                rest[..last].rfind('/')?
+            }
+        };
+        Some(&rest[..end])
+    }
+}
+
 /// Longest repository name, slashes included (distribution spec).
 const MAX_NAME_LEN: usize = 255;
 /// Longest tag: one leading character and up to 127 more.
@@ -309,6 +327,35 @@ mod tests {
     use super::*;
 
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn names_are_read_back_from_every_endpoint() {
+        let name = |raw: &str| registry_path(raw).unwrap().name().map(str::to_owned);
+        assert_eq!(name("/v2/"), None);
+        assert_eq!(name("/v2/_catalog"), None);
+        assert_eq!(
+            name("/v2/library/nginx/manifests/latest").as_deref(),
+            Some("library/nginx")
+        );
+        assert_eq!(
+            name(
+                "/v2/a/blobs/b/blobs/sha256:"
+                    .to_owned()
+                    .as_str()
+                    .replace("sha256:", &format!("sha256:{}", "0".repeat(64)))
+                    .as_str()
+            )
+            .as_deref(),
+            Some("a/blobs/b")
+        );
+        assert_eq!(name("/v2/a/b/tags/list").as_deref(), Some("a/b"));
+        assert_eq!(name("/v2/x/blobs/uploads/").as_deref(), Some("x"));
+        assert_eq!(
+            name("/v2/x/y/blobs/uploads/abc-123").as_deref(),
+            Some("x/y")
+        );
+        assert_eq!(name("/v2/nginx/manifests/1.25").as_deref(), Some("nginx"));
+    }
 
     fn endpoint(raw: &str) -> Endpoint {
         match registry_path(raw) {

@@ -6,6 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::{checked_query, forward, upstream_url, Proxy, RoutePolicy};
 use crate::{
     error::ProxyError,
+    image_policy,
     request_target::{self, Endpoint},
 };
 
@@ -20,6 +21,18 @@ pub async fn v2(
     let checked = request_target::registry_path(req.uri().path())?;
     if checked.endpoint == Endpoint::Catalog {
         return Err(ProxyError::CatalogUnsupported);
+    }
+    if let Some(name) = checked.name() {
+        // Every endpoint of a repository, blobs by digest included: a denied image's layers
+        // must not be reachable by someone who knows their digests.
+        proxy
+            .config
+            .images
+            .check(image_policy::DEFAULT_UPSTREAM, name)
+            .map_err(|message| ProxyError::ImageDenied {
+                image: name.to_owned(),
+                message,
+            })?;
     }
     let query = checked_query(&req)?;
     let url = upstream_url(&proxy.config.upstream.registry, &checked.path, query)?;

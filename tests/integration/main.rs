@@ -8,6 +8,7 @@ mod header_policy;
 mod hostile;
 mod hostile_upstream;
 mod hubferry;
+mod image_policy;
 mod limits;
 mod operations;
 mod pull;
