@@ -29,6 +29,11 @@ struct UpstreamErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResumeLabels {
     outcome: &'static str,
 }
@@ -46,6 +51,7 @@ pub struct Metrics {
     ratelimit_limit: Gauge,
     ratelimit_remaining: Gauge,
     ratelimit_window: Gauge,
+    refusals: Family<RefusalLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -123,8 +129,16 @@ impl Metrics {
             "The window of the Docker Hub pull limit (w= in ratelimit-limit)",
             ratelimit_window.clone(),
         );
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "client_refusals",
+            "Client requests refused by access control or per-client limits, by reason \
+             (denied, manifest_rate, blob_streams, table_full)",
+            refusals.clone(),
+        );
         Metrics {
             registry,
+            refusals,
             requests,
             response_bytes,
             upstream_seconds,
@@ -193,6 +207,11 @@ impl Metrics {
         }
     }
 
+    /// A client request refused by `crate::guard`.
+    pub fn refused(&self, reason: &'static str) {
+        self.refusals.get_or_create(&RefusalLabels { reason }).inc();
+    }
+
     /// Counts a stream in flight until the returned guard is dropped.
     pub fn stream_started(self: &Arc<Self>) -> StreamInFlight {
         self.streams_in_flight.inc();
@@ -242,6 +261,7 @@ mod tests {
         metrics.redirects_followed(1);
         metrics.upstream_error("blob CDN", "body");
         metrics.download_resume("resumed");
+        metrics.refused("denied");
         metrics.saw_ratelimit(Some("100;w=21600"), Some("76;w=21600"));
         let stream = metrics.stream_started();
         let text = metrics.render();
@@ -257,6 +277,7 @@ mod tests {
             "hubferry_docker_ratelimit_remaining 76",
             "hubferry_docker_ratelimit_window_seconds 21600",
             "hubferry_streams_in_flight 1",
+            r#"hubferry_client_refusals_total{reason="denied"} 1"#,
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

@@ -42,14 +42,23 @@ fn tls_args(cmd: &mut Command, side: &str, registry: &Registry, dir: &Path) {
     }
 }
 
-fn run(mut cmd: Command, what: &str) {
+fn run(cmd: Command, what: &str) {
+    if let Err(output) = try_run(cmd) {
+        panic!("skopeo {what} failed:\n{output}");
+    }
+}
+
+/// Runs skopeo; on failure, its stdout and stderr.
+fn try_run(mut cmd: Command) -> Result<(), String> {
     let out = cmd.output().expect("run skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo {what} failed:\n{}\n{}",
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    );
+    ))
 }
 
 fn skopeo(dir: &Path) -> Command {
@@ -72,6 +81,19 @@ pub fn pull(registry: &Registry, reference: &str, extra: &[&str]) -> PathBuf {
         .arg(format!("dir:{}", out_dir.display()));
     run(cmd, &format!("copy {reference} from {}", registry.host));
     out_dir
+}
+
+/// As [`pull`], for a pull that may fail: what skopeo said when it did.
+pub fn try_pull(registry: &Registry, reference: &str) -> Result<PathBuf, String> {
+    let dir = workdir();
+    let out_dir = dir.join("image");
+    let mut cmd = skopeo(&dir);
+    cmd.arg("copy");
+    tls_args(&mut cmd, "src", registry, &dir);
+    cmd.arg("--retry-times=0")
+        .arg(format!("docker://{}/{reference}", registry.host))
+        .arg(format!("dir:{}", out_dir.display()));
+    try_run(cmd).map(|()| out_dir)
 }
 
 /// `skopeo copy dir:... docker://HOST/reference`.
