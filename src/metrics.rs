@@ -1,7 +1,13 @@
 //! What hubferry counts, in one registry shared by every worker, exposed in the Prometheus text
 //! format on the admin listener.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
 
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
@@ -52,6 +58,28 @@ pub struct Metrics {
     ratelimit_remaining: Gauge,
     ratelimit_window: Gauge,
     refusals: Family<RefusalLabels, Counter>,
+    /// For the landing page: when the process started serving...
+    started: Instant,
+    /// ...and when Docker Hub's rate-limit headers were last seen (Unix seconds; 0: never).
+    ratelimit_seen: AtomicU64,
+}
+
+/// What the landing page shows of the metrics, read at request time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    pub uptime: Duration,
+    pub bytes_served: u64,
+    pub ratelimit: Option<RateLimitSeen>,
+}
+
+/// Docker Hub's pull limit as last seen, and how long ago.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitSeen {
+    pub limit: i64,
+    pub remaining: i64,
+    /// 0 when the header gave none.
+    pub window_seconds: i64,
+    pub ago: Duration,
 }
 
 impl Default for Metrics {
@@ -139,6 +167,8 @@ impl Metrics {
         Metrics {
             registry,
             refusals,
+            started: Instant::now(),
+            ratelimit_seen: AtomicU64::new(0),
             requests,
             response_bytes,
             upstream_seconds,
@@ -204,6 +234,21 @@ impl Metrics {
         }
         if let Some((remaining, _)) = remaining.and_then(parse_ratelimit) {
             self.ratelimit_remaining.set(remaining);
+            self.ratelimit_seen.store(unix_seconds(), Ordering::Relaxed);
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        let seen = self.ratelimit_seen.load(Ordering::Relaxed);
+        Status {
+            uptime: self.started.elapsed(),
+            bytes_served: self.response_bytes.get(),
+            ratelimit: (seen > 0).then(|| RateLimitSeen {
+                limit: self.ratelimit_limit.get(),
+                remaining: self.ratelimit_remaining.get(),
+                window_seconds: self.ratelimit_window.get(),
+                ago: Duration::from_secs(unix_seconds().saturating_sub(seen)),
+            }),
         }
     }
 
@@ -217,6 +262,12 @@ impl Metrics {
         self.streams_in_flight.inc();
         StreamInFlight(self.clone())
     }
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Held for as long as a response body streams; see [`Metrics::stream_started`].
@@ -283,5 +334,13 @@ mod tests {
         }
         drop(stream);
         assert!(metrics.render().contains("hubferry_streams_in_flight 0"));
+        let status = metrics.status();
+        assert_eq!(status.bytes_served, 1244);
+        let seen = status.ratelimit.unwrap();
+        assert_eq!(
+            (seen.limit, seen.remaining, seen.window_seconds),
+            (100, 76, 21600)
+        );
+        assert!(Metrics::new().status().ratelimit.is_none());
     }
 }

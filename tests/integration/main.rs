@@ -9,6 +9,7 @@ mod header_policy;
 mod hostile;
 mod hostile_upstream;
 mod hubferry;
+mod landing;
 mod limits;
 mod operations;
 mod pull;
