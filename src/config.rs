@@ -1000,6 +1000,25 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
+    #[test]
+    fn the_readme_access_control_example_is_valid() {
+        let readme = include_str!("../README.md");
+        let example = readme
+            .split("### Access control and client limits")
+            .nth(1)
+            .and_then(|rest| rest.split("```toml\n").nth(1))
+            .and_then(|rest| rest.split("```").next())
+            .expect("README has an access control example");
+        let dir = tempfile_dir("readme-access");
+        let file = dir.join("hubferry.toml");
+        std::fs::write(&file, example).unwrap();
+        let config = load(&["--config", file.to_str().unwrap()], &[]).unwrap();
+        assert_eq!(config.access.allow.len(), 3);
+        assert_eq!(config.limits.manifests_per_minute, 120);
+        assert_eq!(config.limits.blob_streams_per_client, 8);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
     /// The configs shipped in deploy/ load with the real loader. The TLS files they name exist
     /// only on a real server, so the TLS listener is switched off for the check.
     #[test]
