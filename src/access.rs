@@ -19,6 +19,7 @@ use serde_json::json;
 
 use crate::{
     config::LogFormat,
+    guard::ClientIp,
     routes::{Proxy, UpstreamTrace},
 };
 
@@ -165,6 +166,13 @@ pub async fn observe(
     let version = version_text(req.version());
     let res = next.call(req).await?;
     let trace = res.request().extensions().get::<UpstreamTrace>().copied();
+    // Behind a trusted proxy, the client it forwarded for (see `guard`).
+    let peer = res
+        .request()
+        .extensions()
+        .get::<ClientIp>()
+        .map(|client| client.0)
+        .or(peer);
     let record = AccessRecord {
         peer,
         method,

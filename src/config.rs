@@ -16,7 +16,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::image_policy::{ImagePolicy, Pattern};
-use crate::origin::ServerName;
+use crate::{client_ip::Cidr, origin::ServerName};
 
 /// Command-line flags. Each one overrides the setting of the same meaning from the file or the
 /// environment; `--config` names the TOML file.
@@ -129,6 +129,24 @@ pub struct Flags {
     /// [setting: limits.upstream_pool; default 0].
     #[arg(long, value_name = "N")]
     pub upstream_pool: Option<String>,
+    /// Networks allowed to use the mirror (CIDR or address); repeat or separate with commas.
+    /// When any is given, every other client is refused [setting: access.allow; default: all].
+    #[arg(long = "allow", value_name = "CIDR", value_delimiter = ',')]
+    pub allow: Vec<String>,
+    /// Networks refused even when allowed [setting: access.deny].
+    #[arg(long = "deny", value_name = "CIDR", value_delimiter = ',')]
+    pub deny: Vec<String>,
+    /// Proxies in front of hubferry whose X-Forwarded-For is believed [setting: access.trusted_proxies].
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_delimiter = ',')]
+    pub trusted_proxy: Vec<String>,
+    /// Manifest requests each client (IPv4 address, IPv6 /64) may make per minute; 0 means no
+    /// limit [setting: limits.manifests_per_minute; default 0].
+    #[arg(long, value_name = "N")]
+    pub manifests_per_minute: Option<String>,
+    /// Blob downloads each client (IPv4 address, IPv6 /64) may have running at once; 0 means
+    /// no limit [setting: limits.blob_streams_per_client; default 0].
+    #[arg(long, value_name = "N")]
+    pub blob_streams_per_client: Option<String>,
 }
 
 impl Flags {
@@ -160,6 +178,11 @@ impl Flags {
             ("limits.keep_alive", &self.keep_alive),
             ("limits.upstream_pool", &self.upstream_pool),
             ("images.denied_message", &self.denied_message),
+            ("limits.manifests_per_minute", &self.manifests_per_minute),
+            (
+                "limits.blob_streams_per_client",
+                &self.blob_streams_per_client,
+            ),
         ];
         let mut overrides: Vec<_> = pairs
             .into_iter()
@@ -169,6 +192,15 @@ impl Flags {
             ("server_names", &self.server_name),
             ("images.allow", &self.allow_image),
             ("images.deny", &self.deny_image),
+        ] {
+            if !list.is_empty() {
+                overrides.push((key, list.join(",")));
+            }
+        }
+        for (key, list) in [
+            ("access.allow", &self.allow),
+            ("access.deny", &self.deny),
+            ("access.trusted_proxies", &self.trusted_proxy),
         ] {
             if !list.is_empty() {
                 overrides.push((key, list.join(",")));
@@ -196,6 +228,7 @@ struct RawSettings {
     log_format: String,
     limits: RawLimits,
     images: RawImages,
+    access: RawAccess,
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,6 +263,14 @@ impl RawImages {
             message: self.denied_message.trim().to_owned(),
         })
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAccess {
+    allow: RawList,
+    deny: RawList,
+    trusted_proxies: RawList,
 }
 
 /// A list setting: a TOML array, or one string with commas between the items (how environment
@@ -276,6 +317,8 @@ struct RawLimits {
     request_head_timeout: String,
     keep_alive: String,
     upstream_pool: String,
+    manifests_per_minute: String,
+    blob_streams_per_client: String,
 }
 
 impl Default for RawLimits {
@@ -286,6 +329,8 @@ impl Default for RawLimits {
             // Registry clients pull many blobs in a row; keep their connections warm.
             keep_alive: "75s".into(),
             upstream_pool: "0".into(),
+            manifests_per_minute: "0".into(),
+            blob_streams_per_client: "0".into(),
         }
     }
 }
@@ -347,6 +392,7 @@ impl Default for RawSettings {
             log_format: "text".into(),
             limits: RawLimits::default(),
             images: RawImages::default(),
+            access: RawAccess::default(),
         }
     }
 }
@@ -405,6 +451,18 @@ pub struct Config {
     pub limits: Limits,
     /// Which images are served (allow and deny lists).
     pub images: ImagePolicy,
+    pub access: AccessPolicy,
+}
+
+/// Who may use the mirror (see `crate::guard`); empty lists: everyone.
+#[derive(Debug, Clone, Default)]
+pub struct AccessPolicy {
+    /// When not empty, only these networks are served.
+    pub allow: Vec<Cidr>,
+    /// Never served, even when in `allow`.
+    pub deny: Vec<Cidr>,
+    /// Peers whose `X-Forwarded-For` names the client (see `client_ip`).
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 #[derive(Debug, Clone)]
@@ -427,6 +485,10 @@ pub struct Limits {
     pub keep_alive: Duration,
     /// 0: no limit.
     pub upstream_pool: usize,
+    /// Per client key (see `client_ip::limit_key`); 0: no limit.
+    pub manifests_per_minute: u32,
+    /// Per client key; 0: no limit.
+    pub blob_streams_per_client: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -617,6 +679,7 @@ impl RawSettings {
             log_format,
             limits: self.limits.validate()?,
             images: self.images.validate()?,
+            access: self.access.validate()?,
         })
     }
 }
@@ -686,6 +749,39 @@ impl RawLimits {
             )?,
             keep_alive: parse_duration("limits.keep_alive", &self.keep_alive)?,
             upstream_pool: count("limits.upstream_pool", &self.upstream_pool, 0)?,
+            manifests_per_minute: count_u32(
+                "limits.manifests_per_minute",
+                &self.manifests_per_minute,
+            )?,
+            blob_streams_per_client: count_u32(
+                "limits.blob_streams_per_client",
+                &self.blob_streams_per_client,
+            )?,
+        })
+    }
+}
+
+fn count_u32(key: &str, text: &str) -> Result<u32, ConfigError> {
+    text.trim().parse::<u32>().map_err(|_| {
+        invalid(
+            key,
+            format!("'{text}' is not a whole number (0 for no limit)"),
+        )
+    })
+}
+
+impl RawAccess {
+    fn validate(self) -> Result<AccessPolicy, ConfigError> {
+        let list = |key: &str, raw: &RawList| {
+            raw.items()
+                .into_iter()
+                .map(|item| Cidr::parse(item).map_err(|e| invalid(key, e)))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(AccessPolicy {
+            allow: list("access.allow", &self.allow)?,
+            deny: list("access.deny", &self.deny)?,
+            trusted_proxies: list("access.trusted_proxies", &self.trusted_proxies)?,
         })
     }
 }
@@ -962,6 +1058,25 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
+    #[test]
+    fn the_readme_access_control_example_is_valid() {
+        let readme = include_str!("../README.md");
+        let example = readme
+            .split("### Access control and client limits")
+            .nth(1)
+            .and_then(|rest| rest.split("```toml\n").nth(1))
+            .and_then(|rest| rest.split("```").next())
+            .expect("README has an access control example");
+        let dir = tempfile_dir("readme-access");
+        let file = dir.join("hubferry.toml");
+        std::fs::write(&file, example).unwrap();
+        let config = load(&["--config", file.to_str().unwrap()], &[]).unwrap();
+        assert_eq!(config.access.allow.len(), 3);
+        assert_eq!(config.limits.manifests_per_minute, 120);
+        assert_eq!(config.limits.blob_streams_per_client, 8);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
     /// The configs shipped in deploy/ load with the real loader. The TLS files they name exist
     /// only on a real server, so the TLS listener is switched off for the check.
     #[test]
@@ -1067,5 +1182,62 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("upstream.ca_file"), "{err}");
+    }
+
+    #[test]
+    fn access_lists_and_client_limits_come_from_file_environment_or_flags() {
+        let config = load(&[], &[]).unwrap();
+        assert!(config.access.allow.is_empty() && config.access.deny.is_empty());
+        assert_eq!(config.limits.manifests_per_minute, 0);
+        assert_eq!(config.limits.blob_streams_per_client, 0);
+        let dir = tempfile_dir("access");
+        let file = dir.join("hubferry.toml");
+        std::fs::write(
+            &file,
+            "[access]\nallow = [\"10.0.0.0/8\", \"2001:db8::/32\"]\ntrusted_proxies = [\"127.0.0.1\"]\n[limits]\nmanifests_per_minute = 60\n",
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+        let config = load(&["--config", file], &[]).unwrap();
+        let shown = |list: &[Cidr]| list.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+        assert_eq!(shown(&config.access.allow), ["10.0.0.0/8", "2001:db8::/32"]);
+        assert_eq!(shown(&config.access.trusted_proxies), ["127.0.0.1/32"]);
+        assert_eq!(config.limits.manifests_per_minute, 60);
+        let env = [
+            ("HUBFERRY_ACCESS__DENY", "10.1.0.0/16, 10.2.0.0/16"),
+            ("HUBFERRY_LIMITS__BLOB_STREAMS_PER_CLIENT", "4"),
+        ];
+        let config = load(
+            &[
+                "--config",
+                file,
+                "--deny",
+                "10.3.0.0/16",
+                "--deny",
+                "10.4.0.0/16",
+            ],
+            &env,
+        )
+        .unwrap();
+        assert_eq!(shown(&config.access.deny), ["10.3.0.0/16", "10.4.0.0/16"]);
+        assert_eq!(config.limits.blob_streams_per_client, 4);
+        let config = load(&["--config", file], &env).unwrap();
+        assert_eq!(shown(&config.access.deny), ["10.1.0.0/16", "10.2.0.0/16"]);
+        std::fs::remove_dir_all(dir).ok();
+        let err = load(&["--allow", "10.0.0.0/33"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("access.allow") && err.contains("10.0.0.0/33"),
+            "{err}"
+        );
+        let err = load(&["--trusted-proxy", "proxy.local"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("access.trusted_proxies"), "{err}");
+        let err = load(&["--manifests-per-minute", "lots"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.manifests_per_minute"), "{err}");
     }
 }

@@ -48,6 +48,16 @@ pub enum ProxyError {
     /// An image the operator's lists do not serve (see `image_policy`); the message is theirs.
     #[display("{message} ({image})")]
     ImageDenied { image: String, message: String },
+    /// The client's address is not allowed to use this mirror (`access.allow`/`access.deny`).
+    #[display("access from {client} is not allowed by this mirror")]
+    Denied { client: std::net::IpAddr },
+    /// The client is over one of its limits (see `crate::guard`); `retry_after` in seconds.
+    #[display("too many requests from {client}: {limit}; retry in {retry_after}s")]
+    TooManyRequests {
+        client: std::net::IpAddr,
+        limit: String,
+        retry_after: u64,
+    },
 }
 
 impl From<Rejection> for ProxyError {
@@ -76,6 +86,8 @@ impl ProxyError {
                 Rejection::Digest(_) => "DIGEST_INVALID",
                 Rejection::Upload(_) => "BLOB_UPLOAD_INVALID",
             },
+            ProxyError::Denied { .. } => "DENIED",
+            ProxyError::TooManyRequests { .. } => "TOOMANYREQUESTS",
         }
     }
 }
@@ -91,6 +103,7 @@ impl ProxyError {
             | ProxyError::CatalogUnsupported
             | ProxyError::Rejected(_)
             | ProxyError::ImageDenied { .. } => "request",
+            ProxyError::Denied { .. } | ProxyError::TooManyRequests { .. } => "request",
         }
     }
 }
@@ -108,6 +121,8 @@ impl ResponseError for ProxyError {
             }
             ProxyError::Rejected(_) => StatusCode::BAD_REQUEST,
             ProxyError::ImageDenied { .. } => StatusCode::FORBIDDEN,
+            ProxyError::Denied { .. } => StatusCode::FORBIDDEN,
+            ProxyError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -118,7 +133,14 @@ impl ResponseError for ProxyError {
         } else {
             log::info!("{self}");
         }
-        HttpResponse::build(status).json(json!({
+        let mut res = HttpResponse::build(status);
+        if let ProxyError::TooManyRequests { retry_after, .. } = self {
+            res.insert_header((
+                actix_web::http::header::RETRY_AFTER,
+                retry_after.to_string(),
+            ));
+        }
+        res.json(json!({
             "errors": [{ "code": self.code(), "message": self.to_string(), "detail": null }]
         }))
     }
@@ -175,5 +197,26 @@ mod tests {
             assert_eq!(err.status_code().as_u16(), status, "{err}");
             assert_eq!(err.code(), code, "{err}");
         }
+    }
+
+    #[actix_rt::test]
+    async fn refused_clients_get_403_denied_or_429_with_retry_after() {
+        let client: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        let res = ProxyError::Denied { client }.error_response();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        let body = to_bytes(res.into_body()).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["errors"][0]["code"], "DENIED");
+        let err = ProxyError::TooManyRequests {
+            client,
+            limit: "10 manifest requests per minute".into(),
+            retry_after: 7,
+        };
+        let res = err.error_response();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(res.headers().get("retry-after").unwrap(), "7");
+        let body = to_bytes(res.into_body()).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["errors"][0]["code"], "TOOMANYREQUESTS");
     }
 }

@@ -3,11 +3,13 @@
 
 mod access;
 mod admin;
+mod client_ip;
 pub mod config;
 mod egress;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod guard;
 mod headers;
 mod image_policy;
 mod metrics;
@@ -66,6 +68,8 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     };
     let shared = config.clone();
     let shared_metrics = metrics.clone();
+    // One per process: per-client limits count across workers.
+    let guard = web::Data::new(guard::Guard::new(&config, metrics.clone()));
     let mut server = HttpServer::new(move || {
         // Built here, once per worker: awc clients are not Send.
         let proxy = Proxy {
@@ -80,6 +84,9 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         };
         App::new()
             .app_data(web::Data::new(proxy))
+            .app_data(guard.clone())
+            // Inside the access log, so refusals are logged and counted like any answer.
+            .wrap(from_fn(guard::check))
             .wrap(from_fn(access::observe))
             .configure(routes::configure)
     })

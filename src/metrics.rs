@@ -1,7 +1,13 @@
 //! What hubferry counts, in one registry shared by every worker, exposed in the Prometheus text
 //! format on the admin listener.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
 
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
@@ -29,6 +35,11 @@ struct UpstreamErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResumeLabels {
     outcome: &'static str,
 }
@@ -46,6 +57,29 @@ pub struct Metrics {
     ratelimit_limit: Gauge,
     ratelimit_remaining: Gauge,
     ratelimit_window: Gauge,
+    refusals: Family<RefusalLabels, Counter>,
+    /// For the landing page: when the process started serving...
+    started: Instant,
+    /// ...and when Docker Hub's rate-limit headers were last seen (Unix seconds; 0: never).
+    ratelimit_seen: AtomicU64,
+}
+
+/// What the landing page shows of the metrics, read at request time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    pub uptime: Duration,
+    pub bytes_served: u64,
+    pub ratelimit: Option<RateLimitSeen>,
+}
+
+/// Docker Hub's pull limit as last seen, and how long ago.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitSeen {
+    pub limit: i64,
+    pub remaining: i64,
+    /// 0 when the header gave none.
+    pub window_seconds: i64,
+    pub ago: Duration,
 }
 
 impl Default for Metrics {
@@ -123,8 +157,18 @@ impl Metrics {
             "The window of the Docker Hub pull limit (w= in ratelimit-limit)",
             ratelimit_window.clone(),
         );
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "client_refusals",
+            "Client requests refused by access control or per-client limits, by reason \
+             (denied, manifest_rate, blob_streams, table_full)",
+            refusals.clone(),
+        );
         Metrics {
             registry,
+            refusals,
+            started: Instant::now(),
+            ratelimit_seen: AtomicU64::new(0),
             requests,
             response_bytes,
             upstream_seconds,
@@ -190,7 +234,27 @@ impl Metrics {
         }
         if let Some((remaining, _)) = remaining.and_then(parse_ratelimit) {
             self.ratelimit_remaining.set(remaining);
+            self.ratelimit_seen.store(unix_seconds(), Ordering::Relaxed);
         }
+    }
+
+    pub fn status(&self) -> Status {
+        let seen = self.ratelimit_seen.load(Ordering::Relaxed);
+        Status {
+            uptime: self.started.elapsed(),
+            bytes_served: self.response_bytes.get(),
+            ratelimit: (seen > 0).then(|| RateLimitSeen {
+                limit: self.ratelimit_limit.get(),
+                remaining: self.ratelimit_remaining.get(),
+                window_seconds: self.ratelimit_window.get(),
+                ago: Duration::from_secs(unix_seconds().saturating_sub(seen)),
+            }),
+        }
+    }
+
+    /// A client request refused by `crate::guard`.
+    pub fn refused(&self, reason: &'static str) {
+        self.refusals.get_or_create(&RefusalLabels { reason }).inc();
     }
 
     /// Counts a stream in flight until the returned guard is dropped.
@@ -198,6 +262,12 @@ impl Metrics {
         self.streams_in_flight.inc();
         StreamInFlight(self.clone())
     }
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Held for as long as a response body streams; see [`Metrics::stream_started`].
@@ -242,6 +312,7 @@ mod tests {
         metrics.redirects_followed(1);
         metrics.upstream_error("blob CDN", "body");
         metrics.download_resume("resumed");
+        metrics.refused("denied");
         metrics.saw_ratelimit(Some("100;w=21600"), Some("76;w=21600"));
         let stream = metrics.stream_started();
         let text = metrics.render();
@@ -257,10 +328,19 @@ mod tests {
             "hubferry_docker_ratelimit_remaining 76",
             "hubferry_docker_ratelimit_window_seconds 21600",
             "hubferry_streams_in_flight 1",
+            r#"hubferry_client_refusals_total{reason="denied"} 1"#,
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
         drop(stream);
         assert!(metrics.render().contains("hubferry_streams_in_flight 0"));
+        let status = metrics.status();
+        assert_eq!(status.bytes_served, 1244);
+        let seen = status.ratelimit.unwrap();
+        assert_eq!(
+            (seen.limit, seen.remaining, seen.window_seconds),
+            (100, 76, 21600)
+        );
+        assert!(Metrics::new().status().ratelimit.is_none());
     }
 }

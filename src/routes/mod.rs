@@ -2,6 +2,7 @@
 //! goes through (upstream request filter → send, following redirects where the route says →
 //! upstream response filter → streamed relay).
 
+mod landing;
 mod registry;
 pub(crate) mod search; // its query rewrite is a fuzz target (src/fuzzing.rs)
 mod token;
@@ -47,6 +48,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::scope("/v2").default_service(web::to(registry::v2)))
         .route("/token", web::to(token::token))
         .route("/v1/search", web::to(search::search))
+        // Browsers only (`Accept: text/html`); registry clients fall through to `other`.
+        .service(landing::resource())
         .default_service(web::to(registry::other));
 }
 

@@ -153,8 +153,34 @@ pub struct RawDownload {
 
 impl RawDownload {
     pub fn start(addr: &str, path: &str, headers: &[(&str, &str)]) -> RawDownload {
+        let stream = std::net::TcpStream::connect(addr).expect("connect to hubferry");
+        Self::over(stream, addr, path, headers)
+    }
+
+    /// As [`RawDownload::start`], from the local address `source` (another loopback address
+    /// such as `127.0.0.2` is another client).
+    pub fn start_from(
+        source: &str,
+        addr: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> RawDownload {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let source: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+        socket.bind(&source.into()).expect("bind the client socket");
+        let target: std::net::SocketAddr = addr.parse().unwrap();
+        socket.connect(&target.into()).expect("connect to hubferry");
+        Self::over(socket.into(), addr, path, headers)
+    }
+
+    fn over(
+        mut stream: std::net::TcpStream,
+        addr: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> RawDownload {
         use std::io::Write;
-        let mut stream = std::net::TcpStream::connect(addr).expect("connect to hubferry");
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
@@ -176,6 +202,11 @@ impl RawDownload {
         let start = self.received.len();
         self.received.resize(start + n, 0);
         self.stream.read_exact(&mut self.received[start..]).unwrap();
+    }
+
+    /// Whether what was read so far starts with `prefix` (a status line, say).
+    pub fn received_starts_with(&self, prefix: &[u8]) -> bool {
+        self.received.starts_with(prefix)
     }
 
     /// Reads until the server closes and parses what came.
@@ -204,6 +235,11 @@ impl RawDownload {
             body: raw[split + 4..].to_vec(),
         }
     }
+}
+
+/// As [`raw_get`], from the local address `source`.
+pub fn raw_get_from(source: &str, addr: &str, path: &str, headers: &[(&str, &str)]) -> RawResponse {
+    RawDownload::start_from(source, addr, path, headers).finish()
 }
 
 /// `GET path`, read to the end at once.

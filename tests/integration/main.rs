@@ -1,5 +1,6 @@
 //! Integration tests: hubferry against a real registry, CDN and token issuer on 127.0.0.1.
 
+mod access_control;
 mod config_cli;
 mod failures;
 mod fakes;
@@ -9,6 +10,7 @@ mod hostile;
 mod hostile_upstream;
 mod hubferry;
 mod image_policy;
+mod landing;
 mod limits;
 mod operations;
 mod pull;

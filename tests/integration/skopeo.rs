@@ -45,14 +45,23 @@ fn tls_args(cmd: &mut Command, side: &str, registry: &Registry, dir: &Path) {
     }
 }
 
-fn run(mut cmd: Command, what: &str) {
+fn run(cmd: Command, what: &str) {
+    if let Err(output) = try_run(cmd) {
+        panic!("skopeo {what} failed:\n{output}");
+    }
+}
+
+/// Runs skopeo; on failure, its stdout and stderr.
+fn try_run(mut cmd: Command) -> Result<(), String> {
     let out = cmd.output().expect("run skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo {what} failed:\n{}\n{}",
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    );
+    ))
 }
 
 fn skopeo(dir: &Path) -> Command {

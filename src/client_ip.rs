@@ -1,0 +1,292 @@
+//! Who the client is: the peer of the connection, or, when that peer is one of the configured
+//! `access.trusted_proxies`, the address the proxies say they were asked by in
+//! `X-Forwarded-For`. Anyone can write that header, so only the hops a trusted proxy appended
+//! are believed: it is read right to left, and the first address that is not itself a trusted
+//! proxy is the client (nginx's `real_ip_recursive on`). Plus CIDR lists for the allow and deny
+//! rules, and the key a client is rate-limited by.
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
+
+/// A network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`); a bare address is a /32 (/128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// Host bits already cleared.
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let text = text.trim();
+        let bad =
+            || format!("'{text}' is not an address or network like 10.0.0.0/8 or 2001:db8::/32");
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = match addr {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => 128,
+        };
+        let prefix = match prefix {
+            None => max,
+            Some(digits) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+                digits
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= max)
+                    .ok_or_else(bad)?
+            }
+            Some(_) => return Err(bad()),
+        };
+        Ok(Cidr {
+            network: mask(addr, prefix),
+            prefix,
+        })
+    }
+
+    /// Whether `ip` is in this network. An IPv4 address written as IPv6 (`::ffff:10.1.2.3`, as
+    /// a dual-stack listener reports IPv4 peers) is matched as the IPv4 address it is.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        match (self.network, ip) {
+            (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
+                mask(ip, self.prefix) == self.network
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+/// Whether any network of `list` holds `ip`.
+pub fn any_contains(list: &[Cidr], ip: IpAddr) -> bool {
+    list.iter().any(|cidr| cidr.contains(ip))
+}
+
+/// `ip` with everything after the first `prefix` bits cleared.
+fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4);
+            let kept = if prefix == 0 {
+                0
+            } else {
+                bits & (u32::MAX << (32 - u32::from(prefix)))
+            };
+            IpAddr::V4(Ipv4Addr::from(kept))
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let kept = if prefix == 0 {
+                0
+            } else {
+                bits & (u128::MAX << (128 - u32::from(prefix)))
+            };
+            IpAddr::V6(Ipv6Addr::from(kept))
+        }
+    }
+}
+
+/// The client's address: `peer` itself unless it is a trusted proxy; then, reading the
+/// `X-Forwarded-For` values (every field, in order) from the right, the first address that is
+/// not a trusted proxy. An entry that is not an address stops the walk: whoever wrote it is not
+/// to be believed, so the last trusted hop before it is the client. When every hop is trusted,
+/// the left-most one is.
+pub fn client_ip<'a>(
+    peer: IpAddr,
+    forwarded_for: impl IntoIterator<Item = &'a str>,
+    trusted_proxies: &[Cidr],
+) -> IpAddr {
+    let peer = peer.to_canonical();
+    if !any_contains(trusted_proxies, peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = forwarded_for
+        .into_iter()
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|hop| !hop.is_empty())
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Some(ip) = parse_hop(hop) else {
+            return client;
+        };
+        client = ip;
+        if !any_contains(trusted_proxies, ip) {
+            return ip;
+        }
+    }
+    client
+}
+
+/// One `X-Forwarded-For` entry: an address, or an address with a port (`192.0.2.1:4711`,
+/// `[2001:db8::1]:4711`), as some proxies write them.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .or_else(|_| hop.parse::<SocketAddr>().map(|s| s.ip()))
+        .ok()
+        .map(|ip| ip.to_canonical())
+}
+
+/// What a client is counted by for rate limits: its IPv4 address, or its IPv6 /64 (one
+/// subscriber usually gets a whole /64, and can pick any address in it).
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        v4 @ IpAddr::V4(_) => v4,
+        v6 @ IpAddr::V6(_) => mask(v6, 64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    fn cidrs(list: &[&str]) -> Vec<Cidr> {
+        list.iter().map(|c| Cidr::parse(c).unwrap()).collect()
+    }
+
+    #[test]
+    fn cidrs_parse_and_normalise() {
+        for (text, shown) in [
+            ("10.0.0.0/8", "10.0.0.0/8"),
+            ("10.1.2.3/8", "10.0.0.0/8"),
+            ("192.0.2.7", "192.0.2.7/32"),
+            (" 0.0.0.0/0 ", "0.0.0.0/0"),
+            ("2001:db8::1/32", "2001:db8::/32"),
+            ("::1", "::1/128"),
+            ("::/0", "::/0"),
+        ] {
+            assert_eq!(Cidr::parse(text).unwrap().to_string(), shown);
+        }
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/",
+            "10.0.0.0/+8",
+            "10.0.0.0/8/8",
+            "10.0.0",
+            "example.com",
+            "[::1]",
+            "10.0.0.0/-1",
+        ] {
+            assert!(Cidr::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn membership() {
+        let net = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(net.contains(ip("10.255.0.1")));
+        assert!(!net.contains(ip("11.0.0.1")));
+        // A dual-stack listener's view of an IPv4 peer.
+        assert!(net.contains(ip("::ffff:10.1.2.3")));
+        assert!(!net.contains(ip("::a01:203")));
+        let v6 = Cidr::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains(ip("2001:db8:ffff::1")));
+        assert!(!v6.contains(ip("2001:db9::1")));
+        assert!(!v6.contains(ip("10.0.0.1")));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
+        assert!(!Cidr::parse("0.0.0.0/0").unwrap().contains(ip("::1")));
+        assert!(Cidr::parse("::/0").unwrap().contains(ip("::1")));
+        assert!(Cidr::parse("192.0.2.7").unwrap().contains(ip("192.0.2.7")));
+        assert!(!Cidr::parse("192.0.2.7").unwrap().contains(ip("192.0.2.8")));
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
+        let trusted = cidrs(&["10.0.0.0/8"]);
+        assert_eq!(
+            client_ip(ip("192.0.2.1"), ["203.0.113.9"], &trusted),
+            ip("192.0.2.1")
+        );
+        assert_eq!(
+            client_ip(ip("192.0.2.1"), ["203.0.113.9"], &[]),
+            ip("192.0.2.1")
+        );
+    }
+
+    #[test]
+    fn a_trusted_proxy_names_the_right_most_untrusted_hop() {
+        let trusted = cidrs(&["10.0.0.0/8", "2001:db8:1::/48"]);
+        let peer = ip("10.0.0.5");
+        assert_eq!(
+            client_ip(peer, ["203.0.113.9"], &trusted),
+            ip("203.0.113.9")
+        );
+        // The client wrote the left part itself: it is not believed.
+        assert_eq!(
+            client_ip(peer, ["198.51.100.1, 203.0.113.9"], &trusted),
+            ip("203.0.113.9")
+        );
+        // Chains of trusted proxies are walked through, across header fields.
+        assert_eq!(
+            client_ip(
+                peer,
+                ["198.51.100.1, 203.0.113.9", "10.1.1.1,2001:db8:1::7"],
+                &trusted
+            ),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            client_ip(peer, ["[2001:db8:2::1]:4711", "192.0.2.1:80"], &trusted),
+            ip("192.0.2.1")
+        );
+        assert_eq!(
+            client_ip(peer, ["[2001:db8:2::1]:4711"], &trusted),
+            ip("2001:db8:2::1")
+        );
+    }
+
+    #[test]
+    fn garbage_or_nothing_forwarded_stops_at_the_last_trusted_hop() {
+        let trusted = cidrs(&["10.0.0.0/8"]);
+        let peer = ip("10.0.0.5");
+        assert_eq!(client_ip(peer, [], &trusted), peer);
+        assert_eq!(client_ip(peer, [""], &trusted), peer);
+        assert_eq!(client_ip(peer, ["unknown"], &trusted), peer);
+        assert_eq!(
+            client_ip(peer, ["203.0.113.9, <script>, 10.2.2.2"], &trusted),
+            ip("10.2.2.2")
+        );
+        // Every hop trusted: the left-most.
+        assert_eq!(
+            client_ip(peer, ["10.3.3.3, 10.2.2.2"], &trusted),
+            ip("10.3.3.3")
+        );
+        assert_eq!(
+            client_ip(ip("::ffff:10.0.0.5"), ["::ffff:203.0.113.9"], &trusted),
+            ip("203.0.113.9")
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_are_limited_by_their_64() {
+        assert_eq!(limit_key(ip("192.0.2.1")), ip("192.0.2.1"));
+        assert_eq!(limit_key(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
+        assert_eq!(limit_key(ip("2001:db8:0:1:aaaa::1")), ip("2001:db8:0:1::"));
+        assert_eq!(
+            limit_key(ip("2001:db8:0:1::1")),
+            limit_key(ip("2001:db8:0:1:ffff:ffff:ffff:ffff"))
+        );
+        assert_ne!(
+            limit_key(ip("2001:db8:0:1::1")),
+            limit_key(ip("2001:db8:0:2::1"))
+        );
+    }
+}

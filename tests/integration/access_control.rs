@@ -1,0 +1,306 @@
+//! Access control and per-client limits (issue 6, items 6 and 7), from real sockets: the test
+//! is client 127.0.0.1, and a socket bound to 127.0.0.2 is a second client; a trusted proxy's
+//! `X-Forwarded-For` stands in for clients elsewhere (IPv4 and IPv6).
+
+use std::time::{Duration, Instant};
+
+use crate::{
+    hubferry::{raw_get, raw_get_from, Hubferry, RawDownload, RawResponse},
+    operations::{get_text, sample},
+    skopeo, world,
+};
+
+fn pull_token(w: &world::World, repo: &str) -> String {
+    format!("Bearer {}", w.token(&[&format!("repository:{repo}:pull")]))
+}
+
+/// The registry error code of a JSON error body.
+fn error_code(res: &RawResponse) -> String {
+    let body: serde_json::Value = serde_json::from_slice(&res.body)
+        .unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(&res.body)));
+    body["errors"][0]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn refusals(hf: &Hubferry, reason: &str) -> f64 {
+    let (_, metrics) = get_text(&format!("{}/metrics", hf.admin_url.as_ref().unwrap()));
+    sample(
+        &metrics,
+        &format!(r#"hubferry_client_refusals_total{{reason="{reason}"}}"#),
+    )
+}
+
+#[test]
+fn allow_and_deny_lists_judge_the_peer() {
+    let w = world::plain();
+    // Deny wins over allow: 127.0.0.1 is in both.
+    let hf = Hubferry::for_world(w, &["--allow", "127.0.0.0/8", "--deny", "127.0.0.1"]);
+    let res = raw_get(&hf.addr, "/v2/", &[]);
+    assert_eq!(res.status, 403);
+    assert_eq!(error_code(&res), "DENIED");
+    assert_eq!(res.header("content-type"), Some("application/json"));
+    // Nothing reached the registry for it, and the refusal is logged and counted.
+    let res = raw_get_from("127.0.0.2", &hf.addr, "/v2/", &[]);
+    assert_eq!(res.status, 401, "127.0.0.2 is allowed");
+    assert!(res.header("www-authenticate").unwrap().contains(&hf.addr));
+    assert_eq!(refusals(&hf, "denied"), 1.0);
+    let log = hf.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(r#"127.0.0.1 "GET /v2/ HTTP/1.1" 403"#)),
+        "{log}"
+    );
+    assert!(
+        log.contains("access from 127.0.0.1 is not allowed"),
+        "{log}"
+    );
+
+    // An allow list that does not hold the client refuses it.
+    let hf = Hubferry::for_world(w, &["--allow", "10.0.0.0/8,127.0.0.2"]);
+    assert_eq!(raw_get(&hf.addr, "/v2/", &[]).status, 403);
+    assert_eq!(raw_get_from("127.0.0.2", &hf.addr, "/v2/", &[]).status, 401);
+}
+
+#[test]
+fn skopeo_pulls_when_allowed_and_is_told_denied_otherwise() {
+    let w = world::plain();
+    let nginx = w.image("library/nginx");
+    let allowed = Hubferry::for_world(w, &["--allow", "127.0.0.1/32,::1"]);
+    let registry = skopeo::Registry {
+        host: &allowed.addr,
+        ca_file: None,
+    };
+    let dir = skopeo::pull(&registry, &nginx.reference(), &[]);
+    skopeo::assert_blobs_copied(&dir, &nginx.blobs);
+
+    let denied = Hubferry::for_world(w, &["--deny", "127.0.0.0/8"]);
+    let registry = skopeo::Registry {
+        host: &denied.addr,
+        ca_file: None,
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let said = skopeo::try_pull(
+        &registry,
+        &nginx.reference(),
+        &["--retry-times=0"],
+        scratch.path(),
+    )
+    .unwrap_err();
+    // skopeo's first request, the /v2/ version check, is refused.
+    assert!(said.contains("403 (Forbidden)"), "{said}");
+}
+
+#[test]
+fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    let w = world::plain();
+    let hf = Hubferry::for_world(
+        w,
+        &["--trusted-proxy", "127.0.0.1", "--allow", "203.0.113.0/24"],
+    );
+    let via = |source: &str, forwarded: &str| {
+        raw_get_from(source, &hf.addr, "/v2/", &[("X-Forwarded-For", forwarded)]).status
+    };
+    // The trusted proxy (127.0.0.1) forwards for an allowed client.
+    assert_eq!(via("127.0.0.1", "203.0.113.9"), 401);
+    // A client-written left part is not believed: the right-most untrusted hop is the client.
+    assert_eq!(via("127.0.0.1", "203.0.113.9, 198.51.100.1"), 403);
+    assert_eq!(via("127.0.0.1", "198.51.100.1, 203.0.113.9"), 401);
+    // An untrusted peer cannot claim to be someone else.
+    assert_eq!(via("127.0.0.2", "203.0.113.9"), 403);
+    // No header from the proxy: the proxy itself is the client, and it is not allowed.
+    assert_eq!(raw_get(&hf.addr, "/v2/", &[]).status, 403);
+    // The access log names the client the proxy forwarded for.
+    let log = hf.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(r#"203.0.113.9 "GET /v2/ HTTP/1.1" 401"#)),
+        "{log}"
+    );
+}
+
+#[test]
+fn manifest_requests_are_limited_per_client_per_minute() {
+    let w = world::plain();
+    let hf = Hubferry::for_world(
+        w,
+        &[
+            "--manifests-per-minute",
+            "3",
+            "--trusted-proxy",
+            "127.0.0.1",
+        ],
+    );
+    let alpine = w.image("library/alpine");
+    let bearer = pull_token(w, "library/alpine");
+    let path = format!("/v2/library/alpine/manifests/{}", alpine.tag);
+    let headers = [
+        ("Authorization", bearer.as_str()),
+        ("Accept", world::OCI_INDEX),
+    ];
+    for _ in 0..3 {
+        assert_eq!(
+            raw_get_from("127.0.0.2", &hf.addr, &path, &headers).status,
+            200
+        );
+    }
+    let res = raw_get_from("127.0.0.2", &hf.addr, &path, &headers);
+    assert_eq!(res.status, 429);
+    assert_eq!(error_code(&res), "TOOMANYREQUESTS");
+    // 3 a minute: the next one is due in 20 s at most.
+    let retry: u64 = res.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=20).contains(&retry), "Retry-After: {retry}");
+    // HEAD counts too; other endpoints do not.
+    let head = world_head(&hf.addr, "127.0.0.2", &path, &bearer);
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    assert_eq!(raw_get_from("127.0.0.2", &hf.addr, "/v2/", &[]).status, 401);
+    // Another client has its own budget.
+    assert_eq!(raw_get(&hf.addr, &path, &headers).status, 200);
+    assert_eq!(refusals(&hf, "manifest_rate"), 2.0);
+
+    // Behind a trusted proxy, IPv6 clients are counted by their /64.
+    let from = |client: &str| {
+        let mut headers = headers.to_vec();
+        headers.push(("X-Forwarded-For", client));
+        raw_get(&hf.addr, &path, &headers).status
+    };
+    for host in ["2001:db8:0:1::1", "2001:db8:0:1::2", "2001:db8:0:1:ffff::3"] {
+        assert_eq!(from(host), 200, "{host}");
+    }
+    assert_eq!(from("2001:db8:0:1::4"), 429, "the same /64");
+    assert_eq!(from("2001:db8:0:2::1"), 200, "another /64");
+}
+
+/// `HEAD path` from `source`, the status line and headers as text.
+fn world_head(addr: &str, source: &str, path: &str, bearer: &str) -> String {
+    use std::io::{Read, Write};
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&local.into()).unwrap();
+    let target: std::net::SocketAddr = addr.parse().unwrap();
+    socket.connect(&target.into()).unwrap();
+    let mut stream: std::net::TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "HEAD {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {bearer}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = String::new();
+    stream.read_to_string(&mut head).unwrap();
+    head
+}
+
+#[test]
+fn skopeo_waits_out_retry_after_and_its_pull_completes() {
+    let w = world::plain();
+    // 30 a minute: one every 2 s once the burst is spent.
+    let hf = Hubferry::for_world(w, &["--manifests-per-minute", "30"]);
+    let alpine = w.image("library/alpine");
+    let bearer = pull_token(w, "library/alpine");
+    let path = format!("/v2/library/alpine/manifests/{}", alpine.tag);
+    let headers = [
+        ("Authorization", bearer.as_str()),
+        ("Accept", world::OCI_INDEX),
+    ];
+    while raw_get(&hf.addr, &path, &headers).status != 429 {}
+    // containers/image honours Retry-After on a 429 and tries again.
+    let started = Instant::now();
+    let registry = skopeo::Registry {
+        host: &hf.addr,
+        ca_file: None,
+    };
+    let dir = skopeo::pull(&registry, &alpine.reference(), &[]);
+    assert!(dir.join("manifest.json").is_file());
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(refusals(&hf, "manifest_rate") >= 2.0);
+    let log = hf.log_text();
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("/manifests/") && l.contains("\" 429 "))
+            .count()
+            >= 2,
+        "{log}"
+    );
+}
+
+#[test]
+fn concurrent_blob_downloads_are_limited_per_client() {
+    let w = world::plain();
+    let hf = Hubferry::for_world(w, &["--blob-streams-per-client", "2"]);
+    let big = w.big_layer();
+    let big_path = format!("/v2/library/big/blobs/{}", big.digest);
+    let big_bearer = pull_token(w, "library/big");
+    let big_headers = [("Authorization", big_bearer.as_str())];
+    let alpine = w.image("library/alpine");
+    let small = alpine.layers().next().unwrap();
+    let small_path = format!("/v2/library/alpine/blobs/{}", small.digest);
+    let small_bearer = pull_token(w, "library/alpine");
+    let small_headers = [("Authorization", small_bearer.as_str())];
+
+    // Two slow downloads of the 100 MiB layer, each read a little and then left waiting.
+    let mut downloads: Vec<RawDownload> = (0..2)
+        .map(|_| {
+            let mut d = RawDownload::start(&hf.addr, &big_path, &big_headers);
+            d.read_some(1 << 20);
+            d
+        })
+        .collect();
+    let res = raw_get(&hf.addr, &small_path, &small_headers);
+    assert_eq!(res.status, 429);
+    assert_eq!(error_code(&res), "TOOMANYREQUESTS");
+    assert_eq!(res.header("retry-after"), Some("10"));
+    // HEAD streams nothing and is not counted; another client has its own slots.
+    let head = world_head(&hf.addr, "127.0.0.1", &small_path, &small_bearer);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let res = raw_get_from("127.0.0.2", &hf.addr, &small_path, &small_headers);
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body.len() as u64, small.size);
+    assert_eq!(refusals(&hf, "blob_streams"), 1.0);
+
+    // One download finishes: its slot is given back.
+    let finished = downloads.remove(0).finish();
+    assert_eq!(finished.body.len() as u64, big.size);
+    let res = poll_status(&hf.addr, &small_path, &small_headers, 200);
+    assert_eq!(res.body.len() as u64, small.size);
+    // The other client leaves mid-download: its slot is given back too, so two fit again.
+    drop(downloads);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut both = (0..2).map(|_| {
+            let mut d = RawDownload::start(&hf.addr, &big_path, &big_headers);
+            d.read_some(12);
+            d
+        });
+        let first = both.next().unwrap();
+        let second = both.next().unwrap();
+        let ok = [&first, &second]
+            .iter()
+            .all(|d| d.received_starts_with(b"HTTP/1.1 200"));
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "an abandoned download kept its slot"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Repeats `GET path` until it answers `status` (a slot is given back just after the body's
+/// last byte went out, so the first try may be early).
+fn poll_status(addr: &str, path: &str, headers: &[(&str, &str)], status: u16) -> RawResponse {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let res = raw_get(addr, path, headers);
+        if res.status == status || Instant::now() > deadline {
+            assert_eq!(res.status, status);
+            return res;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
