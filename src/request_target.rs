@@ -56,6 +56,17 @@ pub enum Endpoint {
 pub struct RegistryPath {
     pub endpoint: Endpoint,
     pub path: String,
+    /// The repository name (empty for `/v2/` and `/v2/_catalog`).
+    pub name: String,
+    /// What follows the name: `manifests/latest`, `blobs/uploads/`...
+    pub tail: String,
+}
+
+impl RegistryPath {
+    /// The same endpoint for another repository name (the one the upstream knows it by).
+    pub fn with_name(&self, name: &str) -> String {
+        format!("/v2/{name}/{}", self.tail)
+    }
 }
 
 /// Longest repository name, slashes included (distribution spec).
@@ -71,6 +82,8 @@ pub fn registry_path(raw: &str) -> Result<RegistryPath, Rejection> {
             return Ok(RegistryPath {
                 endpoint: Endpoint::Base,
                 path,
+                name: String::new(),
+                tail: String::new(),
             })
         }
         Some(rest) if rest.starts_with('/') => &rest[1..],
@@ -80,6 +93,8 @@ pub fn registry_path(raw: &str) -> Result<RegistryPath, Rejection> {
         return Ok(RegistryPath {
             endpoint: Endpoint::Catalog,
             path,
+            name: String::new(),
+            tail: String::new(),
         });
     }
     let segments: Vec<&str> = rest.split('/').collect();
@@ -111,7 +126,12 @@ pub fn registry_path(raw: &str) -> Result<RegistryPath, Rejection> {
         return Err(unsupported());
     }
     check_name(&segments[..name_len])?;
-    Ok(RegistryPath { endpoint, path })
+    Ok(RegistryPath {
+        endpoint,
+        name: segments[..name_len].join("/"),
+        tail: segments[name_len..].join("/"),
+        path,
+    })
 }
 
 /// Checks a path that is forwarded without a grammar of its own (the catch-all route): it must
@@ -219,7 +239,7 @@ fn check_name(components: &[&str]) -> Result<(), Rejection> {
     Ok(())
 }
 
-fn is_name_component(component: &str) -> bool {
+pub fn is_name_component(component: &str) -> bool {
     let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     let bytes = component.as_bytes();
     let (Some(first), Some(last)) = (bytes.first(), bytes.last()) else {
@@ -318,6 +338,30 @@ mod tests {
             }
             Err(e) => panic!("{raw} refused: {e}"),
         }
+    }
+
+    #[test]
+    fn name_and_tail_rebuild_the_path() {
+        for (raw, name, tail) in [
+            ("/v2/nginx/manifests/latest", "nginx", "manifests/latest"),
+            (
+                "/v2/ghcr.io/owner/image/blobs/uploads/",
+                "ghcr.io/owner/image",
+                "blobs/uploads/",
+            ),
+            ("/v2/a/tags/list", "a", "tags/list"),
+        ] {
+            let checked = registry_path(raw).unwrap();
+            assert_eq!((checked.name.as_str(), checked.tail.as_str()), (name, tail));
+            assert_eq!(checked.with_name(name), raw);
+        }
+        assert_eq!(
+            registry_path("/v2/nginx/manifests/latest")
+                .unwrap()
+                .with_name("library/nginx"),
+            "/v2/library/nginx/manifests/latest"
+        );
+        assert_eq!(registry_path("/v2/").unwrap().name, "");
     }
 
     #[test]

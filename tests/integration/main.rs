@@ -9,6 +9,7 @@ mod hostile;
 mod hostile_upstream;
 mod hubferry;
 mod limits;
+mod multireg;
 mod operations;
 mod pull;
 mod redirects;
