@@ -1085,6 +1085,31 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
+    #[test]
+    fn the_readme_many_registry_example_is_valid() {
+        let readme = include_str!("../README.md");
+        let example = readme
+            .split("A many-registry `hubferry.toml`")
+            .nth(1)
+            .and_then(|rest| rest.split("```toml\n").nth(1))
+            .and_then(|rest| rest.split("```").next())
+            .expect("README has a many-registry example");
+        let config = with_file("readme-many", example, &[]).unwrap();
+        let ghcr = config.registries.get("ghcr.io").unwrap();
+        assert_eq!(ghcr.host_names[0].to_string(), "ghcr.mirror.example.com");
+        assert!(config.registries.get("harbor.example.com").is_some());
+        // Host names that pick a registry are believed for the realm like server_names.
+        let names: Vec<String> = config.server_names.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "mirror.example.com",
+                "hub.mirror.example.com",
+                "ghcr.mirror.example.com"
+            ]
+        );
+    }
+
     /// The configs shipped in deploy/ load with the real loader. The TLS files they name exist
     /// only on a real server, so the TLS listener is switched off for the check.
     #[test]
