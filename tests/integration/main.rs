@@ -1,6 +1,7 @@
 //! Integration tests: hubferry against a real registry, CDN and token issuer on 127.0.0.1.
 
 mod config_cli;
+mod containerd;
 mod failures;
 mod fakes;
 mod faults;
