@@ -2,9 +2,9 @@
 
 CARGO ?= cargo
 # Debian packages the integration tests drive for real: the upstream registry (distribution),
-# nginx as the blob CDN, skopeo as the client, openssl for test keys and certificates, chromium
-# (headless) to render the landing page.
-TEST_PACKAGES := docker-registry nginx-light skopeo openssl curl ca-certificates chromium
+# nginx as the blob CDN, skopeo and containerd (ctr) as clients, openssl for test keys and
+# certificates, chromium (headless) to render the landing page.
+TEST_PACKAGES := docker-registry nginx-light skopeo containerd openssl curl ca-certificates chromium
 RUN_ARGS ?=
 # What `make bench` adds: load generators (wrk, h2load) besides the test packages.
 BENCH_PACKAGES := wrk nghttp2-client

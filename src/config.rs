@@ -16,7 +16,12 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::image_policy::{ImagePolicy, Pattern};
-use crate::{client_ip::Cidr, origin::ServerName};
+use crate::{
+    client_ip::Cidr,
+    origin::ServerName,
+    request_target::is_name_component,
+    upstreams::{self, Registries, Upstream, DOCKER_HUB},
+};
 
 /// Command-line flags. Each one overrides the setting of the same meaning from the file or the
 /// environment; `--config` names the TOML file.
@@ -69,6 +74,14 @@ pub struct Flags {
     /// Upstream search index [setting: upstream.index; default https://index.docker.io].
     #[arg(long, value_name = "URL")]
     pub index: Option<String>,
+    /// Complete one-component names to library/NAME on the docker.io upstream: true or false
+    /// [setting: upstream.library; default: true when upstream.registry is Docker Hub's].
+    #[arg(long, value_name = "BOOL")]
+    pub library: Option<String>,
+    /// The upstream a request goes to when neither ?ns=, its host name nor a path prefix names
+    /// one [setting: default_upstream; default docker.io].
+    #[arg(long, value_name = "NAME")]
+    pub default_upstream: Option<String>,
     /// Extra PEM CA certificates to trust for upstreams, on top of the standard web roots
     /// [setting: upstream.ca_file].
     #[arg(long, value_name = "FILE")]
@@ -159,6 +172,8 @@ impl Flags {
             ("upstream.registry", &self.registry),
             ("upstream.auth", &self.auth),
             ("upstream.index", &self.index),
+            ("upstream.library", &self.library),
+            ("default_upstream", &self.default_upstream),
             ("upstream.ca_file", &self.ca_file),
             ("timeouts.connect", &self.connect_timeout),
             ("timeouts.response_headers", &self.response_timeout),
@@ -219,6 +234,9 @@ struct RawSettings {
     public_url: Option<String>,
     server_names: RawList,
     upstream: RawUpstream,
+    /// More registries (`[[upstreams]]` in the file), and overrides of the built-in ones.
+    upstreams: Vec<RawRegistry>,
+    default_upstream: String,
     timeouts: RawTimeouts,
     redirect: RawRedirect,
     resume: RawResume,
@@ -342,6 +360,21 @@ struct RawUpstream {
     auth: String,
     index: String,
     ca_file: Option<PathBuf>,
+    /// Unset: on when `registry` is Docker Hub's own.
+    library: Option<String>,
+}
+
+/// One `[[upstreams]]` entry. Docker Hub's is configured by `[upstream]`; an entry named
+/// `docker.io` may only add `host_names` (and `library`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRegistry {
+    name: String,
+    registry: Option<String>,
+    /// A fixed token realm (full URL); unset, it is learned from the upstream's challenges.
+    realm: Option<String>,
+    library: Option<String>,
+    host_names: RawList,
 }
 
 #[derive(Debug, Deserialize)]
@@ -383,6 +416,8 @@ impl Default for RawSettings {
             public_url: None,
             server_names: RawList::default(),
             upstream: RawUpstream::default(),
+            upstreams: Vec::new(),
+            default_upstream: DOCKER_HUB.into(),
             timeouts: RawTimeouts::default(),
             redirect: RawRedirect::default(),
             resume: RawResume::default(),
@@ -404,6 +439,7 @@ impl Default for RawUpstream {
             auth: "https://auth.docker.io".into(),
             index: "https://index.docker.io".into(),
             ca_file: None,
+            library: None,
         }
     }
 }
@@ -440,6 +476,8 @@ pub struct Config {
     /// Host names a request's `Host` may name to be believed (see `origin::public_base`).
     pub server_names: Vec<ServerName>,
     pub upstream: Upstreams,
+    /// Every registry mirrored, Docker Hub's (`upstream`) among them.
+    pub registries: Registries,
     pub timeouts: Timeouts,
     pub redirect: RedirectPolicy,
     pub resume: ResumePolicy,
@@ -620,6 +658,22 @@ impl RawSettings {
                 _ => Vec::new(),
             },
         };
+        let registries = registries(
+            &upstream,
+            self.upstream.library.as_deref(),
+            self.upstreams,
+            &self.default_upstream,
+        )?;
+        // Host names that pick an upstream are names clients reach the mirror by: believe them
+        // for the token realm too (see `origin::public_base`).
+        let mut server_names = server_names;
+        if !server_names.is_empty() {
+            for name in registries.all().iter().flat_map(|u| &u.host_names) {
+                if !server_names.contains(name) {
+                    server_names.push(name.clone());
+                }
+            }
+        }
         let timeouts = Timeouts {
             connect: parse_duration("timeouts.connect", &self.timeouts.connect)?,
             response_headers: parse_duration(
@@ -667,6 +721,7 @@ impl RawSettings {
             public_url,
             server_names,
             upstream,
+            registries,
             timeouts,
             redirect: RedirectPolicy {
                 max_hops,
@@ -682,6 +737,133 @@ impl RawSettings {
             access: self.access.validate()?,
         })
     }
+}
+
+/// Docker Hub (from `[upstream]`), the built-in registries, then `[[upstreams]]`: an entry with
+/// the name of an earlier one replaces its settings, any other is added.
+fn registries(
+    hub: &Upstreams,
+    hub_library: Option<&str>,
+    raw: Vec<RawRegistry>,
+    default_upstream: &str,
+) -> Result<Registries, ConfigError> {
+    // The rule is Docker Hub's: another registry standing in as docker.io (a private registry,
+    // another mirror, a test double) may have one-component names of its own.
+    let hub_is_docker_hub = matches!(
+        hub.registry.host_str(),
+        Some("registry-1.docker.io" | "docker.io" | "index.docker.io")
+    );
+    let hub_library = match hub_library.filter(|s| !s.trim().is_empty()) {
+        Some(text) => parse_bool("upstream.library", text)?,
+        None => hub_is_docker_hub,
+    };
+    let hub_realm = Url::parse(&format!(
+        "{}/token",
+        hub.auth.as_str().trim_end_matches('/')
+    ))
+    .map_err(|e| invalid("upstream.auth", e))?;
+    let mut list = vec![Upstream {
+        name: DOCKER_HUB.into(),
+        registry: hub.registry.clone(),
+        realm: Some(hub_realm),
+        library: hub_library,
+        host_names: Vec::new(),
+    }];
+    for (name, url) in upstreams::BUILT_IN {
+        list.push(Upstream {
+            name: name.into(),
+            registry: Url::parse(url).expect("built-in URLs parse"),
+            realm: None,
+            library: false,
+            host_names: Vec::new(),
+        });
+    }
+    let mut listed = Vec::new();
+    for entry in raw {
+        let name = entry.name.trim().to_ascii_lowercase();
+        let key = |field: &str| format!("upstreams[{name}].{field}");
+        // Names appear in paths (`/v2/<name>/...`, `/token/<name>`): one name component.
+        if !is_name_component(&name) {
+            return Err(invalid(
+                "upstreams.name",
+                format!(
+                    "'{}' is not a registry name such as ghcr.io (lowercase letters, digits, . and -)",
+                    entry.name
+                ),
+            ));
+        }
+        if listed.contains(&name) {
+            return Err(invalid(
+                "upstreams.name",
+                format!("'{name}' is listed twice"),
+            ));
+        }
+        listed.push(name.clone());
+        let existing = list.iter().position(|u| u.name == name);
+        if name == DOCKER_HUB && (entry.registry.is_some() || entry.realm.is_some()) {
+            return Err(invalid(
+                &key("registry"),
+                "Docker Hub's registry and token issuer are upstream.registry and upstream.auth",
+            ));
+        }
+        let registry = match (&entry.registry, existing) {
+            (Some(text), _) => {
+                parse_upstream_url(text).map_err(|e| invalid(&key("registry"), e))?
+            }
+            (None, Some(i)) => list[i].registry.clone(),
+            (None, None) => return Err(invalid(&key("registry"), "is required")),
+        };
+        let realm = match &entry.realm {
+            Some(text) if !text.trim().is_empty() => {
+                Some(parse_http_url(text.trim()).map_err(|e| invalid(&key("realm"), e))?)
+            }
+            _ => existing.and_then(|i| list[i].realm.clone()),
+        };
+        let library = match &entry.library {
+            Some(text) => parse_bool(&key("library"), text)?,
+            None => existing.is_some_and(|i| list[i].library),
+        };
+        let host_names = entry
+            .host_names
+            .items()
+            .into_iter()
+            .map(|h| ServerName::parse(h).map_err(|e| invalid(&key("host_names"), e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let upstream = Upstream {
+            name,
+            registry,
+            realm,
+            library,
+            host_names,
+        };
+        match existing {
+            Some(i) => list[i] = upstream,
+            None => list.push(upstream),
+        }
+    }
+    let mut seen: Vec<(&ServerName, &str)> = Vec::new();
+    for upstream in &list {
+        for host in &upstream.host_names {
+            if let Some((_, other)) = seen.iter().find(|(h, _)| *h == host) {
+                return Err(invalid(
+                    &format!("upstreams[{}].host_names", upstream.name),
+                    format!("'{host}' already selects {other}"),
+                ));
+            }
+            seen.push((host, &upstream.name));
+        }
+    }
+    let default_name = default_upstream.trim().to_ascii_lowercase();
+    let default = list
+        .iter()
+        .position(|u| u.name == default_name)
+        .ok_or_else(|| {
+            invalid(
+                "default_upstream",
+                format!("'{default_upstream}' is not the name of an upstream"),
+            )
+        })?;
+    Ok(Registries::new(list, default))
 }
 
 impl RawTls {
@@ -1077,6 +1259,31 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
+    #[test]
+    fn the_readme_many_registry_example_is_valid() {
+        let readme = include_str!("../README.md");
+        let example = readme
+            .split("A many-registry `hubferry.toml`")
+            .nth(1)
+            .and_then(|rest| rest.split("```toml\n").nth(1))
+            .and_then(|rest| rest.split("```").next())
+            .expect("README has a many-registry example");
+        let config = with_file("readme-many", example, &[]).unwrap();
+        let ghcr = config.registries.get("ghcr.io").unwrap();
+        assert_eq!(ghcr.host_names[0].to_string(), "ghcr.mirror.example.com");
+        assert!(config.registries.get("harbor.example.com").is_some());
+        // Host names that pick a registry are believed for the realm like server_names.
+        let names: Vec<String> = config.server_names.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "mirror.example.com",
+                "hub.mirror.example.com",
+                "ghcr.mirror.example.com"
+            ]
+        );
+    }
+
     /// The configs shipped in deploy/ load with the real loader. The TLS files they name exist
     /// only on a real server, so the TLS listener is switched off for the check.
     #[test]
@@ -1174,6 +1381,109 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("server_names"), "{err}");
+    }
+
+    fn with_file(name: &str, text: &str, args: &[&str]) -> Result<Config, ConfigError> {
+        let dir = tempfile_dir(name);
+        let file = dir.join("hubferry.toml");
+        std::fs::write(&file, text).unwrap();
+        let mut all = vec!["--config", file.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let result = load(&all, &[]);
+        std::fs::remove_dir_all(dir).ok();
+        result
+    }
+
+    #[test]
+    fn upstreams_default_to_docker_hub_and_the_built_ins() {
+        let config = load(&[], &[]).unwrap();
+        let names: Vec<_> = config
+            .registries
+            .all()
+            .iter()
+            .map(|u| u.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "docker.io",
+                "ghcr.io",
+                "quay.io",
+                "gcr.io",
+                "registry.k8s.io",
+                "mcr.microsoft.com",
+                "nvcr.io",
+                "public.ecr.aws"
+            ]
+        );
+        let hub = config.registries.default_upstream();
+        assert_eq!(hub.name, "docker.io");
+        assert!(hub.library, "Docker Hub gets library/ completion");
+        assert_eq!(
+            hub.realm.as_ref().unwrap().as_str(),
+            "https://auth.docker.io/token"
+        );
+        assert!(config.registries.get("ghcr.io").unwrap().realm.is_none());
+        // Another registry standing in for docker.io keeps its one-component names...
+        let other = load(&["--registry", "http://127.0.0.1:5001"], &[]).unwrap();
+        assert!(!other.registries.docker_hub().library);
+        // ...unless told otherwise.
+        let on = load(
+            &["--registry", "http://127.0.0.1:5001", "--library", "true"],
+            &[],
+        )
+        .unwrap();
+        assert!(on.registries.docker_hub().library);
+    }
+
+    #[test]
+    fn upstreams_are_overridden_and_added_from_the_file() {
+        let text = r#"
+default_upstream = "ghcr.io"
+[[upstreams]]
+name = "ghcr.io"
+registry = "http://127.0.0.1:6000/"
+host_names = ["ghcr.mirror.test", "localhost"]
+[[upstreams]]
+name = "harbor.example.com"
+registry = "https://harbor.example.com"
+realm = "https://harbor.example.com/service/token"
+library = true
+[[upstreams]]
+name = "docker.io"
+host_names = ["hub.mirror.test"]
+"#;
+        let config = with_file("upstreams", text, &[]).unwrap();
+        let ghcr = config.registries.get("ghcr.io").unwrap();
+        assert_eq!(ghcr.registry.as_str(), "http://127.0.0.1:6000/");
+        assert_eq!(ghcr.host_names.len(), 2);
+        assert_eq!(config.registries.default_upstream().name, "ghcr.io");
+        let harbor = config.registries.get("harbor.example.com").unwrap();
+        assert!(harbor.library);
+        assert_eq!(harbor.token_path(), "/token/harbor.example.com");
+        let hub = config.registries.docker_hub();
+        assert_eq!(hub.registry.as_str(), "https://registry-1.docker.io/");
+        assert_eq!(hub.host_names[0].to_string(), "hub.mirror.test");
+    }
+
+    #[test]
+    fn bad_upstreams_are_refused_by_name() {
+        for (text, key) in [
+            ("[[upstreams]]\nname = \"Bad Name\"\nregistry = \"https://x\"\n", "upstreams.name"),
+            ("[[upstreams]]\nname = \"new.example\"\n", "upstreams[new.example].registry"),
+            ("[[upstreams]]\nname = \"quay.io\"\nregistry = \"quay.io\"\n", "upstreams[quay.io].registry"),
+            ("[[upstreams]]\nname = \"docker.io\"\nregistry = \"https://x\"\n", "upstreams[docker.io].registry"),
+            ("[[upstreams]]\nname = \"quay.io\"\n[[upstreams]]\nname = \"quay.io\"\n", "upstreams.name"),
+            ("[[upstreams]]\nname = \"quay.io\"\nhost_names = [\"a.test\"]\n[[upstreams]]\nname = \"gcr.io\"\nhost_names = [\"a.test\"]\n", "upstreams[gcr.io].host_names"),
+            ("[[upstreams]]\nname = \"quay.io\"\nlibrary = \"maybe\"\n", "upstreams[quay.io].library"),
+            ("[[upstreams]]\nname = \"quay.io\"\nsurprise = 1\n", "surprise"),
+            ("default_upstream = \"nowhere.example\"\n", "default_upstream"),
+        ] {
+            let err = with_file("bad-upstreams", text, &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

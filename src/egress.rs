@@ -124,14 +124,25 @@ pub struct Policy {
 
 impl Policy {
     pub fn from_config(config: &Config) -> Policy {
-        let upstreams = [
+        let hub = [
             &config.upstream.registry,
             &config.upstream.auth,
             &config.upstream.index,
         ];
+        // Every configured registry and configured realm; never a realm learned from a
+        // challenge, which is as untrusted as a redirect.
+        let registries = config
+            .registries
+            .all()
+            .iter()
+            .flat_map(|u| std::iter::once(&u.registry).chain(u.realm.as_ref()));
         Policy {
             allow_private: config.redirect.allow_private,
-            trusted: upstreams.into_iter().filter_map(origin).collect(),
+            trusted: hub
+                .into_iter()
+                .chain(registries)
+                .filter_map(origin)
+                .collect(),
         }
     }
 

@@ -42,6 +42,10 @@ pub enum ProxyError {
     /// Docker Hub does not serve the catalog, so neither do we.
     #[display("the catalog is not available through this mirror")]
     CatalogUnsupported,
+    /// `?ns=` (or `/token/<name>`) names no configured upstream, or a token realm no upstream
+    /// named.
+    #[display("{_0}")]
+    UnknownUpstream(#[error(not(source))] String),
     /// A path or query refused before anything was forwarded (see `request_target`).
     #[display("{_0}")]
     Rejected(#[error(not(source))] Rejection),
@@ -76,6 +80,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => "NAME_INVALID",
             ProxyError::CatalogUnsupported => "UNSUPPORTED",
             ProxyError::ImageDenied { .. } => "DENIED",
+            ProxyError::UnknownUpstream(_) => "NAME_UNKNOWN",
             ProxyError::Rejected(rejection) => match rejection {
                 // The spec has no code for a target that reads two ways; UNSUPPORTED covers "an
                 // invalid set of parameters".
@@ -100,6 +105,7 @@ impl ProxyError {
             ProxyError::Timeout { .. } => "timeout",
             ProxyError::BadRedirect { .. } => "redirect",
             ProxyError::BadRequest(_)
+            | ProxyError::UnknownUpstream(_)
             | ProxyError::CatalogUnsupported
             | ProxyError::Rejected(_)
             | ProxyError::ImageDenied { .. } => "request",
@@ -116,9 +122,9 @@ impl ResponseError for ProxyError {
             }
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ProxyError::CatalogUnsupported | ProxyError::Rejected(Rejection::Unsupported(_)) => {
-                StatusCode::NOT_FOUND
-            }
+            ProxyError::CatalogUnsupported
+            | ProxyError::UnknownUpstream(_)
+            | ProxyError::Rejected(Rejection::Unsupported(_)) => StatusCode::NOT_FOUND,
             ProxyError::Rejected(_) => StatusCode::BAD_REQUEST,
             ProxyError::ImageDenied { .. } => StatusCode::FORBIDDEN,
             ProxyError::Denied { .. } => StatusCode::FORBIDDEN,

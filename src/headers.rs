@@ -211,6 +211,17 @@ fn quote(value: &str) -> String {
 /// pass untouched. A Bearer challenge that does not parse still gets our realm, so the client
 /// never learns an upstream token URL it cannot reach.
 pub fn rewrite_challenge(value: &str, realm: &str) -> Option<String> {
+    rewrite_bearer(value, |_| realm.to_owned(), str::to_owned)
+}
+
+/// [`rewrite_challenge`] with the realm chosen from the upstream's own (`None` when it named
+/// none, or the challenge does not parse) and each `scope` value passed through `map_scope`
+/// (the path-prefix form puts the prefix back on repository names).
+pub fn rewrite_bearer(
+    value: &str,
+    our_realm: impl FnOnce(Option<&str>) -> String,
+    map_scope: impl Fn(&str) -> String,
+) -> Option<String> {
     let scheme_is_bearer = |s: &str| s.eq_ignore_ascii_case("bearer");
     let challenge = match parse_challenge(value) {
         Some(c) if scheme_is_bearer(&c.scheme) => c,
@@ -227,12 +238,21 @@ pub fn rewrite_challenge(value: &str, realm: &str) -> Option<String> {
             }
         }
     };
-    let mut out = format!("Bearer realm={}", quote(realm));
+    let upstream_realm = challenge
+        .params
+        .iter()
+        .find(|(n, _)| n == "realm")
+        .map(|(_, v)| v.as_str());
+    let mut out = format!("Bearer realm={}", quote(&our_realm(upstream_realm)));
     for (name, value) in challenge.params.iter().filter(|(n, _)| n != "realm") {
         out.push(',');
         out.push_str(name);
         out.push('=');
-        out.push_str(&quote(value));
+        if name == "scope" {
+            out.push_str(&quote(&map_scope(value)));
+        } else {
+            out.push_str(&quote(value));
+        }
     }
     Some(out)
 }
@@ -384,6 +404,23 @@ mod tests {
             rewrite_challenge(upstream, "https://mirror.example.com/token").unwrap(),
             r#"Bearer realm="https://mirror.example.com/token",service="registry.docker.io",scope="repository:library/alpine:pull""#
         );
+    }
+
+    #[test]
+    fn bearer_realm_is_chosen_from_the_upstream_one_and_scopes_mapped() {
+        let upstream =
+            r#"Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:o/i:pull""#;
+        let out = rewrite_bearer(
+            upstream,
+            |named| format!("http://m/token/ghcr.io?named={}", named.unwrap_or("none")),
+            |scope| scope.replace("repository:", "repository:ghcr.io/"),
+        );
+        assert_eq!(
+            out.unwrap(),
+            r#"Bearer realm="http://m/token/ghcr.io?named=https://ghcr.io/token",service="ghcr.io",scope="repository:ghcr.io/o/i:pull""#
+        );
+        let none = rewrite_bearer(r#"Bearer service="s""#, |n| format!("{n:?}"), str::to_owned);
+        assert_eq!(none.unwrap(), r#"Bearer realm="None",service="s""#);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! Docker Hub names are matched in full: `nginx` is `library/nginx`.
 
 /// The upstream a pattern without one is about.
-pub const DEFAULT_UPSTREAM: &str = "docker.io";
+pub use crate::upstreams::DOCKER_HUB as DEFAULT_UPSTREAM;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pattern {

@@ -14,12 +14,15 @@ mod headers;
 mod image_policy;
 mod metrics;
 mod origin;
+mod realms;
 mod redirect;
 mod request_target;
 mod resume;
 mod routes;
+mod scope;
 mod tls;
 mod upstream;
+mod upstreams;
 
 use std::sync::Arc;
 
@@ -42,6 +45,8 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
     let lifecycle = Arc::new(Lifecycle::default());
+    // One table for every worker: a challenge seen on one names the realm another is asked for.
+    let realms = Arc::new(realms::Realms::default());
     log::info!(
         "hubferry {} with {} workers; registry {}, auth {}, index {}",
         env!("CARGO_PKG_VERSION"),
@@ -50,6 +55,18 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         config.upstream.auth,
         config.upstream.index,
     );
+    for upstream in config.registries.all() {
+        log::info!(
+            "upstream {} at {}{}",
+            upstream.name,
+            upstream.registry,
+            if upstream.library {
+                " (library/ rule)"
+            } else {
+                ""
+            }
+        );
+    }
     if config.public_url.is_none() && config.server_names.is_empty() {
         log::warn!(
             "neither public_url nor server_names is set: the token realm is built from each \
@@ -81,6 +98,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
             ),
             config: shared.clone(),
             metrics: shared_metrics.clone(),
+            realms: realms.clone(),
         };
         App::new()
             .app_data(web::Data::new(proxy))

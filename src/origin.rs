@@ -29,6 +29,14 @@ impl ServerName {
     fn matches(&self, host: &str, port: Option<u16>, default_port: u16) -> bool {
         self.host == host && self.port.is_none_or(|p| p == port.unwrap_or(default_port))
     }
+
+    /// Whether a request's `Host` (or `:authority`), reached over `proto`, is this name, with
+    /// the same rules as `server_names` (case-insensitive; a name with a port matches it only).
+    pub fn matches_request_host(&self, request_host: &str, proto: &str) -> bool {
+        let default_port = if proto == "https" { 443 } else { 80 };
+        split_authority(request_host)
+            .is_some_and(|(host, port)| self.matches(&host, port, default_port))
+    }
 }
 
 impl fmt::Display for ServerName {

@@ -56,23 +56,16 @@ pub enum Endpoint {
 pub struct RegistryPath {
     pub endpoint: Endpoint,
     pub path: String,
+    /// The repository name (empty for `/v2/` and `/v2/_catalog`).
+    pub name: String,
+    /// What follows the name: `manifests/latest`, `blobs/uploads/`...
+    pub tail: String,
 }
 
 impl RegistryPath {
-    /// The repository name, for the endpoints that have one.
-    pub fn name(&self) -> Option<&str> {
-        let rest = self.path.strip_prefix("/v2/")?;
-        let end = match self.endpoint {
-            Endpoint::Base | Endpoint::Catalog => return None,
-            Endpoint::Upload => rest.rfind("/blobs/uploads")?,
-            Endpoint::Tags => rest.strip_suffix("/tags/list")?.len(),
-            // `<name>/manifests/<ref>`, `<name>/blobs/<digest>`, `<name>/referrers/<digest>`.
-            Endpoint::Manifest | Endpoint::Blob | Endpoint::Referrers => {
-                let last = rest.rfind('/')?;
-                rest[..last].rfind('/')?
-            }
-        };
-        Some(&rest[..end])
+    /// The same endpoint for another repository name (the one the upstream knows it by).
+    pub fn with_name(&self, name: &str) -> String {
+        format!("/v2/{name}/{}", self.tail)
     }
 }
 
@@ -89,6 +82,8 @@ pub fn registry_path(raw: &str) -> Result<RegistryPath, Rejection> {
             return Ok(RegistryPath {
                 endpoint: Endpoint::Base,
                 path,
+                name: String::new(),
+                tail: String::new(),
             })
         }
         Some(rest) if rest.starts_with('/') => &rest[1..],
@@ -98,6 +93,8 @@ pub fn registry_path(raw: &str) -> Result<RegistryPath, Rejection> {
         return Ok(RegistryPath {
             endpoint: Endpoint::Catalog,
             path,
+            name: String::new(),
+            tail: String::new(),
         });
     }
     let segments: Vec<&str> = rest.split('/').collect();
@@ -129,7 +126,12 @@ pub fn registry_path(raw: &str) -> Result<RegistryPath, Rejection> {
         return Err(unsupported());
     }
     check_name(&segments[..name_len])?;
-    Ok(RegistryPath { endpoint, path })
+    Ok(RegistryPath {
+        endpoint,
+        name: segments[..name_len].join("/"),
+        tail: segments[name_len..].join("/"),
+        path,
+    })
 }
 
 /// Checks a path that is forwarded without a grammar of its own (the catch-all route): it must
@@ -237,7 +239,7 @@ fn check_name(components: &[&str]) -> Result<(), Rejection> {
     Ok(())
 }
 
-fn is_name_component(component: &str) -> bool {
+pub fn is_name_component(component: &str) -> bool {
     let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     let bytes = component.as_bytes();
     let (Some(first), Some(last)) = (bytes.first(), bytes.last()) else {
@@ -328,35 +330,6 @@ mod tests {
 
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-    #[test]
-    fn names_are_read_back_from_every_endpoint() {
-        let name = |raw: &str| registry_path(raw).unwrap().name().map(str::to_owned);
-        assert_eq!(name("/v2/"), None);
-        assert_eq!(name("/v2/_catalog"), None);
-        assert_eq!(
-            name("/v2/library/nginx/manifests/latest").as_deref(),
-            Some("library/nginx")
-        );
-        assert_eq!(
-            name(
-                "/v2/a/blobs/b/blobs/sha256:"
-                    .to_owned()
-                    .as_str()
-                    .replace("sha256:", &format!("sha256:{}", "0".repeat(64)))
-                    .as_str()
-            )
-            .as_deref(),
-            Some("a/blobs/b")
-        );
-        assert_eq!(name("/v2/a/b/tags/list").as_deref(), Some("a/b"));
-        assert_eq!(name("/v2/x/blobs/uploads/").as_deref(), Some("x"));
-        assert_eq!(
-            name("/v2/x/y/blobs/uploads/abc-123").as_deref(),
-            Some("x/y")
-        );
-        assert_eq!(name("/v2/nginx/manifests/1.25").as_deref(), Some("nginx"));
-    }
-
     fn endpoint(raw: &str) -> Endpoint {
         match registry_path(raw) {
             Ok(checked) => {
@@ -365,6 +338,30 @@ mod tests {
             }
             Err(e) => panic!("{raw} refused: {e}"),
         }
+    }
+
+    #[test]
+    fn name_and_tail_rebuild_the_path() {
+        for (raw, name, tail) in [
+            ("/v2/nginx/manifests/latest", "nginx", "manifests/latest"),
+            (
+                "/v2/ghcr.io/owner/image/blobs/uploads/",
+                "ghcr.io/owner/image",
+                "blobs/uploads/",
+            ),
+            ("/v2/a/tags/list", "a", "tags/list"),
+        ] {
+            let checked = registry_path(raw).unwrap();
+            assert_eq!((checked.name.as_str(), checked.tail.as_str()), (name, tail));
+            assert_eq!(checked.with_name(name), raw);
+        }
+        assert_eq!(
+            registry_path("/v2/nginx/manifests/latest")
+                .unwrap()
+                .with_name("library/nginx"),
+            "/v2/library/nginx/manifests/latest"
+        );
+        assert_eq!(registry_path("/v2/").unwrap().name, "");
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub struct Outgoing {
 /// The request body to send up, framed as the client framed it.
 pub enum RequestBody {
     None,
+    /// A body hubferry read and changed (a token request's form, its scopes mapped).
+    Full(Bytes),
     Sized(u64, web::Payload),
     Chunked(web::Payload),
 }
@@ -197,6 +199,7 @@ async fn send_timed(
                 }),
             };
         }
+        RequestBody::Full(bytes) => request.send_body(bytes).await,
         RequestBody::Sized(len, payload) => {
             let stream = IdleGuard::new(payload, timeouts.body_idle, out.upstream, "client upload");
             request.send_body(SizedStream::new(len, stream)).await

@@ -20,10 +20,14 @@ use crate::{
     error::{ProxyError, UpstreamName},
     headers::{self, Downstream},
     metrics::Metrics,
-    origin, redirect,
+    origin,
+    realms::{self, Realms},
+    redirect,
     request_target::{self, Rejection},
     resume::{self, Resumer},
+    scope,
     upstream::{self, Outgoing, RequestBody},
+    upstreams::{self, Upstream, Via},
 };
 
 /// What each worker holds: its own upstream client (awc clients are not `Send`) and the
@@ -32,6 +36,8 @@ pub struct Proxy {
     pub client: awc::Client,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
+    /// Token realms learned from challenges, shared by every worker.
+    pub realms: Arc<Realms>,
 }
 
 /// Which upstream answered a request and how many redirects were followed, for the access log.
@@ -47,6 +53,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         // A scope, not a regex route: `/v2` and everything below it, matched without a regex.
         .service(web::scope("/v2").default_service(web::to(registry::v2)))
         .route("/token", web::to(token::token))
+        .route("/token/{upstream}", web::to(token::upstream_token))
+        .route("/token/{upstream}/{realm}", web::to(token::learned_token))
         .route("/v1/search", web::to(search::search))
         // Browsers only (`Accept: text/html`); registry clients fall through to `other`.
         .service(landing::resource())
@@ -55,12 +63,54 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// How a route treats the exchange it forwards.
 #[derive(Debug, Clone, Copy)]
-struct RoutePolicy {
+struct RoutePolicy<'a> {
     upstream: UpstreamName,
     /// Follow 3xx answers to GET/HEAD ourselves (blob downloads redirect to the CDN).
     follow_redirects: bool,
-    /// Rewrite `WWW-Authenticate` challenges and `Location`s that point at the upstream.
-    rewrite_to_mirror: bool,
+    /// Rewrite `WWW-Authenticate` challenges and `Location`s that point at this registry.
+    rewrite_to_mirror: Option<MirrorView<'a>>,
+}
+
+/// The registry a response came from, and how the client named it.
+#[derive(Debug, Clone, Copy)]
+struct MirrorView<'a> {
+    upstream: &'a Upstream,
+    /// The client used the path-prefix form (`/v2/ghcr.io/...`): scopes and `Location`s get
+    /// the prefix back.
+    prefixed: bool,
+}
+
+/// The request's `Host` (or HTTP/2 `:authority`), as it came.
+fn request_host(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+}
+
+/// The upstream a request is for (see `upstreams`), given its repository name when it has one.
+fn resolve<'a>(
+    req: &HttpRequest,
+    config: &'a Config,
+    query: Option<&str>,
+    name: Option<&str>,
+) -> Result<(&'a Upstream, Via), ProxyError> {
+    let ns = upstreams::ns_param(query);
+    config
+        .registries
+        .resolve(
+            ns.as_deref(),
+            request_host(req).as_deref(),
+            downstream_proto(req),
+            name,
+        )
+        .map_err(|unknown| {
+            ProxyError::UnknownUpstream(format!(
+                "no upstream named {:?} is configured on this mirror",
+                unknown.0
+            ))
+        })
 }
 
 /// The upstream URL for a request: the upstream base (which may carry a path prefix), then the
@@ -95,12 +145,7 @@ fn checked_query(req: &HttpRequest) -> Result<Option<&str>, ProxyError> {
 /// The origin clients use to reach us (see `origin::public_base`): the request's `Host`, or
 /// HTTP/2's `:authority`, is only a candidate.
 fn public_base(req: &HttpRequest, config: &Config) -> String {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let host = request_host(req);
     origin::public_base(
         config.public_url.as_ref(),
         &config.server_names,
@@ -119,10 +164,10 @@ fn downstream_proto(req: &HttpRequest) -> &'static str {
 
 async fn forward(
     req: &HttpRequest,
-    payload: web::Payload,
+    body: RequestBody,
     proxy: &Proxy,
     url: Url,
-    policy: RoutePolicy,
+    policy: RoutePolicy<'_>,
 ) -> Result<HttpResponse, ProxyError> {
     let config = &proxy.config;
     let downstream = Downstream {
@@ -144,7 +189,6 @@ async fn forward(
         redirects: 0,
     };
     req.extensions_mut().insert(trace);
-    let body = RequestBody::from_client(req, payload)?;
     let followable =
         matches!(body, RequestBody::None) && matches!(out.method, Method::GET | Method::HEAD);
     // Only GETs of blobs by digest: the same bytes whenever asked (see `resume`).
@@ -183,8 +227,8 @@ async fn forward(
         header_text("ratelimit-remaining"),
     );
     let mut headers = headers::client_response_headers(upstream_headers);
-    if policy.rewrite_to_mirror {
-        rewrite_to_mirror(&mut headers, req, config);
+    if let Some(view) = policy.rewrite_to_mirror {
+        rewrite_to_mirror(&mut headers, req, config, &proxy.realms, view);
     }
     Ok(upstream::relay(
         response,
@@ -197,34 +241,100 @@ async fn forward(
     ))
 }
 
-/// Upstream response filter for registry routes: every Bearer challenge names our `/token`,
-/// and absolute `Location`s on the registry come back through us.
-fn rewrite_to_mirror(headers: &mut header::HeaderMap, req: &HttpRequest, config: &Config) {
+/// Upstream response filter for registry routes: every Bearer challenge names our token
+/// endpoint for this upstream and realm, and absolute `Location`s on the registry come back
+/// through us.
+fn rewrite_to_mirror(
+    headers: &mut header::HeaderMap,
+    req: &HttpRequest,
+    config: &Config,
+    realms: &Realms,
+    view: MirrorView<'_>,
+) {
     if !headers.contains_key(header::WWW_AUTHENTICATE) && !headers.contains_key(header::LOCATION) {
         return; // most answers: nothing to rewrite, no need to work out our public address
     }
     let base = public_base(req, config);
-    let realm = format!("{base}/token");
+    let prefix = view.prefixed.then_some(view.upstream.name.as_str());
     let challenges: Vec<_> = headers.get_all(header::WWW_AUTHENTICATE).cloned().collect();
     if !challenges.is_empty() {
         headers.remove(header::WWW_AUTHENTICATE);
         for value in challenges {
+            learn_service(&value, view.upstream, realms);
             // Lossy, not `to_str`: a challenge with non-ASCII bytes must not slip through unrewritten.
-            let rewritten =
-                headers::rewrite_challenge(&String::from_utf8_lossy(value.as_bytes()), &realm)
-                    .and_then(|v| header::HeaderValue::from_str(&v).ok())
-                    .unwrap_or(value);
+            let rewritten = headers::rewrite_bearer(
+                &String::from_utf8_lossy(value.as_bytes()),
+                |named| our_realm(&base, view.upstream, named, realms),
+                |scopes| match prefix {
+                    Some(prefix) => scope::scope_for_client(scopes, prefix),
+                    None => scopes.to_owned(),
+                },
+            )
+            .and_then(|v| header::HeaderValue::from_str(&v).ok())
+            .unwrap_or(value);
             headers.append(header::WWW_AUTHENTICATE, rewritten);
         }
     }
     let location = headers
         .get(header::LOCATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| headers::public_location(v, &config.upstream.registry, &base))
+        .and_then(|v| {
+            let public = headers::public_location(v, &view.upstream.registry, &base);
+            match prefix {
+                Some(prefix) => prefixed_location(public.as_deref().unwrap_or(v), &base, prefix),
+                None => public,
+            }
+        })
         .and_then(|v| header::HeaderValue::from_str(&v).ok());
     if let Some(location) = location {
         headers.insert(header::LOCATION, location);
     }
+}
+
+/// Remembers the `service` a Bearer challenge names, for token requests dispatched to this
+/// upstream from another's realm (see `token`).
+fn learn_service(value: &header::HeaderValue, upstream: &Upstream, realms: &Realms) {
+    let text = String::from_utf8_lossy(value.as_bytes());
+    let Some(challenge) = headers::parse_challenge(&text) else {
+        return;
+    };
+    if !challenge.scheme.eq_ignore_ascii_case("bearer") {
+        return;
+    }
+    if let Some((_, service)) = challenge.params.iter().find(|(n, _)| n == "service") {
+        realms.learn_service(&upstream.name, service);
+    }
+}
+
+/// The realm a client is told for a challenge from `upstream` that named `named`: the upstream's
+/// configured realm when it has one (Docker Hub: `/token`, as before there were many upstreams);
+/// else the realm it named, remembered and reached through `/token/<upstream>/<id>`.
+fn our_realm(base: &str, upstream: &Upstream, named: Option<&str>, realms: &Realms) -> String {
+    if upstream.realm.is_some() {
+        return format!("{base}{}", upstream.token_path());
+    }
+    match named.and_then(realms::parse_realm) {
+        Some(realm) => format!(
+            "{base}/token/{}/{}",
+            upstream.name,
+            realms.learn(&upstream.name, &realm)
+        ),
+        // Nothing we may call: a token endpoint that answers 404 beats leaking the upstream's.
+        None => format!("{base}{}", upstream.token_path()),
+    }
+}
+
+/// A `Location` on the mirror's `/v2/` (absolute on `base`, or a path) for a client that used
+/// the path-prefix form: the same with the prefix before the repository name.
+fn prefixed_location(location: &str, base: &str, prefix: &str) -> Option<String> {
+    let base = base.trim_end_matches('/');
+    let (origin, path) = match location.strip_prefix(base) {
+        Some(path) if path.starts_with('/') => (base, path),
+        _ if location.starts_with('/') => ("", location),
+        _ => return None,
+    };
+    let rest = path.strip_prefix("/v2/")?;
+    Some(format!("{origin}/v2/{prefix}/{rest}"))
 }
 
 #[cfg(test)]
@@ -254,6 +364,27 @@ mod tests {
         assert_eq!(
             upstream_url(&base, "/token", None).unwrap().as_str(),
             "https://registry-1.docker.io/token"
+        );
+    }
+
+    #[test]
+    fn prefixed_locations_keep_the_client_on_its_names() {
+        assert_eq!(
+            prefixed_location(
+                "http://m:5000/v2/owner/image/blobs/uploads/1?_state=x",
+                "http://m:5000",
+                "ghcr.io"
+            )
+            .as_deref(),
+            Some("http://m:5000/v2/ghcr.io/owner/image/blobs/uploads/1?_state=x")
+        );
+        assert_eq!(
+            prefixed_location("/v2/o/i/blobs/uploads/2", "http://m", "ghcr.io").as_deref(),
+            Some("/v2/ghcr.io/o/i/blobs/uploads/2")
+        );
+        assert_eq!(
+            prefixed_location("https://cdn.example/v2/x", "http://m", "ghcr.io"),
+            None
         );
     }
 

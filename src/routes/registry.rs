@@ -1,18 +1,21 @@
 //! The registry API (`/v2` and below) and everything no other route claims (the seed's
-//! `location /`), both forwarded to `upstream.registry`.
+//! `location /`), each forwarded to the registry of the upstream the request is for.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{checked_query, forward, upstream_url, Proxy, RoutePolicy};
+use super::{checked_query, forward, resolve, upstream_url, MirrorView, Proxy, RoutePolicy};
 use crate::{
     error::ProxyError,
-    image_policy,
     request_target::{self, Endpoint},
+    scope,
+    upstream::RequestBody,
+    upstreams::Via,
 };
 
 /// Request filter: only paths of the registry API, checked against its grammar, go up, in the
-/// form that was checked; anything else under `/v2` is answered here (404 `UNSUPPORTED`) rather
-/// than forwarded for the upstream to interpret.
+/// form that was checked (with the repository name the upstream knows it by); anything else
+/// under `/v2` is answered here (404 `UNSUPPORTED`) rather than forwarded for the upstream to
+/// interpret.
 pub async fn v2(
     req: HttpRequest,
     payload: web::Payload,
@@ -22,26 +25,40 @@ pub async fn v2(
     if checked.endpoint == Endpoint::Catalog {
         return Err(ProxyError::CatalogUnsupported);
     }
-    if let Some(name) = checked.name() {
-        // Every endpoint of a repository, blobs by digest included: a denied image's layers
-        // must not be reachable by someone who knows their digests.
-        proxy
-            .config
-            .images
-            .check(image_policy::DEFAULT_UPSTREAM, name)
-            .map_err(|message| ProxyError::ImageDenied {
-                image: name.to_owned(),
-                message,
-            })?;
-    }
     let query = checked_query(&req)?;
-    let url = upstream_url(&proxy.config.upstream.registry, &checked.path, query)?;
+    let name = (!checked.name.is_empty()).then_some(checked.name.as_str());
+    let (upstream, via) = resolve(&req, &proxy.config, query, name)?;
+    let prefixed = via == Via::Prefix;
+    let path = match name {
+        Some(name) => {
+            let prefix = prefixed.then_some(upstream.name.as_str());
+            let upstream_name = scope::upstream_name(name, prefix, upstream.library);
+            // Every endpoint of a repository, blobs by digest included: a denied image's
+            // layers must not be reachable by someone who knows their digests.
+            proxy
+                .config
+                .images
+                .check(&upstream.name, &upstream_name)
+                .map_err(|message| ProxyError::ImageDenied {
+                    image: format!("{}/{upstream_name}", upstream.name),
+                    message,
+                })?;
+            if upstream_name == name {
+                checked.path.clone()
+            } else {
+                checked.with_name(&upstream_name)
+            }
+        }
+        None => checked.path.clone(),
+    };
+    let url = upstream_url(&upstream.registry, &path, query)?;
     let policy = RoutePolicy {
         upstream: "registry",
         follow_redirects: true,
-        rewrite_to_mirror: true,
+        rewrite_to_mirror: Some(MirrorView { upstream, prefixed }),
     };
-    forward(&req, payload, &proxy, url, policy).await
+    let body = RequestBody::from_client(&req, payload)?;
+    forward(&req, body, &proxy, url, policy).await
 }
 
 /// Docker Hub does not serve `/v2/_catalog`; answering here saves a round trip and keeps the
@@ -57,11 +74,13 @@ pub async fn other(
 ) -> Result<HttpResponse, ProxyError> {
     request_target::plain_path(req.uri().path())?;
     let query = checked_query(&req)?;
-    let url = upstream_url(&proxy.config.upstream.registry, req.uri().path(), query)?;
+    let (upstream, _) = resolve(&req, &proxy.config, query, None)?;
+    let url = upstream_url(&upstream.registry, req.uri().path(), query)?;
     let policy = RoutePolicy {
         upstream: "registry",
         follow_redirects: false,
-        rewrite_to_mirror: false,
+        rewrite_to_mirror: None,
     };
-    forward(&req, payload, &proxy, url, policy).await
+    let body = RequestBody::from_client(&req, payload)?;
+    forward(&req, body, &proxy, url, policy).await
 }

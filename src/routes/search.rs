@@ -4,7 +4,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{checked_query, forward, upstream_url, Proxy, RoutePolicy};
-use crate::error::ProxyError;
+use crate::{error::ProxyError, upstream::RequestBody};
 
 pub async fn search(
     req: HttpRequest,
@@ -16,9 +16,10 @@ pub async fn search(
     let policy = RoutePolicy {
         upstream: "index",
         follow_redirects: false,
-        rewrite_to_mirror: false,
+        rewrite_to_mirror: None,
     };
-    forward(&req, payload, &proxy, url, policy).await
+    let body = RequestBody::from_client(&req, payload)?;
+    forward(&req, body, &proxy, url, policy).await
 }
 
 /// The upstream query: `q` with a leading `library/` stripped (Docker strips it only for the

@@ -1,22 +1,283 @@
-//! `/token`: the token issuer (`upstream.auth`), reached through us because the client cannot
-//! reach it. GET and POST (OAuth2 form) go up with query, body and `Authorization` intact.
+//! The token issuers, reached through us because the client cannot reach them. `/token` is
+//! Docker Hub's (`upstream.auth`), `/token/<upstream>` an upstream's configured realm, and
+//! `/token/<upstream>/<id>` a realm that upstream named in a challenge (see `realms`): never a
+//! URL the client chose. GET and POST (OAuth2 form) go up with query, body and `Authorization`
+//! intact, except that every `scope` names the repository as the upstream knows it
+//! (`library/` completion, the path prefix stripped; see `scope`).
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{
+    http::{header, Method},
+    web, HttpMessage, HttpRequest, HttpResponse,
+};
+use url::Url;
 
 use super::{checked_query, forward, upstream_url, Proxy, RoutePolicy};
-use crate::error::ProxyError;
+use crate::{
+    error::ProxyError,
+    headers,
+    realms::parse_realm,
+    request_target::Rejection,
+    scope,
+    upstream::{self, Outgoing, RequestBody},
+    upstreams::Upstream,
+};
 
+/// Largest OAuth2 form body read to map its scopes (a real one is well under 1 KiB).
+const MAX_FORM: usize = 64 * 1024;
+
+/// Docker Hub's token issuer, as before there were many upstreams.
 pub async fn token(
     req: HttpRequest,
     payload: web::Payload,
     proxy: web::Data<Proxy>,
 ) -> Result<HttpResponse, ProxyError> {
-    let query = checked_query(&req)?.filter(|q| !q.is_empty());
-    let url = upstream_url(&proxy.config.upstream.auth, "/token", query)?;
+    let hub = proxy.config.registries.docker_hub();
+    let realm = hub.realm.clone().expect("docker.io's realm is configured");
+    relay(&req, payload, &proxy, hub, realm).await
+}
+
+/// The configured realm of an upstream.
+pub async fn upstream_token(
+    req: HttpRequest,
+    payload: web::Payload,
+    proxy: web::Data<Proxy>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ProxyError> {
+    let upstream = known_upstream(&proxy, &name)?;
+    let realm = upstream.realm.clone().ok_or_else(|| {
+        ProxyError::UnknownUpstream(format!("upstream {name} has no configured token realm"))
+    })?;
+    relay(&req, payload, &proxy, upstream, realm).await
+}
+
+/// A realm an upstream named in a challenge. A worker (or replica) that has not seen that
+/// challenge asks the upstream's `/v2/` for its challenge first.
+pub async fn learned_token(
+    req: HttpRequest,
+    payload: web::Payload,
+    proxy: web::Data<Proxy>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ProxyError> {
+    let (name, id) = path.into_inner();
+    let upstream = known_upstream(&proxy, &name)?;
+    let mut realm = proxy.realms.find(&upstream.name, &id);
+    if realm.is_none() {
+        learn_realms(&req, &proxy, upstream).await?;
+        realm = proxy.realms.find(&upstream.name, &id);
+    }
+    let realm = realm.ok_or_else(|| {
+        ProxyError::UnknownUpstream(format!("upstream {name} named no token realm {id}"))
+    })?;
+    relay(&req, payload, &proxy, upstream, realm).await
+}
+
+fn known_upstream<'a>(proxy: &'a Proxy, name: &str) -> Result<&'a Upstream, ProxyError> {
+    proxy
+        .config
+        .registries
+        .get(name)
+        .ok_or_else(|| ProxyError::UnknownUpstream(format!("no upstream named {name:?}")))
+}
+
+/// Asks `upstream`'s `/v2/` for its challenge and remembers the realms it names.
+async fn learn_realms(
+    req: &HttpRequest,
+    proxy: &Proxy,
+    upstream: &Upstream,
+) -> Result<(), ProxyError> {
+    let url = upstream_url(&upstream.registry, "/v2/", None)?;
+    let mut headers = header::HeaderMap::new();
+    if let Ok(host) = header::HeaderValue::from_str(&headers::host_header(&url)) {
+        headers.insert(header::HOST, host);
+    }
+    if let Some(agent) = req.headers().get(header::USER_AGENT) {
+        headers.insert(header::USER_AGENT, agent.clone());
+    }
+    let out = Outgoing {
+        upstream: "registry",
+        method: Method::GET,
+        url,
+        headers,
+    };
+    let config = &proxy.config;
+    let response = upstream::send(
+        &proxy.client,
+        &out,
+        RequestBody::None,
+        &config.timeouts,
+        &proxy.metrics,
+    )
+    .await?;
+    for value in response.headers().get_all(header::WWW_AUTHENTICATE) {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        let Some(challenge) = headers::parse_challenge(&text) else {
+            continue;
+        };
+        let realm = challenge.params.iter().find(|(n, _)| n == "realm");
+        if let Some(realm) = realm.and_then(|(_, v)| parse_realm(v)) {
+            proxy.realms.learn(&upstream.name, &realm);
+        }
+        if let Some((_, service)) = challenge.params.iter().find(|(n, _)| n == "service") {
+            proxy.realms.learn_service(&upstream.name, service);
+        }
+    }
+    Ok(())
+}
+
+async fn relay(
+    req: &HttpRequest,
+    payload: web::Payload,
+    proxy: &Proxy,
+    upstream: &Upstream,
+    realm: Url,
+) -> Result<HttpResponse, ProxyError> {
+    let query = checked_query(req)?.filter(|q| !q.is_empty());
+    let (form, payload) = if is_form(req) {
+        let form = payload
+            .to_bytes_limited(MAX_FORM)
+            .await
+            .map_err(|_| ProxyError::BadRequest(format!("token form over {MAX_FORM} bytes")))?
+            .map_err(|e| ProxyError::BadRequest(format!("token form: {e}")))?;
+        let text = String::from_utf8(form.to_vec())
+            .map_err(|_| ProxyError::BadRequest("token form is not UTF-8".into()))?;
+        (Some(text), None)
+    } else {
+        (None, Some(payload))
+    };
+    // docker and skopeo ping `/v2/` once and take that challenge's realm (the default
+    // upstream's) for every repository of the mirror: scopes that name another upstream by
+    // its prefix (`repository:ghcr.io/owner/image:pull`) go to that upstream's realm instead,
+    // with the service its challenges name, so the token is for the registry that checks it.
+    let scopes = [query, form.as_deref()]
+        .into_iter()
+        .flatten()
+        .flat_map(|raw| url::form_urlencoded::parse(raw.as_bytes()))
+        .filter(|(k, _)| k == "scope")
+        .map(|(_, v)| v.into_owned())
+        .collect::<Vec<_>>();
+    let (upstream, realm, service) = match prefixed_upstream(&scopes, proxy, upstream) {
+        Some(other) => {
+            let (realm, service) = realm_and_service(req, proxy, other).await?;
+            (other, realm, service)
+        }
+        None => (upstream, realm, None),
+    };
+    let map = |value: &str| scope::scope_for_upstream(value, &upstream.name, upstream.library);
+    let map_all = |raw: &str| {
+        let mapped = scope::map_form_values(raw, "scope", map);
+        match &service {
+            Some(service) => {
+                scope::map_form_values(&mapped, "service", |_| service.clone()).into_owned()
+            }
+            None => mapped.into_owned(),
+        }
+    };
+    let query = query.map(map_all);
+    let url = realm_url(&realm, query.as_deref())?;
+    let body = match form {
+        Some(form) if form.is_empty() => RequestBody::None,
+        Some(form) => RequestBody::Full(map_all(&form).into()),
+        None => match payload {
+            Some(payload) => RequestBody::from_client(req, payload)?,
+            None => RequestBody::None,
+        },
+    };
     let policy = RoutePolicy {
         upstream: "auth",
         follow_redirects: false,
-        rewrite_to_mirror: false,
+        rewrite_to_mirror: None,
     };
-    forward(&req, payload, &proxy, url, policy).await
+    forward(req, body, proxy, url, policy).await
+}
+
+/// The upstream other than `current` that the first prefixed repository scope names.
+fn prefixed_upstream<'a>(
+    scopes: &[String],
+    proxy: &'a Proxy,
+    current: &Upstream,
+) -> Option<&'a Upstream> {
+    scopes
+        .iter()
+        .flat_map(|value| scope::repository_names(value))
+        .filter_map(|name| name.split_once('/'))
+        .filter(|(_, rest)| !rest.is_empty())
+        .find_map(|(first, _)| {
+            proxy
+                .config
+                .registries
+                .get(first)
+                .filter(|u| u.name != current.name)
+        })
+}
+
+/// `upstream`'s realm (configured, else the first it named) and the service its challenges
+/// name, asking its `/v2/` when neither is known yet.
+async fn realm_and_service(
+    req: &HttpRequest,
+    proxy: &Proxy,
+    upstream: &Upstream,
+) -> Result<(Url, Option<String>), ProxyError> {
+    let known = |proxy: &Proxy| {
+        let realm = upstream
+            .realm
+            .clone()
+            .or_else(|| proxy.realms.first(&upstream.name));
+        (realm, proxy.realms.service(&upstream.name))
+    };
+    let (mut realm, mut service) = known(proxy);
+    if realm.is_none() || service.is_none() {
+        learn_realms(req, proxy, upstream).await?;
+        (realm, service) = known(proxy);
+    }
+    let realm = realm.ok_or_else(|| {
+        ProxyError::UnknownUpstream(format!("upstream {} named no token realm", upstream.name))
+    })?;
+    Ok((realm, service))
+}
+
+/// An OAuth2 token request (`POST` of `application/x-www-form-urlencoded`), whose `scope`
+/// field is mapped like the query's.
+fn is_form(req: &HttpRequest) -> bool {
+    *req.method() == Method::POST && req.content_type() == "application/x-www-form-urlencoded"
+}
+
+/// The realm with the client's query after its own (a realm may carry a query of its own),
+/// refused when the url crate would send something else than what was checked.
+fn realm_url(realm: &Url, query: Option<&str>) -> Result<Url, ProxyError> {
+    let joined = match (realm.query(), query) {
+        (Some(own), Some(client)) => Some(format!("{own}&{client}")),
+        (own, client) => own.or(client).map(str::to_owned),
+    };
+    let mut url = realm.clone();
+    url.set_query(joined.as_deref());
+    if url.query() != joined.as_deref() {
+        return Err(Rejection::Ambiguous(format!("it would reach the realm as {url}")).into());
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_query_follows_the_realm() {
+        let realm = Url::parse("https://auth.docker.io/token").unwrap();
+        assert_eq!(
+            realm_url(&realm, Some("service=s&scope=repository:a/b:pull"))
+                .unwrap()
+                .as_str(),
+            "https://auth.docker.io/token?service=s&scope=repository:a/b:pull"
+        );
+        assert_eq!(
+            realm_url(&realm, None).unwrap().as_str(),
+            "https://auth.docker.io/token"
+        );
+        let with_query = Url::parse("https://public.ecr.aws/token/?a=1").unwrap();
+        assert_eq!(
+            realm_url(&with_query, Some("scope=x")).unwrap().as_str(),
+            "https://public.ecr.aws/token/?a=1&scope=x"
+        );
+        assert!(realm_url(&realm, Some("a=<b>")).is_err());
+    }
 }

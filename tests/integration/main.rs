@@ -2,6 +2,7 @@
 
 mod access_control;
 mod config_cli;
+mod containerd;
 mod failures;
 mod fakes;
 mod faults;
@@ -12,6 +13,7 @@ mod hubferry;
 mod image_policy;
 mod landing;
 mod limits;
+mod multireg;
 mod operations;
 mod pull;
 mod redirects;

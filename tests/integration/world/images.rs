@@ -348,6 +348,12 @@ pub fn tool() -> TestImage {
     single("someorg/tool", "1.0", &DOCKER, layers)
 }
 
+/// `owner/image:v1`: OCI, one layer; lives on the second registry only (see `second`).
+pub fn owner_image() -> TestImage {
+    let layers = gz_layers("owner/image", OCI_LAYER_GZIP, 1, 2, 4 * 1024);
+    single("owner/image", "v1", &OCI, layers)
+}
+
 /// `private/secret:latest`: schema 2, only pullable with credentials.
 pub fn secret() -> TestImage {
     let layers = gz_layers("private/secret", DOCKER_LAYER, 1, 1, 4 * 1024);

@@ -18,6 +18,7 @@ mod issuer;
 mod process;
 mod push;
 mod registry;
+mod second;
 mod token;
 
 use std::path::{Path, PathBuf};
@@ -42,6 +43,8 @@ pub use process::{
 };
 #[allow(unused_imports)]
 pub use registry::RegistryRequest;
+#[allow(unused_imports)]
+pub use second::{second, SecondRegistry, SECOND_SERVICE};
 #[allow(unused_imports)]
 pub use token::{Access, ISSUER, PASSWORD, SERVICE, USERNAME};
 
@@ -206,6 +209,7 @@ impl World {
             dir: &dir,
             storage_root: &self.storage_root,
             realm: format!("{}/token", self.issuer_url),
+            service: SERVICE,
             root_cert_bundle: &self.issuer_cert,
             cdn_url,
             tls: None,
@@ -306,6 +310,7 @@ fn build(tls: bool) -> World {
         dir: &dir,
         storage_root: &storage_root,
         realm: format!("{issuer_url}/token"),
+        service: SERVICE,
         root_cert_bundle: &key.cert_path,
         cdn_url: &cdn.url,
         tls: tls_files.as_ref(),

@@ -25,6 +25,8 @@ pub struct RegistryOptions<'a> {
     pub dir: &'a Path,
     pub storage_root: &'a Path,
     pub realm: String,
+    /// `service` of the registry's token config: the audience its tokens must name.
+    pub service: &'a str,
     pub root_cert_bundle: &'a Path,
     pub cdn_url: &'a str,
     pub tls: Option<&'a TlsFiles>,
@@ -110,7 +112,7 @@ middleware:
 "#,
         root = p(opts.storage_root),
         realm = opts.realm,
-        service = token::SERVICE,
+        service = opts.service,
         issuer = token::ISSUER,
         bundle = p(opts.root_cert_bundle),
         cdn = opts.cdn_url,

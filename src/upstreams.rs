@@ -1,0 +1,243 @@
+//! The registries one hubferry mirrors, and which of them a request is for.
+//!
+//! A request names its upstream, in this order: containerd's `?ns=<registry>` (one hubferry as
+//! the `hosts.toml` mirror of every registry of a node), the host name it was sent to
+//! (`ghcr.mirror.example.com`, from an upstream's `host_names`), a path prefix
+//! (`/v2/ghcr.io/owner/image/...`); otherwise the default upstream (Docker Hub).
+
+use url::Url;
+
+use crate::origin::ServerName;
+
+/// The name of Docker Hub's entry: configured by the `[upstream]` section (and its flags), the
+/// only one `/token` without a suffix and `/v1/search` serve.
+pub const DOCKER_HUB: &str = "docker.io";
+
+/// The other registries every hubferry knows by name. Their token realms are learned from their
+/// challenges (see `realms`).
+pub const BUILT_IN: [(&str, &str); 7] = [
+    ("ghcr.io", "https://ghcr.io"),
+    ("quay.io", "https://quay.io"),
+    ("gcr.io", "https://gcr.io"),
+    ("registry.k8s.io", "https://registry.k8s.io"),
+    ("mcr.microsoft.com", "https://mcr.microsoft.com"),
+    ("nvcr.io", "https://nvcr.io"),
+    ("public.ecr.aws", "https://public.ecr.aws"),
+];
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// How clients name it: `?ns=`, the path prefix, `/token/<name>`.
+    pub name: String,
+    /// Base URL of its registry API (may carry a path).
+    pub registry: Url,
+    /// A token realm fixed by configuration (Docker Hub's `<upstream.auth>/token`). When set,
+    /// every challenge from this upstream is sent to it and no realm is learned.
+    pub realm: Option<Url>,
+    /// Docker Hub's rule: a one-component name `x` is `library/x`.
+    pub library: bool,
+    /// Host names that select this upstream (`ghcr.mirror.example.com`).
+    pub host_names: Vec<ServerName>,
+}
+
+impl Upstream {
+    /// Where clients get tokens for it on the mirror, when its realm is fixed by configuration:
+    /// `/token` for Docker Hub (as before there were many upstreams), `/token/<name>` else.
+    pub fn token_path(&self) -> String {
+        if self.name == DOCKER_HUB {
+            "/token".to_owned()
+        } else {
+            format!("/token/{}", self.name)
+        }
+    }
+}
+
+/// How a request found its upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Ns,
+    Host,
+    /// The first component of the name was the upstream's name: it is stripped going up and put
+    /// back on what comes down (challenge scopes, `Location`s).
+    Prefix,
+    Default,
+}
+
+/// A `?ns=` naming no configured upstream: answered 404 rather than served from the default
+/// upstream, which would hand out another registry's image under that name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownUpstream(pub String);
+
+/// Every configured upstream; validated by `config` (unique names and host names, Docker Hub
+/// present, the default one of them).
+#[derive(Debug, Clone)]
+pub struct Registries {
+    list: Vec<Upstream>,
+    default: usize,
+}
+
+impl Registries {
+    /// `list` must hold an entry named [`DOCKER_HUB`] and `default` must be an index into it.
+    pub fn new(list: Vec<Upstream>, default: usize) -> Registries {
+        assert!(default < list.len() && list.iter().any(|u| u.name == DOCKER_HUB));
+        Registries { list, default }
+    }
+
+    pub fn all(&self) -> &[Upstream] {
+        &self.list
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Upstream> {
+        self.list.iter().find(|u| u.name == name)
+    }
+
+    pub fn default_upstream(&self) -> &Upstream {
+        &self.list[self.default]
+    }
+
+    pub fn docker_hub(&self) -> &Upstream {
+        self.get(DOCKER_HUB)
+            .expect("validated: docker.io is configured")
+    }
+
+    /// The upstream for a request with query `ns`, `Host` `host` (reached over `proto`) and
+    /// repository name `name` (`None` for `/v2/` and routes without one).
+    pub fn resolve(
+        &self,
+        ns: Option<&str>,
+        host: Option<&str>,
+        proto: &str,
+        name: Option<&str>,
+    ) -> Result<(&Upstream, Via), UnknownUpstream> {
+        if let Some(ns) = ns.filter(|ns| !ns.is_empty()) {
+            let ns = ns.to_ascii_lowercase();
+            return self
+                .get(&ns)
+                .map(|u| (u, Via::Ns))
+                .ok_or(UnknownUpstream(ns));
+        }
+        if let Some(host) = host {
+            let by_host = self.list.iter().find(|u| {
+                u.host_names
+                    .iter()
+                    .any(|n| n.matches_request_host(host, proto))
+            });
+            if let Some(upstream) = by_host {
+                return Ok((upstream, Via::Host));
+            }
+        }
+        // Only with something after it: `/v2/ghcr.io/manifests/x` names a repository `ghcr.io`.
+        let first = name.and_then(|n| n.split_once('/')).map(|(first, _)| first);
+        if let Some(upstream) = first.and_then(|first| self.get(first)) {
+            return Ok((upstream, Via::Prefix));
+        }
+        Ok((self.default_upstream(), Via::Default))
+    }
+}
+
+/// containerd's `ns` parameter: the first one in the query.
+pub fn ns_param(query: Option<&str>) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == "ns")
+        .map(|(_, v)| v.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(name: &str, hosts: &[&str]) -> Upstream {
+        Upstream {
+            name: name.into(),
+            registry: Url::parse(&format!("https://{name}")).unwrap(),
+            realm: None,
+            library: name == DOCKER_HUB,
+            host_names: hosts
+                .iter()
+                .map(|h| ServerName::parse(h).unwrap())
+                .collect(),
+        }
+    }
+
+    fn registries() -> Registries {
+        Registries::new(
+            vec![
+                upstream(DOCKER_HUB, &["hub.mirror.test"]),
+                upstream("ghcr.io", &["ghcr.mirror.test", "localhost:5000"]),
+                upstream("quay.io", &[]),
+            ],
+            0,
+        )
+    }
+
+    fn pick(ns: Option<&str>, host: Option<&str>, name: Option<&str>) -> (String, Via) {
+        let r = registries();
+        let (u, via) = r.resolve(ns, host, "http", name).unwrap();
+        (u.name.clone(), via)
+    }
+
+    #[test]
+    fn ns_then_host_then_prefix_then_default() {
+        let all = (
+            Some("quay.io"),
+            Some("ghcr.mirror.test"),
+            Some("ghcr.io/a/b"),
+        );
+        assert_eq!(pick(all.0, all.1, all.2), ("quay.io".into(), Via::Ns));
+        assert_eq!(pick(None, all.1, all.2), ("ghcr.io".into(), Via::Host));
+        assert_eq!(
+            pick(None, Some("other"), all.2),
+            ("ghcr.io".into(), Via::Prefix)
+        );
+        assert_eq!(
+            pick(None, None, Some("quay.io/a")),
+            ("quay.io".into(), Via::Prefix)
+        );
+        assert_eq!(
+            pick(None, Some("x"), Some("library/nginx")),
+            (DOCKER_HUB.into(), Via::Default)
+        );
+        assert_eq!(
+            pick(Some("DOCKER.IO"), None, Some("ghcr.io/a")),
+            (DOCKER_HUB.into(), Via::Ns)
+        );
+        // A repository called like an upstream, with nothing below it, is not a prefix.
+        assert_eq!(
+            pick(None, None, Some("ghcr.io")),
+            (DOCKER_HUB.into(), Via::Default)
+        );
+        assert_eq!(
+            pick(Some(""), None, None),
+            (DOCKER_HUB.into(), Via::Default)
+        );
+    }
+
+    #[test]
+    fn host_names_match_like_server_names() {
+        assert_eq!(pick(None, Some("GHCR.mirror.test:8080"), None).0, "ghcr.io");
+        assert_eq!(pick(None, Some("localhost:5000"), None).0, "ghcr.io");
+        assert_eq!(pick(None, Some("localhost:5001"), None).0, DOCKER_HUB);
+        assert_eq!(pick(None, Some("hub.mirror.test"), None).1, Via::Host);
+    }
+
+    #[test]
+    fn an_unknown_ns_is_refused() {
+        let r = registries();
+        assert_eq!(
+            r.resolve(Some("example.org"), None, "http", Some("a/b"))
+                .unwrap_err(),
+            UnknownUpstream("example.org".into())
+        );
+    }
+
+    #[test]
+    fn ns_is_read_from_the_query() {
+        assert_eq!(ns_param(Some("ns=ghcr.io")).as_deref(), Some("ghcr.io"));
+        assert_eq!(
+            ns_param(Some("n=1&ns=docker.io&ns=x")).as_deref(),
+            Some("docker.io")
+        );
+        assert_eq!(ns_param(Some("digest=sha256:x")), None);
+        assert_eq!(ns_param(None), None);
+    }
+}

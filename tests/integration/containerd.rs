@@ -1,0 +1,146 @@
+//! containerd's own client (`ctr`, with a private containerd daemon) pulling through hubferry
+//! as the `hosts.toml` mirror of two registries: every request carries `?ns=<registry>`
+//! (issue 6, item 2).
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use crate::{
+    hubferry::Hubferry,
+    world::{self, ManagedChild},
+};
+
+/// A containerd daemon of its own (root, state and socket in `dir`; no CRI), for `ctr`.
+fn containerd(dir: &Path) -> (ManagedChild, String) {
+    let socket = dir.join("containerd.sock");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{sock}\"\n",
+            root = dir.join("root").display(),
+            state = dir.join("state").display(),
+            sock = socket.display(),
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(world::require_tool("containerd"));
+    cmd.arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("containerd.log")).unwrap());
+    let child = world::spawn_child(cmd);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "containerd did not start: {}",
+            std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, socket.display().to_string())
+}
+
+fn hosts_toml(hosts: &Path, registry: &str, mirror: &str) {
+    let dir = hosts.join(registry);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("hosts.toml"),
+        format!(
+            "server = \"https://{registry}\"\n\n[host.\"http://{mirror}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn ctr_pulls_two_registries_through_one_mirror() {
+    if not_root() {
+        return;
+    }
+    let w = world::plain();
+    let second = world::second();
+    let dir = tempfile::tempdir().unwrap().keep();
+    world::remove_at_exit(dir.clone());
+    let file = dir.join("hubferry.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[upstreams]]\nname = \"ghcr.io\"\nregistry = \"{}\"\n",
+            second.url
+        ),
+    )
+    .unwrap();
+    let hf = Hubferry::for_world(w, &["--config", file.to_str().unwrap()]);
+    let hosts = dir.join("certs.d");
+    hosts_toml(&hosts, "docker.io", &hf.addr);
+    hosts_toml(&hosts, "ghcr.io", &hf.addr);
+    let (_daemon, socket) = containerd(&dir);
+
+    for (reference, digest) in [
+        (
+            "docker.io/library/nginx:latest",
+            w.image("library/nginx").digest.clone(),
+        ),
+        (
+            "ghcr.io/owner/image:v1",
+            second.image("owner/image").digest.clone(),
+        ),
+    ] {
+        let out = Command::new(world::require_tool("ctr"))
+            .args(["--address", &socket, "--namespace", "hubferry-test"])
+            .args([
+                "content",
+                "fetch",
+                "--platform",
+                "linux/amd64",
+                "--hosts-dir",
+            ])
+            .arg(&hosts)
+            .arg(reference)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ctr content fetch {reference}: {}\n{}\nhubferry:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            hf.log_text()
+        );
+        let listed = Command::new(world::require_tool("ctr"))
+            .args(["--address", &socket, "--namespace", "hubferry-test"])
+            .args(["content", "ls", "-q"])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&listed.stdout).contains(&digest),
+            "{reference}: {digest} not in the content store"
+        );
+    }
+    // containerd named the registry on every request, and each registry got its own.
+    assert!(w
+        .registry_requests()
+        .iter()
+        .any(|r| r.uri == "/v2/library/nginx/manifests/latest?ns=docker.io"));
+    assert!(second
+        .registry_requests()
+        .iter()
+        .any(|r| r.uri.starts_with("/v2/owner/image/") && r.uri.ends_with("?ns=ghcr.io")));
+}
+
+/// containerd needs root (its content store and mounts); elsewhere this test says so and passes.
+fn not_root() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if !root {
+        eprintln!("skipping: containerd needs root");
+    }
+    !root
+}
