@@ -54,7 +54,12 @@ async fn page(req: HttpRequest, proxy: web::Data<Proxy>) -> HttpResponse {
     let config = &proxy.config;
     let view = View {
         base: public_base(&req, config),
-        registry: config.upstream.registry.as_str().trim_end_matches('/'),
+        registries: config
+            .registries
+            .all()
+            .iter()
+            .map(|u| (u.name.as_str(), u.registry.as_str().trim_end_matches('/')))
+            .collect(),
         auth: config.upstream.auth.as_str().trim_end_matches('/'),
         index: config.upstream.index.as_str().trim_end_matches('/'),
         status: proxy.metrics.status(),
@@ -75,7 +80,8 @@ async fn page(req: HttpRequest, proxy: web::Data<Proxy>) -> HttpResponse {
 struct View<'a> {
     /// `scheme://host[:port]`, as clients should use it.
     base: String,
-    registry: &'a str,
+    /// Every upstream mirrored: its name and registry URL.
+    registries: Vec<(&'a str, &'a str)>,
     auth: &'a str,
     index: &'a str,
     status: Status,
@@ -129,9 +135,11 @@ at this address:</p><p><code class=\"url\" id=\"mirror-url\">{base}</code></p>"
         "Docker Hub rate limit",
         &ratelimit_text(status.ratelimit.as_ref()),
     );
-    row(&mut html, "Registry", view.registry);
-    row(&mut html, "Token issuer", view.auth);
-    row(&mut html, "Search index", view.index);
+    row(&mut html, "Docker Hub token issuer", view.auth);
+    row(&mut html, "Docker Hub search index", view.index);
+    for (name, registry) in &view.registries {
+        row(&mut html, &format!("Registry {name}"), registry);
+    }
     html.push_str("</table>");
 
     let insecure = view.plain_http();
@@ -270,7 +278,10 @@ mod tests {
     fn view(base: &str) -> View<'static> {
         View {
             base: base.into(),
-            registry: "https://registry-1.docker.io",
+            registries: vec![
+                ("docker.io", "https://registry-1.docker.io"),
+                ("ghcr.io", "https://ghcr.io"),
+            ],
             auth: "https://auth.docker.io",
             index: "https://index.docker.io",
             status: Status {
@@ -315,7 +326,8 @@ mod tests {
             "<td>3 h 2 min</td>",
             "<td>1.5 GiB</td>",
             "<td>76 of 100 pulls left per 6 h, as of 1 min ago</td>",
-            "<td>https://registry-1.docker.io</td>",
+            "<th>Registry docker.io</th><td>https://registry-1.docker.io</td>",
+            "<th>Registry ghcr.io</th><td>https://ghcr.io</td>",
         ] {
             assert!(html.contains(text), "missing {text} in\n{html}");
         }
