@@ -318,21 +318,8 @@ fn build(tls: bool) -> World {
     issuer.registry_url.set(registry.url.clone()).unwrap();
 
     let images = generated.join().expect("generate images");
-    actix_rt::System::new().block_on(async {
-        let client = http::client(ca_file.as_deref());
-        wait_for_registry(&client, &registry).await;
-        let scopes: Vec<String> = images
-            .iter()
-            .map(|i| format!("repository:{}:pull,push", i.repository))
-            .collect();
-        let access = token::parse_scopes(scopes.iter().map(String::as_str));
-        let pusher = push::Pusher {
-            client,
-            registry_url: &registry.url,
-            token: issuer.minter.mint(USERNAME, SERVICE, &access),
-        };
-        futures_util::future::join_all(images.iter().map(|i| pusher.push_image(i))).await;
-    });
+    let client = http::client(ca_file.as_deref());
+    push_all(client, &registry, &issuer.minter, SERVICE, &images);
 
     let setup_time = started.elapsed();
     eprintln!(
@@ -366,6 +353,31 @@ fn generate_images(tls: bool) -> Vec<TestImage> {
         return vec![alpine(), nginx()];
     }
     vec![alpine(), nginx(), many(), big(), tool(), secret()]
+}
+
+/// Waits for `registry` to answer, then pushes `images` to it with a token `minter` signs for
+/// `service` (the registry's), all at once.
+fn push_all(
+    client: awc::Client,
+    registry: &registry::Registry,
+    minter: &Minter,
+    service: &str,
+    images: &[TestImage],
+) {
+    actix_rt::System::new().block_on(async {
+        wait_for_registry(&client, registry).await;
+        let scopes: Vec<String> = images
+            .iter()
+            .map(|i| format!("repository:{}:pull,push", i.repository))
+            .collect();
+        let access = token::parse_scopes(scopes.iter().map(String::as_str));
+        let pusher = push::Pusher {
+            client,
+            registry_url: &registry.url,
+            token: minter.mint(USERNAME, service, &access),
+        };
+        futures_util::future::join_all(images.iter().map(|i| pusher.push_image(i))).await;
+    });
 }
 
 /// The registry is ready when `/v2/` answers 401 (token auth is on).

@@ -8,10 +8,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use super::issuer::{self, Issuer, IssuerRecord};
-use super::token::{self, Minter};
+use super::token::Minter;
 use super::{
-    cdn, certs, http, images, push, registry, remove_at_exit, ManagedChild, RegistryRequest,
-    TestImage,
+    cdn, certs, http, images, registry, remove_at_exit, ManagedChild, RegistryRequest, TestImage,
 };
 
 /// `service` (and token audience) of the second registry, as ghcr.io's is `ghcr.io`.
@@ -91,23 +90,13 @@ fn build() -> SecondRegistry {
     });
     issuer.registry_url.set(registry.url.clone()).unwrap();
     let images = vec![images::owner_image()];
-    actix_rt::System::new().block_on(async {
-        let client = http::client(None);
-        super::wait_for_registry(&client, &registry).await;
-        let scopes: Vec<String> = images
-            .iter()
-            .map(|i| format!("repository:{}:pull,push", i.repository))
-            .collect();
-        let access = token::parse_scopes(scopes.iter().map(String::as_str));
-        let pusher = push::Pusher {
-            client,
-            registry_url: &registry.url,
-            token: issuer.minter.mint(token::USERNAME, SECOND_SERVICE, &access),
-        };
-        for image in &images {
-            pusher.push_image(image).await;
-        }
-    });
+    super::push_all(
+        http::client(None),
+        &registry,
+        &issuer.minter,
+        SECOND_SERVICE,
+        &images,
+    );
     eprintln!(
         "second registry ready in {:.1?}: registry {} cdn {} issuer {issuer_url}",
         started.elapsed(),
