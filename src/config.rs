@@ -1905,4 +1905,44 @@ host_names = ["hub.mirror.test"]
         }
         std::fs::remove_dir_all(dir).ok();
     }
+
+    #[test]
+    fn the_readme_managed_auth_example_is_valid() {
+        let readme = include_str!("../README.md");
+        let example = readme
+            .split("### Managed auth")
+            .nth(1)
+            .and_then(|rest| rest.split("```toml\n").nth(1))
+            .and_then(|rest| rest.split("```").next())
+            .expect("README has a managed auth example");
+        let dir = tempfile_dir("readme-managed");
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let mut text = example.to_owned();
+        for (name, content) in [
+            ("htpasswd", format!("alice:{hash}\n")),
+            ("dockerhub-token", "dckr_pat_x\n".to_owned()),
+            ("ghcr-token", "ghp_x\n".to_owned()),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, content).unwrap();
+            text = text.replace(
+                &format!("/etc/hubferry/{name}\""),
+                &format!("{}\"", path.display()),
+            );
+        }
+        let file = dir.join("hubferry.toml");
+        std::fs::write(&file, text).unwrap();
+        let config = load(&["--config", file.to_str().unwrap()], &[]).unwrap();
+        let managed = config.managed.as_ref().unwrap();
+        assert!(managed.anonymous);
+        assert!(managed.users.authenticate("alice", "pw").is_some());
+        let hub = config.registries.docker_hub().credentials.as_ref().unwrap();
+        assert_eq!(hub.password.expose(), "dckr_pat_x");
+        let ghcr = config.registries.get("ghcr.io").unwrap();
+        assert_eq!(
+            ghcr.credentials.as_ref().unwrap().password.expose(),
+            "ghp_x"
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
 }
