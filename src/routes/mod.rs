@@ -183,7 +183,9 @@ async fn forward(
     let mut upstream_headers =
         headers::upstream_request_headers(req.headers(), downstream, &headers::host_header(&url));
     if proxy.managed.is_some() {
+        // Nothing of the client's that could identify it goes upstream in managed mode.
         upstream_headers.remove(header::AUTHORIZATION);
+        upstream_headers.remove(header::COOKIE);
         if let Some(mut authorization) = policy.upstream_authorization.clone() {
             authorization.set_sensitive(true);
             upstream_headers.insert(header::AUTHORIZATION, authorization);

@@ -3,7 +3,8 @@
 //! `/token/<upstream>/<id>` a realm that upstream named in a challenge (see `realms`): never a
 //! URL the client chose. GET and POST (OAuth2 form) go up with query, body and `Authorization`
 //! intact, except that every `scope` names the repository as the upstream knows it
-//! (`library/` completion, the path prefix stripped; see `scope`).
+//! (`library/` completion, the path prefix stripped; see `scope`). In managed auth mode every
+//! one of these routes is hubferry's own issuer instead (see `managed`).
 
 use actix_web::{
     http::{header, Method},
