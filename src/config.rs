@@ -18,6 +18,8 @@ use url::Url;
 use crate::image_policy::{ImagePolicy, Pattern};
 use crate::{
     client_ip::Cidr,
+    clients::{Credentials, Secret, Users},
+    grant::TokenKey,
     origin::ServerName,
     request_target::is_name_component,
     upstreams::{self, Registries, Upstream, DOCKER_HUB},
@@ -160,6 +162,31 @@ pub struct Flags {
     /// no limit [setting: limits.blob_streams_per_client; default 0].
     #[arg(long, value_name = "N")]
     pub blob_streams_per_client: Option<String>,
+    /// passthrough (clients' credentials go upstream) or managed (hubferry issues its own
+    /// tokens and uses its own upstream accounts) [setting: auth.mode; default passthrough].
+    #[arg(long, value_name = "MODE")]
+    pub auth_mode: Option<String>,
+    /// htpasswd file (bcrypt entries only) of the users managed auth accepts [setting: auth.htpasswd].
+    #[arg(long, value_name = "FILE")]
+    pub htpasswd: Option<String>,
+    /// Whether clients without credentials may pull in managed mode: true or false
+    /// [setting: auth.anonymous; default true].
+    #[arg(long, value_name = "BOOL")]
+    pub anonymous: Option<String>,
+    /// Lifetime of the tokens managed auth issues [setting: auth.token_ttl; default 5m].
+    #[arg(long, value_name = "DURATION")]
+    pub token_ttl: Option<String>,
+    /// File with at least 32 secret bytes to sign managed-auth tokens with, shared by replicas
+    /// [setting: auth.token_key_file; default: a random key per process].
+    #[arg(long, value_name = "FILE")]
+    pub token_key_file: Option<String>,
+    /// hubferry's own Docker Hub user name, for managed auth [setting: upstream.username].
+    #[arg(long, value_name = "NAME")]
+    pub upstream_username: Option<String>,
+    /// File holding that account's password or access token (no flag takes the secret itself:
+    /// command lines are visible to every local user) [setting: upstream.password_file].
+    #[arg(long, value_name = "FILE")]
+    pub upstream_password_file: Option<String>,
 }
 
 impl Flags {
@@ -198,6 +225,13 @@ impl Flags {
                 "limits.blob_streams_per_client",
                 &self.blob_streams_per_client,
             ),
+            ("auth.mode", &self.auth_mode),
+            ("auth.htpasswd", &self.htpasswd),
+            ("auth.anonymous", &self.anonymous),
+            ("auth.token_ttl", &self.token_ttl),
+            ("auth.token_key_file", &self.token_key_file),
+            ("upstream.username", &self.upstream_username),
+            ("upstream.password_file", &self.upstream_password_file),
         ];
         let mut overrides: Vec<_> = pairs
             .into_iter()
@@ -247,6 +281,35 @@ struct RawSettings {
     limits: RawLimits,
     images: RawImages,
     access: RawAccess,
+    auth: RawAuth,
+}
+
+/// `[auth]`: how clients authenticate (see `clients`, `grant`, `upstream_tokens`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAuth {
+    mode: String,
+    htpasswd: Option<PathBuf>,
+    tokens: RawList,
+    anonymous: String,
+    token_ttl: String,
+    token_key_file: Option<PathBuf>,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth {
+            mode: "passthrough".into(),
+            htpasswd: None,
+            tokens: RawList::default(),
+            // The point of managed mode (issue 6, item 5): anonymous clients pull under the
+            // account's rate limit.
+            anonymous: "true".into(),
+            // Docker Hub's own tokens live 300 s.
+            token_ttl: "5m".into(),
+            token_key_file: None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -362,6 +425,10 @@ struct RawUpstream {
     ca_file: Option<PathBuf>,
     /// Unset: on when `registry` is Docker Hub's own.
     library: Option<String>,
+    /// hubferry's own account at Docker Hub (managed auth only).
+    username: Option<String>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
 }
 
 /// One `[[upstreams]]` entry. Docker Hub's is configured by `[upstream]`; an entry named
@@ -375,6 +442,10 @@ struct RawRegistry {
     realm: Option<String>,
     library: Option<String>,
     host_names: RawList,
+    /// hubferry's own account at this registry (managed auth only).
+    username: Option<String>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -428,6 +499,7 @@ impl Default for RawSettings {
             limits: RawLimits::default(),
             images: RawImages::default(),
             access: RawAccess::default(),
+            auth: RawAuth::default(),
         }
     }
 }
@@ -440,6 +512,9 @@ impl Default for RawUpstream {
             index: "https://index.docker.io".into(),
             ca_file: None,
             library: None,
+            username: None,
+            password: None,
+            password_file: None,
         }
     }
 }
@@ -490,6 +565,21 @@ pub struct Config {
     /// Which images are served (allow and deny lists).
     pub images: ImagePolicy,
     pub access: AccessPolicy,
+    /// `auth.mode = "managed"`: hubferry is its clients' token issuer; `None`: passthrough.
+    pub managed: Option<ManagedAuth>,
+}
+
+/// Managed auth (see `routes::managed`): hubferry authenticates its clients, issues its own
+/// tokens and talks to each upstream with that upstream's configured credentials.
+#[derive(Debug, Clone)]
+pub struct ManagedAuth {
+    pub users: Users,
+    /// Clients without credentials get a token too.
+    pub anonymous: bool,
+    /// Lifetime of the tokens hubferry issues.
+    pub token_ttl: Duration,
+    /// From `auth.token_key_file`; `None`: a random key per process.
+    pub token_key: Option<TokenKey>,
 }
 
 /// Who may use the mirror (see `crate::guard`); empty lists: everyone.
@@ -658,12 +748,20 @@ impl RawSettings {
                 _ => Vec::new(),
             },
         };
+        let hub_credentials = credentials(
+            "upstream",
+            &self.upstream.username,
+            &self.upstream.password,
+            &self.upstream.password_file,
+        )?;
         let registries = registries(
             &upstream,
             self.upstream.library.as_deref(),
+            hub_credentials,
             self.upstreams,
             &self.default_upstream,
         )?;
+        let managed = self.auth.validate(&registries)?;
         // Host names that pick an upstream are names clients reach the mirror by: believe them
         // for the token realm too (see `origin::public_base`).
         let mut server_names = server_names;
@@ -735,6 +833,7 @@ impl RawSettings {
             limits: self.limits.validate()?,
             images: self.images.validate()?,
             access: self.access.validate()?,
+            managed,
         })
     }
 }
@@ -744,6 +843,7 @@ impl RawSettings {
 fn registries(
     hub: &Upstreams,
     hub_library: Option<&str>,
+    hub_credentials: Option<Credentials>,
     raw: Vec<RawRegistry>,
     default_upstream: &str,
 ) -> Result<Registries, ConfigError> {
@@ -768,6 +868,7 @@ fn registries(
         realm: Some(hub_realm),
         library: hub_library,
         host_names: Vec::new(),
+        credentials: hub_credentials,
     }];
     for (name, url) in upstreams::BUILT_IN {
         list.push(Upstream {
@@ -776,6 +877,7 @@ fn registries(
             realm: None,
             library: false,
             host_names: Vec::new(),
+            credentials: None,
         });
     }
     let mut listed = Vec::new();
@@ -806,6 +908,18 @@ fn registries(
                 "Docker Hub's registry and token issuer are upstream.registry and upstream.auth",
             ));
         }
+        let own = credentials(
+            &format!("upstreams[{name}]"),
+            &entry.username,
+            &entry.password,
+            &entry.password_file,
+        )?;
+        if name == DOCKER_HUB && own.is_some() {
+            return Err(invalid(
+                &key("username"),
+                "Docker Hub's account is upstream.username and upstream.password",
+            ));
+        }
         let registry = match (&entry.registry, existing) {
             (Some(text), _) => {
                 parse_upstream_url(text).map_err(|e| invalid(&key("registry"), e))?
@@ -829,12 +943,14 @@ fn registries(
             .into_iter()
             .map(|h| ServerName::parse(h).map_err(|e| invalid(&key("host_names"), e)))
             .collect::<Result<Vec<_>, _>>()?;
+        let credentials = own.or_else(|| existing.and_then(|i| list[i].credentials.clone()));
         let upstream = Upstream {
             name,
             registry,
             realm,
             library,
             host_names,
+            credentials,
         };
         match existing {
             Some(i) => list[i] = upstream,
@@ -864,6 +980,142 @@ fn registries(
             )
         })?;
     Ok(Registries::new(list, default))
+}
+
+/// An upstream's `username` with its `password` or `password_file` (`section` names the keys).
+/// The file is read once, at start-up; one trailing newline is not part of the password.
+fn credentials(
+    section: &str,
+    username: &Option<String>,
+    password: &Option<String>,
+    password_file: &Option<PathBuf>,
+) -> Result<Option<Credentials>, ConfigError> {
+    let key = |field: &str| format!("{section}.{field}");
+    let username = username.as_deref().map(str::trim).filter(|u| !u.is_empty());
+    let password = password.as_deref().filter(|p| !p.is_empty());
+    let password_file = password_file.as_ref().filter(|p| !p.as_os_str().is_empty());
+    let password = match (password, password_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                &key("password_file"),
+                format!("give {} or this, not both", key("password")),
+            ))
+        }
+        (Some(password), None) => Some(password.to_owned()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid(&key("password_file"), format!("{}: {e}", path.display())))?;
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            let text = text.strip_suffix('\r').unwrap_or(text);
+            if text.is_empty() {
+                return Err(invalid(&key("password_file"), "the file is empty"));
+            }
+            Some(text.to_owned())
+        }
+        (None, None) => None,
+    };
+    match (username, password) {
+        (Some(username), Some(password)) => Ok(Some(Credentials {
+            username: username.to_owned(),
+            password: Secret::new(password),
+        })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(invalid(
+            &key("password"),
+            format!(
+                "{} is set without a password or password_file",
+                key("username")
+            ),
+        )),
+        (None, Some(_)) => Err(invalid(
+            &key("username"),
+            "a password is set without a username",
+        )),
+    }
+}
+
+impl RawAuth {
+    fn validate(self, registries: &Registries) -> Result<Option<ManagedAuth>, ConfigError> {
+        let tokens: Vec<Secret> = self.tokens.items().into_iter().map(Secret::new).collect();
+        let htpasswd = self.htpasswd.filter(|p| !p.as_os_str().is_empty());
+        let key_file = self.token_key_file.filter(|p| !p.as_os_str().is_empty());
+        match self.mode.trim() {
+            "passthrough" => {
+                // Settings that would do nothing: refused, so nobody believes their mirror
+                // checks users or uses an account when it does not.
+                let unused = [
+                    ("auth.htpasswd", htpasswd.is_some()),
+                    ("auth.tokens", !tokens.is_empty()),
+                    ("auth.token_key_file", key_file.is_some()),
+                ];
+                if let Some((key, _)) = unused.iter().find(|(_, set)| *set) {
+                    return Err(invalid(key, "is only used with auth.mode = \"managed\""));
+                }
+                if let Some(upstream) = registries.all().iter().find(|u| u.credentials.is_some()) {
+                    let key = if upstream.name == DOCKER_HUB {
+                        "upstream.username".to_owned()
+                    } else {
+                        format!("upstreams[{}].username", upstream.name)
+                    };
+                    return Err(invalid(
+                        &key,
+                        "upstream credentials are only used with auth.mode = \"managed\" \
+                         (in passthrough mode clients send their own)",
+                    ));
+                }
+                Ok(None)
+            }
+            "managed" => {
+                let users = match &htpasswd {
+                    Some(path) => {
+                        let text = std::fs::read_to_string(path).map_err(|e| {
+                            invalid("auth.htpasswd", format!("{}: {e}", path.display()))
+                        })?;
+                        Users::from_htpasswd(&text, tokens)
+                            .map_err(|e| invalid("auth.htpasswd", e))?
+                    }
+                    None => Users::from_htpasswd("", tokens).expect("no lines"),
+                };
+                let anonymous = parse_bool("auth.anonymous", &self.anonymous)?;
+                if !anonymous && users.is_empty() {
+                    return Err(invalid(
+                        "auth.anonymous",
+                        "is false and neither auth.htpasswd nor auth.tokens names a user: \
+                         no client could pull",
+                    ));
+                }
+                let token_ttl = parse_duration("auth.token_ttl", &self.token_ttl)?;
+                if token_ttl < Duration::from_secs(10) || token_ttl > Duration::from_secs(86_400) {
+                    return Err(invalid("auth.token_ttl", "must be from 10s to 24h"));
+                }
+                let token_key = match key_file {
+                    Some(path) => {
+                        let bytes = std::fs::read(&path).map_err(|e| {
+                            invalid("auth.token_key_file", format!("{}: {e}", path.display()))
+                        })?;
+                        if bytes.len() < 32 {
+                            return Err(invalid(
+                                "auth.token_key_file",
+                                "holds fewer than 32 bytes; use e.g. `head -c 32 /dev/urandom`",
+                            ));
+                        }
+                        Some(TokenKey::new(bytes))
+                    }
+                    None => None,
+                };
+                Ok(Some(ManagedAuth {
+                    users,
+                    anonymous,
+                    token_ttl,
+                    token_key,
+                }))
+            }
+            other => Err(invalid(
+                "auth.mode",
+                format!("'{other}' is not passthrough or managed"),
+            )),
+        }
+    }
 }
 
 impl RawTls {
@@ -1549,5 +1801,148 @@ host_names = ["hub.mirror.test"]
             .unwrap_err()
             .to_string();
         assert!(err.contains("limits.manifests_per_minute"), "{err}");
+    }
+
+    #[test]
+    fn auth_defaults_to_passthrough_and_refuses_settings_it_would_ignore() {
+        let config = load(&[], &[]).unwrap();
+        assert!(config.managed.is_none());
+        assert!(config
+            .registries
+            .all()
+            .iter()
+            .all(|u| u.credentials.is_none()));
+        let err = load(
+            &["--upstream-username", "me"],
+            &[("HUBFERRY_UPSTREAM__PASSWORD", "pw")],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("upstream.username"), "{err}");
+        assert!(!err.to_string().contains("pw"), "{err}");
+        let err = load(&["--htpasswd", "/nonexistent"], &[]).unwrap_err();
+        assert!(err.to_string().contains("auth.htpasswd"), "{err}");
+        let err = load(&["--auth-mode", "magic"], &[]).unwrap_err();
+        assert!(err.to_string().contains("auth.mode"), "{err}");
+    }
+
+    #[test]
+    fn managed_auth_reads_users_credentials_and_keys() {
+        let dir = tempfile_dir("managed-auth");
+        let htpasswd = dir.join("htpasswd");
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        std::fs::write(&htpasswd, format!("alice:{hash}\n")).unwrap();
+        let password_file = dir.join("password");
+        std::fs::write(&password_file, "hub-secret\n").unwrap();
+        let config = load(
+            &[
+                "--auth-mode",
+                "managed",
+                "--htpasswd",
+                htpasswd.to_str().unwrap(),
+                "--anonymous",
+                "false",
+                "--upstream-username",
+                "hubuser",
+                "--upstream-password-file",
+                password_file.to_str().unwrap(),
+            ],
+            &[("HUBFERRY_AUTH__TOKENS", "t1,t2")],
+        )
+        .unwrap();
+        let managed = config.managed.as_ref().unwrap();
+        assert!(!managed.anonymous);
+        assert_eq!(managed.token_ttl, Duration::from_secs(300));
+        assert!(managed.users.authenticate("alice", "pw").is_some());
+        assert!(managed.users.static_token("t2").is_some());
+        let hub = config.registries.docker_hub().credentials.clone().unwrap();
+        assert_eq!(hub.username, "hubuser");
+        assert_eq!(hub.password.expose(), "hub-secret");
+        assert!(!format!("{config:?}").contains("hub-secret"));
+
+        // Other registries' accounts come from [[upstreams]].
+        let config = with_file(
+            "managed-upstreams",
+            "[auth]\nmode = \"managed\"\n[[upstreams]]\nname = \"ghcr.io\"\n\
+             username = \"bot\"\npassword = \"ghp\"\n",
+            &[],
+        )
+        .unwrap();
+        let ghcr = config.registries.get("ghcr.io").unwrap();
+        assert_eq!(ghcr.credentials.as_ref().unwrap().username, "bot");
+        assert_eq!(ghcr.registry.as_str(), "https://ghcr.io/");
+
+        let bad = dir.join("md5");
+        std::fs::write(&bad, "bob:$apr1$x$abcdefghijklmnopqrstuv\n").unwrap();
+        for (args, env, key) in [
+            (
+                vec!["--htpasswd", bad.to_str().unwrap()],
+                vec![],
+                "auth.htpasswd",
+            ),
+            (vec!["--anonymous", "false"], vec![], "auth.anonymous"),
+            (vec!["--token-ttl", "1s"], vec![], "auth.token_ttl"),
+            (
+                vec!["--upstream-username", "u"],
+                vec![],
+                "upstream.password",
+            ),
+            (
+                vec!["--upstream-password-file", password_file.to_str().unwrap()],
+                vec![("HUBFERRY_UPSTREAM__PASSWORD", "x")],
+                "upstream.password_file",
+            ),
+            (
+                vec!["--token-key-file", password_file.to_str().unwrap()],
+                vec![],
+                "auth.token_key_file",
+            ),
+        ] {
+            let mut all = vec!["--auth-mode", "managed"];
+            all.extend(args);
+            let err = load(&all, &env).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+            assert!(!err.contains("hub-secret"), "{err}");
+        }
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn the_readme_managed_auth_example_is_valid() {
+        let readme = include_str!("../README.md");
+        let example = readme
+            .split("### Managed auth")
+            .nth(1)
+            .and_then(|rest| rest.split("```toml\n").nth(1))
+            .and_then(|rest| rest.split("```").next())
+            .expect("README has a managed auth example");
+        let dir = tempfile_dir("readme-managed");
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let mut text = example.to_owned();
+        for (name, content) in [
+            ("htpasswd", format!("alice:{hash}\n")),
+            ("dockerhub-token", "dckr_pat_x\n".to_owned()),
+            ("ghcr-token", "ghp_x\n".to_owned()),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, content).unwrap();
+            text = text.replace(
+                &format!("/etc/hubferry/{name}\""),
+                &format!("{}\"", path.display()),
+            );
+        }
+        let file = dir.join("hubferry.toml");
+        std::fs::write(&file, text).unwrap();
+        let config = load(&["--config", file.to_str().unwrap()], &[]).unwrap();
+        let managed = config.managed.as_ref().unwrap();
+        assert!(managed.anonymous);
+        assert!(managed.users.authenticate("alice", "pw").is_some());
+        let hub = config.registries.docker_hub().credentials.as_ref().unwrap();
+        assert_eq!(hub.password.expose(), "dckr_pat_x");
+        let ghcr = config.registries.get("ghcr.io").unwrap();
+        assert_eq!(
+            ghcr.credentials.as_ref().unwrap().password.expose(),
+            "ghp_x"
+        );
+        std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -62,6 +62,17 @@ pub enum ProxyError {
         limit: String,
         retry_after: u64,
     },
+    /// Managed auth: the client has no valid token of ours (or, at `/token`, wrong
+    /// credentials); `challenge` tells it where to get one.
+    #[display("{reason}")]
+    Unauthorized { challenge: String, reason: String },
+    /// Managed auth serves pulls only: hubferry pushes nothing with its own account.
+    #[display("this mirror serves pulls only: {method} is not supported")]
+    PullOnly { method: String },
+    /// Managed auth: an upstream's token issuer refused hubferry's own request for a token.
+    /// Never names the credentials, only whose they are.
+    #[display("upstream {upstream} refused hubferry's token request ({status}); check its configured credentials")]
+    UpstreamToken { upstream: String, status: u16 },
 }
 
 impl From<Rejection> for ProxyError {
@@ -93,6 +104,12 @@ impl ProxyError {
             },
             ProxyError::Denied { .. } => "DENIED",
             ProxyError::TooManyRequests { .. } => "TOOMANYREQUESTS",
+            ProxyError::Unauthorized { .. } => "UNAUTHORIZED",
+            // distribution's own pull-through cache answers writes this way (405 UNSUPPORTED):
+            // the operation does not exist here, whoever asks; DENIED would read as "log in
+            // with more rights", which cannot help.
+            ProxyError::PullOnly { .. } => "UNSUPPORTED",
+            ProxyError::UpstreamToken { .. } => "UNAVAILABLE",
         }
     }
 }
@@ -110,6 +127,8 @@ impl ProxyError {
             | ProxyError::Rejected(_)
             | ProxyError::ImageDenied { .. } => "request",
             ProxyError::Denied { .. } | ProxyError::TooManyRequests { .. } => "request",
+            ProxyError::Unauthorized { .. } | ProxyError::PullOnly { .. } => "request",
+            ProxyError::UpstreamToken { .. } => "auth",
         }
     }
 }
@@ -129,6 +148,9 @@ impl ResponseError for ProxyError {
             ProxyError::ImageDenied { .. } => StatusCode::FORBIDDEN,
             ProxyError::Denied { .. } => StatusCode::FORBIDDEN,
             ProxyError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ProxyError::PullOnly { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::UpstreamToken { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -144,6 +166,12 @@ impl ResponseError for ProxyError {
             res.insert_header((
                 actix_web::http::header::RETRY_AFTER,
                 retry_after.to_string(),
+            ));
+        }
+        if let ProxyError::Unauthorized { challenge, .. } = self {
+            res.insert_header((
+                actix_web::http::header::WWW_AUTHENTICATE,
+                challenge.as_str(),
             ));
         }
         res.json(json!({
@@ -203,6 +231,33 @@ mod tests {
             assert_eq!(err.status_code().as_u16(), status, "{err}");
             assert_eq!(err.code(), code, "{err}");
         }
+    }
+
+    #[actix_rt::test]
+    async fn managed_auth_refusals() {
+        let err = ProxyError::Unauthorized {
+            challenge: r#"Bearer realm="http://m/token",service="hubferry""#.into(),
+            reason: "a token is required".into(),
+        };
+        let res = err.error_response();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            res.headers().get("www-authenticate").unwrap(),
+            r#"Bearer realm="http://m/token",service="hubferry""#
+        );
+        let body = to_bytes(res.into_body()).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED");
+        let push = ProxyError::PullOnly {
+            method: "PUT".into(),
+        };
+        assert_eq!(push.status_code(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(push.code(), "UNSUPPORTED");
+        let upstream = ProxyError::UpstreamToken {
+            upstream: "docker.io".into(),
+            status: 401,
+        };
+        assert_eq!(upstream.status_code(), StatusCode::BAD_GATEWAY);
     }
 
     #[actix_rt::test]

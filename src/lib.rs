@@ -4,11 +4,13 @@
 mod access;
 mod admin;
 mod client_ip;
+mod clients;
 pub mod config;
 mod egress;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod grant;
 mod guard;
 mod headers;
 mod image_policy;
@@ -22,6 +24,7 @@ mod routes;
 mod scope;
 mod tls;
 mod upstream;
+mod upstream_tokens;
 mod upstreams;
 
 use std::sync::Arc;
@@ -47,6 +50,17 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     let lifecycle = Arc::new(Lifecycle::default());
     // One table for every worker: a challenge seen on one names the realm another is asked for.
     let realms = Arc::new(realms::Realms::default());
+    // One per process: a token issued on one worker is checked on another, and the upstream
+    // token cache is shared.
+    let managed = match &config.managed {
+        Some(auth) => {
+            let managed =
+                routes::managed::Managed::new(auth.clone()).map_err(std::io::Error::other)?;
+            log_managed(&config, &managed);
+            Some(Arc::new(managed))
+        }
+        None => None,
+    };
     log::info!(
         "hubferry {} with {} workers; registry {}, auth {}, index {}",
         env!("CARGO_PKG_VERSION"),
@@ -99,6 +113,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
             config: shared.clone(),
             metrics: shared_metrics.clone(),
             realms: realms.clone(),
+            managed: managed.clone(),
         };
         App::new()
             .app_data(web::Data::new(proxy))
@@ -141,6 +156,34 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     ));
     lifecycle.set_ready(true);
     server.await
+}
+
+/// What managed auth will do, said once at start-up: whose accounts, never their secrets.
+fn log_managed(config: &Config, managed: &routes::managed::Managed) {
+    let auth = &managed.auth;
+    log::info!(
+        "managed auth: hubferry issues tokens valid {:?} ({}); anonymous clients {}",
+        auth.token_ttl,
+        if auth.token_key.is_some() {
+            "key from auth.token_key_file"
+        } else {
+            "random key: tokens are valid on this process only"
+        },
+        if auth.anonymous {
+            "may pull"
+        } else {
+            "are refused"
+        },
+    );
+    for upstream in config.registries.all() {
+        if let Some(credentials) = &upstream.credentials {
+            log::info!(
+                "managed auth: upstream {} as user {}",
+                upstream.name,
+                credentials.username
+            );
+        }
+    }
 }
 
 /// On SIGTERM or SIGINT: report not-ready, stop accepting, give in-flight requests (a layer

@@ -7,7 +7,7 @@
 
 use url::Url;
 
-use crate::origin::ServerName;
+use crate::{clients::Credentials, origin::ServerName};
 
 /// The name of Docker Hub's entry: configured by the `[upstream]` section (and its flags), the
 /// only one `/token` without a suffix and `/v1/search` serve.
@@ -38,6 +38,8 @@ pub struct Upstream {
     pub library: bool,
     /// Host names that select this upstream (`ghcr.mirror.example.com`).
     pub host_names: Vec<ServerName>,
+    /// hubferry's own account there, used in managed auth mode only (see `upstream_tokens`).
+    pub credentials: Option<Credentials>,
 }
 
 impl Upstream {
@@ -156,6 +158,7 @@ mod tests {
                 .iter()
                 .map(|h| ServerName::parse(h).unwrap())
                 .collect(),
+            credentials: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! upstream response filter → streamed relay).
 
 mod landing;
+pub(crate) mod managed;
 mod registry;
 pub(crate) mod search; // its query rewrite is a fuzz target (src/fuzzing.rs)
 mod token;
@@ -38,6 +39,8 @@ pub struct Proxy {
     pub metrics: Arc<Metrics>,
     /// Token realms learned from challenges, shared by every worker.
     pub realms: Arc<Realms>,
+    /// Managed auth's state (shared by every worker); `None` in passthrough mode.
+    pub managed: Option<Arc<managed::Managed>>,
 }
 
 /// Which upstream answered a request and how many redirects were followed, for the access log.
@@ -62,13 +65,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// How a route treats the exchange it forwards.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct RoutePolicy<'a> {
     upstream: UpstreamName,
     /// Follow 3xx answers to GET/HEAD ourselves (blob downloads redirect to the CDN).
     follow_redirects: bool,
     /// Rewrite `WWW-Authenticate` challenges and `Location`s that point at this registry.
     rewrite_to_mirror: Option<MirrorView<'a>>,
+    /// Managed auth: the `Authorization` hubferry sends instead of the client's (which never
+    /// goes upstream in that mode). Unused in passthrough mode.
+    upstream_authorization: Option<header::HeaderValue>,
 }
 
 /// The registry a response came from, and how the client named it.
@@ -174,14 +180,21 @@ async fn forward(
         peer_ip: req.peer_addr().map(|addr| addr.ip()),
         proto: downstream_proto(req),
     };
+    let mut upstream_headers =
+        headers::upstream_request_headers(req.headers(), downstream, &headers::host_header(&url));
+    if proxy.managed.is_some() {
+        // Nothing of the client's that could identify it goes upstream in managed mode.
+        upstream_headers.remove(header::AUTHORIZATION);
+        upstream_headers.remove(header::COOKIE);
+        if let Some(mut authorization) = policy.upstream_authorization.clone() {
+            authorization.set_sensitive(true);
+            upstream_headers.insert(header::AUTHORIZATION, authorization);
+        }
+    }
     let out = Outgoing {
         upstream: policy.upstream,
         method: req.method().clone(),
-        headers: headers::upstream_request_headers(
-            req.headers(),
-            downstream,
-            &headers::host_header(&url),
-        ),
+        headers: upstream_headers,
         url,
     };
     let mut trace = UpstreamTrace {

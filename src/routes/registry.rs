@@ -3,7 +3,9 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{checked_query, forward, resolve, upstream_url, MirrorView, Proxy, RoutePolicy};
+use super::{
+    checked_query, forward, managed, resolve, upstream_url, MirrorView, Proxy, RoutePolicy,
+};
 use crate::{
     error::ProxyError,
     request_target::{self, Endpoint},
@@ -25,10 +27,17 @@ pub async fn v2(
     if checked.endpoint == Endpoint::Catalog {
         return Err(ProxyError::CatalogUnsupported);
     }
-    let query = checked_query(&req)?;
     let name = (!checked.name.is_empty()).then_some(checked.name.as_str());
+    if let Some(managed) = &proxy.managed {
+        managed::admit(&req, &proxy, managed, name)?;
+        if name.is_none() {
+            return Ok(managed::ping());
+        }
+    }
+    let query = checked_query(&req)?;
     let (upstream, via) = resolve(&req, &proxy.config, query, name)?;
     let prefixed = via == Via::Prefix;
+    let mut upstream_scope = None;
     let path = match name {
         Some(name) => {
             let prefix = prefixed.then_some(upstream.name.as_str());
@@ -43,6 +52,7 @@ pub async fn v2(
                     image: format!("{}/{upstream_name}", upstream.name),
                     message,
                 })?;
+            upstream_scope = Some(managed::pull_scope(&upstream_name));
             if upstream_name == name {
                 checked.path.clone()
             } else {
@@ -52,13 +62,29 @@ pub async fn v2(
         None => checked.path.clone(),
     };
     let url = upstream_url(&upstream.registry, &path, query)?;
+    let managed_scope = proxy.managed.as_ref().zip(upstream_scope);
+    let upstream_authorization = match &managed_scope {
+        Some((managed, scope)) => {
+            Some(managed::upstream_authorization(&req, &proxy, managed, upstream, scope).await?)
+        }
+        None => None,
+    };
     let policy = RoutePolicy {
         upstream: "registry",
         follow_redirects: true,
         rewrite_to_mirror: Some(MirrorView { upstream, prefixed }),
+        upstream_authorization,
     };
     let body = RequestBody::from_client(&req, payload)?;
-    forward(&req, body, &proxy, url, policy).await
+    let response = forward(&req, body, &proxy, url, policy).await?;
+    if let Some((managed, scope)) = managed_scope {
+        if response.status() == actix_web::http::StatusCode::UNAUTHORIZED {
+            // Our upstream token was refused (revoked, or the clocks disagree): the client's
+            // retry, after it fetches a new token of ours, gets a fresh one.
+            managed.upstream_tokens.forget(&upstream.name, &scope);
+        }
+    }
+    Ok(response)
 }
 
 /// Docker Hub does not serve `/v2/_catalog`; answering here saves a round trip and keeps the
@@ -80,6 +106,7 @@ pub async fn other(
         upstream: "registry",
         follow_redirects: false,
         rewrite_to_mirror: None,
+        upstream_authorization: None,
     };
     let body = RequestBody::from_client(&req, payload)?;
     forward(&req, body, &proxy, url, policy).await

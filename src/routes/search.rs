@@ -17,6 +17,7 @@ pub async fn search(
         upstream: "index",
         follow_redirects: false,
         rewrite_to_mirror: None,
+        upstream_authorization: None,
     };
     let body = RequestBody::from_client(&req, payload)?;
     forward(&req, body, &proxy, url, policy).await

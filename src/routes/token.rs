@@ -3,7 +3,8 @@
 //! `/token/<upstream>/<id>` a realm that upstream named in a challenge (see `realms`): never a
 //! URL the client chose. GET and POST (OAuth2 form) go up with query, body and `Authorization`
 //! intact, except that every `scope` names the repository as the upstream knows it
-//! (`library/` completion, the path prefix stripped; see `scope`).
+//! (`library/` completion, the path prefix stripped; see `scope`). In managed auth mode every
+//! one of these routes is hubferry's own issuer instead (see `managed`).
 
 use actix_web::{
     http::{header, Method},
@@ -11,7 +12,7 @@ use actix_web::{
 };
 use url::Url;
 
-use super::{checked_query, forward, upstream_url, Proxy, RoutePolicy};
+use super::{checked_query, forward, managed, upstream_url, Proxy, RoutePolicy};
 use crate::{
     error::ProxyError,
     headers,
@@ -31,6 +32,9 @@ pub async fn token(
     payload: web::Payload,
     proxy: web::Data<Proxy>,
 ) -> Result<HttpResponse, ProxyError> {
+    if let Some(managed) = &proxy.managed {
+        return managed::token(&req, payload, managed).await;
+    }
     let hub = proxy.config.registries.docker_hub();
     let realm = hub.realm.clone().expect("docker.io's realm is configured");
     relay(&req, payload, &proxy, hub, realm).await
@@ -43,6 +47,9 @@ pub async fn upstream_token(
     proxy: web::Data<Proxy>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ProxyError> {
+    if let Some(managed) = &proxy.managed {
+        return managed::token(&req, payload, managed).await;
+    }
     let upstream = known_upstream(&proxy, &name)?;
     let realm = upstream.realm.clone().ok_or_else(|| {
         ProxyError::UnknownUpstream(format!("upstream {name} has no configured token realm"))
@@ -58,6 +65,9 @@ pub async fn learned_token(
     proxy: web::Data<Proxy>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ProxyError> {
+    if let Some(managed) = &proxy.managed {
+        return managed::token(&req, payload, managed).await;
+    }
     let (name, id) = path.into_inner();
     let upstream = known_upstream(&proxy, &name)?;
     let mut realm = proxy.realms.find(&upstream.name, &id);
@@ -133,14 +143,7 @@ async fn relay(
 ) -> Result<HttpResponse, ProxyError> {
     let query = checked_query(req)?.filter(|q| !q.is_empty());
     let (form, payload) = if is_form(req) {
-        let form = payload
-            .to_bytes_limited(MAX_FORM)
-            .await
-            .map_err(|_| ProxyError::BadRequest(format!("token form over {MAX_FORM} bytes")))?
-            .map_err(|e| ProxyError::BadRequest(format!("token form: {e}")))?;
-        let text = String::from_utf8(form.to_vec())
-            .map_err(|_| ProxyError::BadRequest("token form is not UTF-8".into()))?;
-        (Some(text), None)
+        (Some(read_form(payload).await?), None)
     } else {
         (None, Some(payload))
     };
@@ -186,6 +189,7 @@ async fn relay(
         upstream: "auth",
         follow_redirects: false,
         rewrite_to_mirror: None,
+        upstream_authorization: None,
     };
     forward(req, body, proxy, url, policy).await
 }
@@ -212,7 +216,7 @@ fn prefixed_upstream<'a>(
 
 /// `upstream`'s realm (configured, else the first it named) and the service its challenges
 /// name, asking its `/v2/` when neither is known yet.
-async fn realm_and_service(
+pub(super) async fn realm_and_service(
     req: &HttpRequest,
     proxy: &Proxy,
     upstream: &Upstream,
@@ -235,15 +239,26 @@ async fn realm_and_service(
     Ok((realm, service))
 }
 
+/// The OAuth2 form of a token request, whole (it is small).
+pub(super) async fn read_form(payload: web::Payload) -> Result<String, ProxyError> {
+    let form = payload
+        .to_bytes_limited(MAX_FORM)
+        .await
+        .map_err(|_| ProxyError::BadRequest(format!("token form over {MAX_FORM} bytes")))?
+        .map_err(|e| ProxyError::BadRequest(format!("token form: {e}")))?;
+    String::from_utf8(form.to_vec())
+        .map_err(|_| ProxyError::BadRequest("token form is not UTF-8".into()))
+}
+
 /// An OAuth2 token request (`POST` of `application/x-www-form-urlencoded`), whose `scope`
 /// field is mapped like the query's.
-fn is_form(req: &HttpRequest) -> bool {
+pub(super) fn is_form(req: &HttpRequest) -> bool {
     *req.method() == Method::POST && req.content_type() == "application/x-www-form-urlencoded"
 }
 
 /// The realm with the client's query after its own (a realm may carry a query of its own),
 /// refused when the url crate would send something else than what was checked.
-fn realm_url(realm: &Url, query: Option<&str>) -> Result<Url, ProxyError> {
+pub(super) fn realm_url(realm: &Url, query: Option<&str>) -> Result<Url, ProxyError> {
     let joined = match (realm.query(), query) {
         (Some(own), Some(client)) => Some(format!("{own}&{client}")),
         (own, client) => own.or(client).map(str::to_owned),

@@ -133,6 +133,77 @@ fn ctr_pulls_two_registries_through_one_mirror() {
         .any(|r| r.uri.starts_with("/v2/owner/image/") && r.uri.ends_with("?ns=ghcr.io")));
 }
 
+/// Managed auth (issue 6, item 5) with containerd's own token client: with `--user` it asks
+/// hubferry's `/token` with the OAuth2 password form, and hubferry pulls Docker Hub with its
+/// own account and the second registry (no account) with anonymous tokens from the realm that
+/// registry names.
+#[test]
+fn ctr_logs_in_to_a_managed_mirror() {
+    if not_root() {
+        return;
+    }
+    let w = world::plain();
+    let second = world::second();
+    let dir = tempfile::tempdir().unwrap().keep();
+    world::remove_at_exit(dir.clone());
+    let hash = bcrypt::hash("ctr-client-pw", 5).unwrap();
+    std::fs::write(dir.join("htpasswd"), format!("ctruser:{hash}\n")).unwrap();
+    std::fs::write(dir.join("upstream-password"), world::PASSWORD).unwrap();
+    let file = dir.join("hubferry.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[auth]\nmode = \"managed\"\nanonymous = false\nhtpasswd = \"{htpasswd}\"\n\
+             [upstream]\nusername = \"{user}\"\npassword_file = \"{password}\"\n\
+             [[upstreams]]\nname = \"ghcr.io\"\nregistry = \"{second}\"\n",
+            htpasswd = dir.join("htpasswd").display(),
+            user = world::USERNAME,
+            password = dir.join("upstream-password").display(),
+            second = second.url,
+        ),
+    )
+    .unwrap();
+    let hf = Hubferry::for_world(w, &["--config", file.to_str().unwrap()]);
+    let hosts = dir.join("certs.d");
+    hosts_toml(&hosts, "docker.io", &hf.addr);
+    hosts_toml(&hosts, "ghcr.io", &hf.addr);
+    let (_daemon, socket) = containerd(&dir);
+    let fetch = |reference: &str, user: &str| {
+        Command::new(world::require_tool("ctr"))
+            .args(["--address", &socket, "--namespace", "hubferry-managed"])
+            .args([
+                "content",
+                "fetch",
+                "--platform",
+                "linux/amd64",
+                "--user",
+                user,
+            ])
+            .arg("--hosts-dir")
+            .arg(&hosts)
+            .arg(reference)
+            .output()
+            .unwrap()
+    };
+    for reference in ["docker.io/private/secret:latest", "ghcr.io/owner/image:v1"] {
+        let out = fetch(reference, "ctruser:ctr-client-pw");
+        assert!(
+            out.status.success(),
+            "ctr content fetch {reference}: {}\n{}\nhubferry:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            hf.log_text()
+        );
+    }
+    let log = hf.log_text();
+    assert!(log.contains("issued a token to user:ctruser"), "{log}");
+    // containerd with credentials uses the OAuth2 form (grant_type=password).
+    assert!(log.contains("\"POST /token HTTP/1.1\" 200"), "{log}");
+    assert!(!log.contains(world::PASSWORD) && !log.contains("ctr-client-pw"));
+    let refused = fetch("docker.io/library/nginx:latest", "ctruser:wrong");
+    assert!(!refused.status.success(), "a wrong password pulled");
+}
+
 /// containerd needs root (its content store and mounts); elsewhere this test says so and passes.
 fn not_root() -> bool {
     let root = std::fs::read_to_string("/proc/self/status")

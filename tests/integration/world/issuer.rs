@@ -30,6 +30,9 @@ pub struct IssuerRecord {
     pub x_forwarded_proto: Option<String>,
     /// The `Authorization` header, verbatim; `None` when not sent.
     pub authorization: Option<String>,
+    /// Who asked: a client's, forwarded by a passthrough mirror, or `hubferry/<version>` for
+    /// the tokens hubferry fetches for itself in managed auth mode.
+    pub user_agent: Option<String>,
     pub body: String,
 }
 
@@ -91,6 +94,7 @@ impl Issuer {
             x_real_ip: header("x-real-ip"),
             x_forwarded_proto: header("x-forwarded-proto"),
             authorization: header("authorization"),
+            user_agent: header("user-agent"),
             body: String::from_utf8_lossy(body).into_owned(),
         });
     }

@@ -1,0 +1,346 @@
+//! Managed auth (`auth.mode = "managed"`, issue 6 item 5): hubferry is the token issuer its
+//! clients see. `/token` authenticates a client against hubferry's own users and issues one of
+//! hubferry's tokens (see `grant`); `/v2` requests must carry one, and go upstream with a token
+//! hubferry got from the upstream's issuer with its own configured account (see
+//! `upstream_tokens`). The client's credentials never go upstream, and the account's never
+//! reach a client: they are only ever in the `Authorization` of hubferry's own token requests.
+
+use std::sync::Arc;
+
+use actix_web::{
+    http::{header, Method},
+    web, HttpRequest, HttpResponse,
+};
+use serde_json::json;
+
+use super::{checked_query, public_base, token, Proxy};
+use crate::{
+    clients::{self, Secret, Subject},
+    config::ManagedAuth,
+    error::ProxyError,
+    grant::{self, Grant, TokenKey},
+    headers,
+    upstream::{self, Outgoing, RequestBody},
+    upstream_tokens::UpstreamTokens,
+    upstreams::Upstream,
+};
+
+/// The `service` hubferry's challenges name: its own tokens are for itself.
+const SERVICE: &str = "hubferry";
+
+/// Largest token answer read from an upstream issuer (a real one is a few KiB).
+const MAX_TOKEN_ANSWER: usize = 256 * 1024;
+
+/// Upstream tokens that state no lifetime live 60 s (Docker's token spec).
+const DEFAULT_EXPIRES_IN: u64 = 60;
+
+/// Managed auth's state, one per process and shared by every worker: the settings, the key
+/// tokens are signed with, and the upstream token cache.
+#[derive(Debug)]
+pub struct Managed {
+    pub auth: ManagedAuth,
+    pub key: TokenKey,
+    pub upstream_tokens: UpstreamTokens,
+}
+
+impl Managed {
+    /// The configured key, else a random one (tokens then last as long as this process).
+    pub fn new(auth: ManagedAuth) -> Result<Managed, String> {
+        let key = match &auth.token_key {
+            Some(key) => key.clone(),
+            None => TokenKey::random()?,
+        };
+        Ok(Managed {
+            auth,
+            key,
+            upstream_tokens: UpstreamTokens::default(),
+        })
+    }
+}
+
+/// `/token` (and `/token/<upstream>[/<id>]`, realms clients may still hold) in managed mode:
+/// GET with Basic credentials (docker, skopeo, containerd without credentials) or the OAuth2
+/// POST form with `grant_type=password` (containerd with credentials). Refresh tokens are not
+/// issued, so clients keep using their password (what they do when none is offered).
+pub async fn token(
+    req: &HttpRequest,
+    payload: web::Payload,
+    managed: &Arc<Managed>,
+) -> Result<HttpResponse, ProxyError> {
+    let query = checked_query(req)?.unwrap_or_default().to_owned();
+    let form = if token::is_form(req) {
+        Some(token::read_form(payload).await?)
+    } else {
+        None
+    };
+    let pairs = |raw: &str| -> Vec<(String, String)> {
+        url::form_urlencoded::parse(raw.as_bytes())
+            .into_owned()
+            .collect()
+    };
+    let query_pairs = pairs(&query);
+    let form_pairs = form.as_deref().map(pairs).unwrap_or_default();
+    let field = |name: &str| {
+        form_pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let credentials = match field("grant_type").as_deref() {
+        Some("password") => Some((
+            field("username").unwrap_or_default(),
+            field("password").unwrap_or_default(),
+        )),
+        Some(other) => {
+            return Err(refused(format!(
+                "grant_type {other:?} is not supported by this mirror; use password"
+            )))
+        }
+        None => req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(clients::parse_basic),
+    };
+    let subject = match credentials {
+        Some((user, password)) => {
+            let shared = managed.clone();
+            // bcrypt is deliberately slow: off the worker thread.
+            web::block(move || shared.auth.users.authenticate(&user, &password))
+                .await
+                .ok()
+                .flatten()
+                .ok_or_else(|| refused("incorrect username or password".into()))?
+        }
+        None if managed.auth.anonymous => Subject::Anonymous,
+        None => return Err(refused("this mirror requires credentials".into())),
+    };
+    let scopes: Vec<&str> = query_pairs
+        .iter()
+        .chain(&form_pairs)
+        .filter(|(k, _)| k == "scope")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let pull = grant::pull_scopes(scopes);
+    let ttl = managed.auth.token_ttl.as_secs();
+    let issued = grant::now_secs();
+    let grant = Grant {
+        sub: subject.to_string(),
+        exp: issued + ttl,
+        pull,
+    };
+    log::info!(
+        "issued a token to {subject} for {}",
+        if grant.pull.is_empty() {
+            "no repository".to_owned()
+        } else {
+            grant.pull.join(", ")
+        }
+    );
+    let scope = grant
+        .pull
+        .iter()
+        .map(|name| format!("repository:{name}:pull"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let token = grant::mint(&managed.key, &grant);
+    let issued_at = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(issued),
+    )
+    .to_string();
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({
+            "token": token,
+            "access_token": token,
+            "expires_in": ttl,
+            "issued_at": issued_at,
+            "scope": scope,
+        })))
+}
+
+/// A 401 from `/token`: Basic, since that is what the endpoint takes.
+fn refused(reason: String) -> ProxyError {
+    ProxyError::Unauthorized {
+        challenge: format!("Basic realm=\"{SERVICE}\""),
+        reason,
+    }
+}
+
+/// Request filter of `/v2` in managed mode: writes are refused (before anything else: no
+/// credentials make them possible), then the request must carry a valid token of ours granting
+/// a pull of `name` (any valid token for `/v2/` itself). Otherwise 401 with a challenge naming
+/// our realm and the scope to ask for, so clients fetch a (new) token and retry.
+pub fn admit(
+    req: &HttpRequest,
+    proxy: &Proxy,
+    managed: &Managed,
+    name: Option<&str>,
+) -> Result<(), ProxyError> {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return Err(ProxyError::PullOnly {
+            method: req.method().to_string(),
+        });
+    }
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(clients::parse_bearer);
+    let problem = match bearer {
+        None => None,
+        // A static token used directly (`curl -H "Authorization: Bearer ..."`).
+        Some(token) if managed.auth.users.static_token(token).is_some() => return Ok(()),
+        Some(token) => match grant::verify(&managed.key, token, grant::now_secs()) {
+            Ok(grant) => match name {
+                None => return Ok(()),
+                Some(name) if grant.allows_pull(name) => return Ok(()),
+                Some(_) => Some((
+                    "insufficient_scope",
+                    "the token does not grant this repository",
+                )),
+            },
+            Err(invalid) => Some(("invalid_token", invalid.describe())),
+        },
+    };
+    let mut challenge = format!(
+        "Bearer realm=\"{}/token\",service=\"{SERVICE}\"",
+        public_base(req, &proxy.config)
+    );
+    if let Some(name) = name {
+        challenge.push_str(&format!(",scope=\"repository:{name}:pull\""));
+    }
+    if let Some((error, _)) = problem {
+        challenge.push_str(&format!(",error=\"{error}\""));
+    }
+    Err(ProxyError::Unauthorized {
+        challenge,
+        reason: problem
+            .map(|(_, why)| why)
+            .unwrap_or("a token from this mirror is required")
+            .to_owned(),
+    })
+}
+
+/// `/v2/` for a client holding a valid token: answered here (the API version check), since
+/// the upstream would want a token of its own for nothing.
+pub fn ping() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("Docker-Distribution-API-Version", "registry/2.0"))
+        .json(json!({}))
+}
+
+/// The scope hubferry asks `upstream` for, for a pull of `name` (as the upstream names it).
+pub fn pull_scope(upstream_name: &str) -> String {
+    format!("repository:{upstream_name}:pull")
+}
+
+/// `Authorization` for a request to `upstream`: a cached token for `scope`, else one fetched
+/// from the upstream's realm with the configured credentials (anonymously when the upstream
+/// has none: public images of other registries still work).
+pub async fn upstream_authorization(
+    req: &HttpRequest,
+    proxy: &Proxy,
+    managed: &Managed,
+    upstream: &Upstream,
+    scope: &str,
+) -> Result<header::HeaderValue, ProxyError> {
+    let token = managed
+        .upstream_tokens
+        .get_or_fetch(&upstream.name, scope, || {
+            fetch_upstream_token(req, proxy, upstream, scope)
+        })
+        .await?;
+    header::HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+        ProxyError::UpstreamToken {
+            upstream: upstream.name.clone(),
+            status: 200,
+        }
+    })
+}
+
+async fn fetch_upstream_token(
+    req: &HttpRequest,
+    proxy: &Proxy,
+    upstream: &Upstream,
+    scope: &str,
+) -> Result<(Secret, std::time::Duration), ProxyError> {
+    let (realm, service) = token::realm_and_service(req, proxy, upstream).await?;
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    if let Some(service) = &service {
+        query.append_pair("service", service);
+    }
+    query.append_pair("scope", scope);
+    let url = token::realm_url(&realm, Some(&query.finish()))?;
+    let mut headers = header::HeaderMap::new();
+    if let Ok(host) = header::HeaderValue::from_str(&headers::host_header(&url)) {
+        headers.insert(header::HOST, host);
+    }
+    headers.insert(
+        header::USER_AGENT,
+        header::HeaderValue::from_static(concat!("hubferry/", env!("CARGO_PKG_VERSION"))),
+    );
+    if let Some(credentials) = &upstream.credentials {
+        let mut basic =
+            header::HeaderValue::from_str(&credentials.basic_header()).map_err(|_| {
+                ProxyError::UpstreamToken {
+                    upstream: upstream.name.clone(),
+                    status: 0,
+                }
+            })?;
+        basic.set_sensitive(true);
+        headers.insert(header::AUTHORIZATION, basic);
+    }
+    let out = Outgoing {
+        upstream: "auth",
+        method: Method::GET,
+        url,
+        headers,
+    };
+    let config = &proxy.config;
+    let mut response = upstream::send(
+        &proxy.client,
+        &out,
+        RequestBody::None,
+        &config.timeouts,
+        &proxy.metrics,
+    )
+    .await?;
+    let refused = |status: u16| {
+        log::warn!(
+            "upstream {} refused hubferry's token request for {scope} ({status})",
+            upstream.name
+        );
+        ProxyError::UpstreamToken {
+            upstream: upstream.name.clone(),
+            status,
+        }
+    };
+    let status = response.status().as_u16();
+    if !response.status().is_success() {
+        return Err(refused(status));
+    }
+    let body = response
+        .body()
+        .limit(MAX_TOKEN_ANSWER)
+        .await
+        .map_err(|_| refused(status))?;
+    let answer: serde_json::Value = serde_json::from_slice(&body).map_err(|_| refused(status))?;
+    let token = answer["token"]
+        .as_str()
+        .or_else(|| answer["access_token"].as_str())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| refused(status))?;
+    let expires_in = answer["expires_in"]
+        .as_u64()
+        .filter(|s| *s > 0)
+        .unwrap_or(DEFAULT_EXPIRES_IN);
+    log::debug!(
+        "upstream {} token for {scope}, valid {expires_in}s",
+        upstream.name
+    );
+    Ok((
+        Secret::new(token),
+        std::time::Duration::from_secs(expires_in),
+    ))
+}
