@@ -142,6 +142,7 @@ fn ctr_logs_in_to_a_managed_mirror() {
     if not_root() {
         return;
     }
+    let _one = crate::managed_auth::one_managed_mirror_at_a_time();
     let w = world::plain();
     let second = world::second();
     let dir = tempfile::tempdir().unwrap().keep();
