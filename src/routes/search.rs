@@ -3,7 +3,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{checked_query, forward, upstream_url, Proxy, RoutePolicy};
+use super::{checked_query, forward, managed, upstream_url, Proxy, RoutePolicy};
 use crate::{error::ProxyError, upstream::RequestBody};
 
 pub async fn search(
@@ -11,6 +11,10 @@ pub async fn search(
     payload: web::Payload,
     proxy: web::Data<Proxy>,
 ) -> Result<HttpResponse, ProxyError> {
+    // A mirror closed to anonymous clients is closed for search too.
+    if let Some(managed) = proxy.managed.as_ref().filter(|m| !m.auth.anonymous) {
+        managed::admit(&req, &proxy, managed, None)?;
+    }
     let query = search_query(checked_query(&req)?.unwrap_or_default());
     let url = upstream_url(&proxy.config.upstream.index, "/v1/search", Some(&query))?;
     let policy = RoutePolicy {

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::{
-    hubferry::Hubferry,
+    hubferry::{raw_get, Hubferry},
     skopeo::{self, assert_blobs_copied},
     world::{self, IssuerRecord, World},
 };
@@ -183,6 +183,25 @@ fn htpasswd_users_pull_and_everyone_else_is_refused() {
             || lower.contains("unauthorized")
             || lower.contains("authentication required"),
         "{anonymous}"
+    );
+
+    // Search is closed to anonymous clients too; a token of ours opens it.
+    let search = "/v1/search?q=alpine";
+    assert_eq!(raw_get(&hf.addr, search, &[]).status, 401);
+    let token = raw_get(
+        &hf.addr,
+        "/token?service=hubferry",
+        &[("Authorization", &basic(ALICE, ALICE_PASSWORD))],
+    );
+    assert_eq!(token.status, 200);
+    let token: Value = serde_json::from_slice(&token.body).unwrap();
+    let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
+    let found = raw_get(&hf.addr, search, &[("Authorization", &bearer)]);
+    assert_eq!(
+        found.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&found.body)
     );
 
     // The client's credentials never went upstream, right or wrong.
