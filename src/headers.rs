@@ -37,7 +37,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Who is asking, as the forwarding headers describe them.
 #[derive(Debug, Clone, Copy)]
 pub struct Downstream<'a> {
+    /// The address the connection came from (appended to `X-Forwarded-For`).
     pub peer_ip: Option<IpAddr>,
+    /// The client behind trusted proxies, when there are any (`X-Real-IP`); else the peer.
+    pub client_ip: Option<IpAddr>,
     /// `http` or `https`: how the client reached us.
     pub proto: &'a str,
 }
@@ -65,7 +68,7 @@ pub fn upstream_request_headers(
         headers.insert(X_FORWARDED_FOR, value);
     }
     headers.remove(X_REAL_IP);
-    if let Some(ip) = downstream.peer_ip {
+    if let Some(ip) = downstream.client_ip.or(downstream.peer_ip) {
         headers.insert(
             X_REAL_IP,
             HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header"),
@@ -330,8 +333,9 @@ mod tests {
             ("expect", "100-continue"),
             ("connection", "close"),
         ]);
-        let downstream = Downstream {
+        let mut downstream = Downstream {
             peer_ip: Some("192.0.2.7".parse().unwrap()),
+            client_ip: None,
             proto: "http",
         };
         let headers = upstream_request_headers(&incoming, downstream, "registry-1.docker.io");
@@ -349,6 +353,14 @@ mod tests {
         for gone in ["content-length", "expect", "connection"] {
             assert!(headers.get(gone).is_none(), "{gone} must not be forwarded");
         }
+        // Behind a trusted proxy: the real client is X-Real-IP; each hop stays in XFF.
+        downstream.client_ip = Some("10.0.0.1".parse().unwrap());
+        let headers = upstream_request_headers(&incoming, downstream, "registry-1.docker.io");
+        assert_eq!(headers.get("x-real-ip").unwrap(), "10.0.0.1");
+        assert_eq!(
+            headers.get("x-forwarded-for").unwrap(),
+            "10.0.0.1, 192.0.2.7"
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ use url::Url;
 use crate::{
     config::Config,
     error::{ProxyError, UpstreamName},
+    guard,
     headers::{self, Downstream},
     metrics::Metrics,
     origin,
@@ -178,6 +179,8 @@ async fn forward(
     let config = &proxy.config;
     let downstream = Downstream {
         peer_ip: req.peer_addr().map(|addr| addr.ip()),
+        // Set by the guard when trusted proxies name another client.
+        client_ip: req.extensions().get::<guard::ClientIp>().map(|c| c.0),
         proto: downstream_proto(req),
     };
     let mut upstream_headers =

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::{
+    fakes,
     hubferry::{raw_get, raw_get_from, Hubferry, RawDownload, RawResponse},
     operations::{get_text, sample},
     skopeo, world,
@@ -303,4 +304,33 @@ fn poll_status(addr: &str, path: &str, headers: &[(&str, &str)], status: u16) ->
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Behind a trusted proxy the upstream is told the real client in `X-Real-IP`, while
+/// `X-Forwarded-For` keeps every hop (the proxy included), as nginx's realip setup does.
+#[test]
+fn upstreams_are_told_the_client_behind_a_trusted_proxy() {
+    let upstream = fakes::upstream();
+    let hf = Hubferry::start_with(&["--registry", &upstream, "--trusted-proxy", "127.0.0.1"]);
+    let res = raw_get(
+        &hf.addr,
+        "/v2/a/manifests/latest",
+        &[("X-Forwarded-For", "203.0.113.9")],
+    );
+    assert_eq!(res.status, 200);
+    let echo: serde_json::Value = serde_json::from_slice(&res.body).unwrap();
+    assert_eq!(fakes::echoed_header(&echo, "x-real-ip"), ["203.0.113.9"]);
+    assert_eq!(
+        fakes::echoed_header(&echo, "x-forwarded-for"),
+        ["203.0.113.9, 127.0.0.1"]
+    );
+    // From an untrusted peer the header is not believed: the peer is the client.
+    let res = raw_get_from(
+        "127.0.0.2",
+        &hf.addr,
+        "/v2/a/manifests/latest",
+        &[("X-Forwarded-For", "203.0.113.9")],
+    );
+    let echo: serde_json::Value = serde_json::from_slice(&res.body).unwrap();
+    assert_eq!(fakes::echoed_header(&echo, "x-real-ip"), ["127.0.0.2"]);
 }
