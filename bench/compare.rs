@@ -13,13 +13,14 @@ mod chart;
 mod contenders;
 mod loadgen;
 mod procstat;
+mod progress;
 mod report;
 mod scenarios;
 mod slow_clients;
 
+pub use progress::{elapsed, progress};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use scenarios::{Bench, Params};
@@ -29,16 +30,6 @@ use scenarios::{Bench, Params};
 const BLOB_BYTES: usize = 256 << 20;
 /// Repository the bench pushes its blob to (beside the world's images).
 const BLOB_REPO: &str = "library/benchblob";
-
-/// Seconds since the bench started, for progress lines.
-fn elapsed() -> f64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_secs_f64()
-}
-
-pub fn progress(line: &str) {
-    println!("[{:6.1}s] {line}", elapsed());
-}
 
 fn main() {
     // `cargo test --all-targets` builds and runs every bench target too; only

@@ -14,6 +14,7 @@ mod world;
 mod contenders;
 #[allow(dead_code)]
 mod procstat;
+mod progress;
 #[path = "../tests/integration/skopeo.rs"]
 #[allow(dead_code)]
 mod skopeo;
@@ -21,11 +22,11 @@ mod skopeo;
 mod slow_clients;
 mod soak_load;
 
+pub use progress::{elapsed, progress};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use soak_load::{Load, Tally};
@@ -43,15 +44,6 @@ const POOL_IDLE: Duration = Duration::from_secs(20);
 const RSS_TOLERANCE: f64 = 0.10;
 /// Descriptors after the load may exceed the count before it by this many.
 const FD_TOLERANCE: usize = 5;
-
-fn elapsed() -> f64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_secs_f64()
-}
-
-pub fn progress(line: &str) {
-    println!("[{:6.1}s] {line}", elapsed());
-}
 
 fn main() {
     // `cargo test --all-targets` builds and runs every bench target too; only `cargo bench`

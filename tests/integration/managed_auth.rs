@@ -228,6 +228,18 @@ fn htpasswd_users_pull_and_everyone_else_is_refused() {
     );
 }
 
+/// Sends `request`, which must be refused with 401, and returns its challenge.
+async fn challenge_of(request: awc::ClientRequest) -> String {
+    let res = request.send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    res.headers()
+        .get(header::WWW_AUTHENTICATE)
+        .expect("a 401 with a challenge")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// What docker, containerd and skopeo do, step by step at the HTTP level.
 // The lock is held for the whole test on purpose; nothing else in this test's runtime takes it.
 #[allow(clippy::await_holding_lock)]
@@ -244,43 +256,22 @@ async fn clients_get_hubferrys_challenges_tokens_and_refusals() {
     let mut seen = String::new();
 
     // No token: a challenge naming our realm (and the scope, for a repository).
-    let res = client.get(format!("{}/v2/", hf.url)).send().await.unwrap();
-    assert_eq!(res.status(), 401);
-    let challenge = res
-        .headers()
-        .get(header::WWW_AUTHENTICATE)
-        .unwrap()
-        .to_str()
-        .unwrap();
+    let challenge = challenge_of(client.get(format!("{}/v2/", hf.url))).await;
     assert_eq!(
         challenge,
         format!(r#"Bearer realm="{}/token",service="hubferry""#, hf.url)
     );
-    let res = client.get(&manifest_url).send().await.unwrap();
-    assert_eq!(res.status(), 401);
-    let challenge = res
-        .headers()
-        .get(header::WWW_AUTHENTICATE)
-        .unwrap()
-        .to_str()
-        .unwrap();
+    let challenge = challenge_of(client.get(&manifest_url)).await;
     assert!(
         challenge.ends_with(r#"scope="repository:library/nginx:pull""#),
         "{challenge}"
     );
-    let res = client
-        .get(&manifest_url)
-        .insert_header((header::AUTHORIZATION, "Bearer forged.token.here"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 401);
-    let challenge = res
-        .headers()
-        .get(header::WWW_AUTHENTICATE)
-        .unwrap()
-        .to_str()
-        .unwrap();
+    let challenge = challenge_of(
+        client
+            .get(&manifest_url)
+            .insert_header((header::AUTHORIZATION, "Bearer forged.token.here")),
+    )
+    .await;
     assert!(
         challenge.contains(r#"error="invalid_token""#),
         "{challenge}"
@@ -333,19 +324,12 @@ async fn clients_get_hubferrys_challenges_tokens_and_refusals() {
     );
 
     // That token is for nginx only.
-    let res = client
-        .get(format!("{}/v2/library/alpine/manifests/latest", hf.url))
-        .insert_header((header::AUTHORIZATION, bearer.as_str()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 401);
-    let challenge = res
-        .headers()
-        .get(header::WWW_AUTHENTICATE)
-        .unwrap()
-        .to_str()
-        .unwrap();
+    let challenge = challenge_of(
+        client
+            .get(format!("{}/v2/library/alpine/manifests/latest", hf.url))
+            .insert_header((header::AUTHORIZATION, bearer.as_str())),
+    )
+    .await;
     assert!(
         challenge.contains(r#"error="insufficient_scope""#),
         "{challenge}"
