@@ -52,7 +52,10 @@ pub async fn v2(
                     image: format!("{}/{upstream_name}", upstream.name),
                     message,
                 })?;
-            upstream_scope = Some(managed::pull_scope(&upstream_name));
+            // Only managed mode asks the upstream for tokens of its own.
+            if proxy.managed.is_some() {
+                upstream_scope = Some(managed::pull_scope(&upstream_name));
+            }
             if upstream_name == name {
                 checked.path.clone()
             } else {
