@@ -11,9 +11,10 @@ use std::{
 
 use actix_rt::time::{sleep, Sleep};
 use actix_web::{
-    body::{BodyStream, MessageBody, None as NoBody, SizedStream},
+    body::{BodyStream, BoxBody, MessageBody, None as NoBody, SizedStream},
+    dev::RequestHead,
     error::PayloadError,
-    http::{header, header::HeaderMap, Method, StatusCode},
+    http::{header, header::HeaderMap, Method, StatusCode, Version},
     web, HttpResponse,
 };
 use awc::error::{ConnectError, SendRequestError};
@@ -23,6 +24,7 @@ use rustls::{pki_types::CertificateDer, ClientConfig, RootCertStore};
 use url::Url;
 
 use crate::{
+    chunking::ClientChunks,
     config::Timeouts,
     egress,
     error::{ProxyError, UpstreamName},
@@ -246,16 +248,18 @@ fn send_error(out: &Outgoing, err: SendRequestError, timeouts: &Timeouts) -> Pro
 
 /// Builds the client's response from an upstream one: status and the given headers, and the
 /// body streamed with the upstream `Content-Length` kept (a HEAD answer keeps it with no body).
-/// With a `resumer`, a body that breaks is asked for again from where it broke.
+/// With a `resumer`, a body that breaks is asked for again from where it broke. `client` is the
+/// client's request: its method, and its HTTP version, which decides how the body is cut.
 pub fn relay(
     response: UpstreamResponse,
-    method: &Method,
+    client: &RequestHead,
     mut headers: HeaderMap,
     timeouts: &Timeouts,
     upstream: UpstreamName,
     metrics: &Arc<Metrics>,
     resumer: Option<Resumer>,
 ) -> HttpResponse {
+    let method = &client.method;
     let status = response.status();
     // Read before the length is taken out of `headers` below.
     let resume = resumer.and_then(|r| Resume::of(r, status, &headers));
@@ -289,14 +293,27 @@ pub fn relay(
         body.expected = length;
         body.metrics = Some(metrics.clone());
         let body = Download::new(body, resume, metrics.stream_started());
-        match length {
-            Some(len) => HttpResponse::with_body(status, SizedStream::new(len, body).boxed()),
-            None => HttpResponse::with_body(status, BodyStream::new(body).boxed()),
+        if client.version < Version::HTTP_2 {
+            HttpResponse::with_body(status, framed(length, ClientChunks::new(body)))
+        } else {
+            // HTTP/2 cuts the body into its own frames under flow control.
+            HttpResponse::with_body(status, framed(length, body))
         }
     };
     // Moved, not copied header by header: this runs for every proxied request.
     *response.headers_mut() = headers;
     response
+}
+
+/// A streamed body with the upstream's length kept when it has one.
+fn framed<S>(length: Option<u64>, body: S) -> BoxBody
+where
+    S: Stream<Item = Result<Bytes, std::io::Error>> + 'static,
+{
+    match length {
+        Some(len) => SizedStream::new(len, body).boxed(),
+        None => BodyStream::new(body).boxed(),
+    }
 }
 
 pin_project_lite::pin_project! {

@@ -248,7 +248,7 @@ async fn forward(
     }
     Ok(upstream::relay(
         response,
-        req.method(),
+        req.head(),
         headers,
         &config.timeouts,
         policy.upstream,
