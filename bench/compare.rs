@@ -84,7 +84,7 @@ fn params() -> Params {
     } else {
         Params {
             reps: 3,
-            blob1_reps: 5,
+            blob1_reps: 9,
             parallel_clients: 8,
             manifest_secs: 5,
             latency_secs: 5,
