@@ -138,11 +138,7 @@ pub fn request_framing(
         return Ok(Framing::Chunked);
     }
     match headers.get(header::CONTENT_LENGTH) {
-        None if framed_by_stream
-            && matches!(*method, Method::POST | Method::PUT | Method::PATCH) =>
-        {
-            Ok(Framing::Chunked)
-        }
+        None if framed_by_stream && anticipates_content(method) => Ok(Framing::Chunked),
         None => Ok(Framing::Empty),
         Some(value) => match value
             .to_str()
@@ -154,6 +150,13 @@ pub fn request_framing(
             None => Err(ProxyError::BadRequest("invalid Content-Length".into())),
         },
     }
+}
+
+/// Whether a request with this method is expected to carry content, so that an empty one still
+/// says `Content-Length: 0`. Any other bodiless request (a GET, a HEAD) goes up with no length
+/// at all, as the client sent it: RFC 9110 §8.6 asks user agents not to send one there.
+fn anticipates_content(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
 }
 
 /// awc's response type without its compression features (which we leave off: bodies are
@@ -191,7 +194,14 @@ async fn send_timed(
     *request.headers_mut() = out.headers.clone();
     let sent = match body {
         RequestBody::None => {
-            return match actix_rt::time::timeout(timeouts.response_headers, request.send()).await {
+            let request = if anticipates_content(&out.method) {
+                // awc sends `()` as `Content-Length: 0`, which a POST or PUT needs: without it
+                // a server may answer 411 Length Required.
+                request.send()
+            } else {
+                request.send_body(awc::body::None::new())
+            };
+            return match actix_rt::time::timeout(timeouts.response_headers, request).await {
                 Ok(result) => result.map_err(|e| send_error(out, e, timeouts)),
                 Err(_) => Err(ProxyError::Timeout {
                     upstream: out.upstream,
@@ -508,6 +518,16 @@ mod tests {
         assert!(framing(&headers).is_err());
         headers.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
         assert_eq!(framing(&headers).unwrap(), Framing::Chunked);
+    }
+
+    #[test]
+    fn only_methods_that_carry_content_say_an_empty_one_is_empty() {
+        for method in [Method::POST, Method::PUT, Method::PATCH] {
+            assert!(anticipates_content(&method), "{method}");
+        }
+        for method in [Method::GET, Method::HEAD, Method::DELETE, Method::OPTIONS] {
+            assert!(!anticipates_content(&method), "{method}");
+        }
     }
 
     #[test]

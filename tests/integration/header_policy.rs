@@ -73,6 +73,11 @@ async fn registry_requests_keep_their_headers_and_get_forwarding_ones() {
         header(&echo, "transfer-encoding").is_empty(),
         "a GET must not go up chunked"
     );
+    // The test client sends `content-length: 0` on its GET; no length at all goes up.
+    assert!(
+        header(&echo, "content-length").is_empty(),
+        "a GET goes up without a length: {echo}"
+    );
 }
 
 #[actix_rt::test]
@@ -123,6 +128,17 @@ async fn request_bodies_stream_up_sized_and_chunked() {
     let echo = echo_of(&mut res).await;
     assert_eq!(echo["method"], "PATCH");
     assert_eq!(echo["body_len"], 800_000);
+
+    // An empty POST (how a push starts an upload) keeps saying so: a server may refuse a POST
+    // without a length (411).
+    let mut res = client
+        .post(format!("{}/v2/a/blobs/uploads/", hf.url))
+        .send()
+        .await
+        .unwrap();
+    let echo = echo_of(&mut res).await;
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(header(&echo, "content-length"), vec!["0"]);
 }
 
 #[actix_rt::test]
