@@ -42,6 +42,14 @@ pub fn tree(pid: u32) -> Vec<u32> {
     found
 }
 
+/// The first of this process's descendants whose command name is `comm` (e.g. the test
+/// world's `docker-registry`, started by the bench itself).
+pub fn descendant_named(comm: &str) -> Option<u32> {
+    tree(std::process::id()).into_iter().find(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim_end() == comm)
+    })
+}
+
 /// The fields of /proc/PID/stat after the `(comm)` field, which may itself hold spaces:
 /// index 0 is the state, 1 the parent pid, 11 utime, 12 stime.
 fn stat_fields(pid: u32) -> Option<Vec<String>> {
