@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::contenders::{Contender, Kind};
-use crate::loadgen::{h2load, wrk};
+use crate::loadgen::{h2load, wrk, Load};
 use crate::procstat::{self, RssSampler};
 use crate::report::Results;
 use crate::world::{World, DOCKER_MANIFEST};
@@ -219,34 +219,28 @@ fn manifest_once(b: &Bench, c: &Contender, tls: bool) -> Result<(), String> {
 /// made first and not counted, so that one-time costs (connections opened and buffers grown
 /// for the first time) are not in the first repetition's figure.
 pub fn blob_single(b: &mut Bench) {
-    for i in 0..b.contenders.len() {
-        let c = &b.contenders[i];
-        for &tls in protocols(c) {
-            let r = b.check_curl(b.curl(c, tls).output(), tls);
-            let r = r.map(|(_, speed)| mb(speed));
-            progress(&format!(
-                "1 client, warm-up (not counted): {} {}: {}",
-                c.kind.name(),
-                proto_key(tls),
-                show(&r, "MB/s")
-            ));
-        }
-    }
     let reps = b.params.blob1_reps;
-    for rep in 1..=reps {
+    // Repetition 0 is the warm-up.
+    for rep in 0..=reps {
         for i in 0..b.contenders.len() {
             let c = &b.contenders[i];
             for &tls in protocols(c) {
                 let out = b.curl(c, tls).output();
                 let r = b.check_curl(out, tls).map(|(_, speed)| mb(speed));
+                let which = match rep {
+                    0 => "warm-up (not counted)".to_string(),
+                    _ => format!("rep {rep}/{reps}"),
+                };
                 progress(&format!(
-                    "1 client, rep {rep}/{reps}: {} {}: {}",
+                    "1 client, {which}: {} {}: {}",
                     c.kind.name(),
                     proto_key(tls),
                     show(&r, "MB/s")
                 ));
-                let kind = c.kind;
-                b.results.add(&format!("blob1.{}", proto_key(tls)), kind, r);
+                if rep > 0 {
+                    let kind = c.kind;
+                    b.results.add(&format!("blob1.{}", proto_key(tls)), kind, r);
+                }
             }
         }
     }
@@ -303,6 +297,23 @@ pub fn blob_parallel(b: &mut Bench) {
     }
 }
 
+/// CPU µs per request of a load, from a process's CPU time before and after it (`None`: its
+/// `source` could not be read).
+fn per_request(
+    load: &Result<Load, String>,
+    before: Option<u64>,
+    after: Option<u64>,
+    source: &str,
+) -> Result<f64, String> {
+    match (load, before, after) {
+        (Ok(l), Some(a), Some(z)) if l.requests > 0 => {
+            Ok(z.saturating_sub(a) as f64 / l.requests as f64)
+        }
+        (Err(e), ..) => Err(e.clone()),
+        _ => Err(format!("could not read {source}")),
+    }
+}
+
 /// Scenario 3: manifest GETs on 64 connections (wrk over HTTP/1.1, h2load over TLS with
 /// HTTP/2); requests/s and the proxy's CPU per request.
 ///
@@ -321,19 +332,18 @@ pub fn manifests(b: &mut Bench) {
                 if !protocols(c).contains(&tls) {
                     continue;
                 }
-                let _ = if tls {
-                    h2load(b, c, 64, 1)
-                } else {
-                    wrk(b, c, 2, 64, 1, false)
+                let run = |secs| {
+                    if tls {
+                        h2load(b, c, 64, secs)
+                    } else {
+                        wrk(b, c, 2, 64, secs, false)
+                    }
                 };
+                let _ = run(1);
                 let registry = procstat::descendant_named("docker-registry");
                 let cpu_before = c.pid().and_then(procstat::tree_cpu_us);
                 let registry_before = registry.and_then(procstat::tree_cpu_us);
-                let load = if tls {
-                    h2load(b, c, 64, secs)
-                } else {
-                    wrk(b, c, 2, 64, secs, false)
-                };
+                let load = run(secs);
                 let cpu_after = c.pid().and_then(procstat::tree_cpu_us);
                 let registry_after = registry.and_then(procstat::tree_cpu_us);
                 let key = proto_key(tls);
@@ -346,23 +356,16 @@ pub fn manifests(b: &mut Bench) {
                     show(&rps, "req/s")
                 );
                 if c.pid().is_some() {
-                    let cpu = match (&load, cpu_before, cpu_after) {
-                        (Ok(l), Some(a), Some(z)) if l.requests > 0 => {
-                            Ok(z.saturating_sub(a) as f64 / l.requests as f64)
-                        }
-                        (Err(e), ..) => Err(e.clone()),
-                        _ => Err("could not read /proc stat".into()),
-                    };
+                    let cpu = per_request(&load, cpu_before, cpu_after, "/proc stat");
                     line.push_str(&format!(", {} CPU per request", show(&cpu, "µs")));
                     b.results.add(&format!("man.{key}.cpu"), kind, cpu);
                 }
-                let registry_cpu = match (&load, registry_before, registry_after) {
-                    (Ok(l), Some(a), Some(z)) if l.requests > 0 => {
-                        Ok(z.saturating_sub(a) as f64 / l.requests as f64)
-                    }
-                    (Err(e), ..) => Err(e.clone()),
-                    _ => Err("could not read the registry's /proc stat".into()),
-                };
+                let registry_cpu = per_request(
+                    &load,
+                    registry_before,
+                    registry_after,
+                    "the registry's /proc stat",
+                );
                 line.push_str(&format!(
                     ", registry {} CPU per request",
                     show(&registry_cpu, "µs")

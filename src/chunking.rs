@@ -207,12 +207,17 @@ mod tests {
         assert_eq!(pace.chunk_limit(), FAST_CHUNK);
     }
 
+    /// 1 MiB in 1 ms (1 GB/s), `n` times.
+    fn taken_fast(pace: &mut Pace, n: usize) {
+        for _ in 0..n {
+            pace.taken(1 << 20, ms(1));
+        }
+    }
+
     #[test]
     fn a_slow_window_restarts_the_proof() {
         let mut pace = Pace::default();
-        for _ in 0..7 {
-            pace.taken(1 << 20, ms(1));
-        }
+        taken_fast(&mut pace, 7);
         // 12 KiB in 20 ms is 0.6 MB/s: what a socket buffer swallowed is no proof.
         pace.taken(SLOW_CHUNK, ms(20));
         pace.taken(1 << 20, ms(1));
@@ -240,9 +245,7 @@ mod tests {
     #[test]
     fn a_fast_client_that_slows_down_gets_small_chunks_again() {
         let mut pace = Pace::default();
-        for _ in 0..8 {
-            pace.taken(1 << 20, ms(1));
-        }
+        taken_fast(&mut pace, 8);
         // 1 MiB in 20 ms (52 MB/s): slower than before, still not slow.
         pace.taken(1 << 20, ms(20));
         assert_eq!(pace.chunk_limit(), FAST_CHUNK);
