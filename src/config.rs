@@ -442,6 +442,9 @@ struct RawRegistry {
     realm: Option<String>,
     library: Option<String>,
     host_names: RawList,
+    /// Passthrough mode: send clients' credentials here even when the request named this
+    /// registry by path prefix or `?ns=` (see `credentials`).
+    forward_credentials: Option<String>,
     /// hubferry's own account at this registry (managed auth only).
     username: Option<String>,
     password: Option<String>,
@@ -868,6 +871,7 @@ fn registries(
         realm: Some(hub_realm),
         library: hub_library,
         host_names: Vec::new(),
+        forward_credentials: false,
         credentials: hub_credentials,
     }];
     for (name, url) in upstreams::BUILT_IN {
@@ -877,6 +881,7 @@ fn registries(
             realm: None,
             library: false,
             host_names: Vec::new(),
+            forward_credentials: false,
             credentials: None,
         });
     }
@@ -943,6 +948,10 @@ fn registries(
             .into_iter()
             .map(|h| ServerName::parse(h).map_err(|e| invalid(&key("host_names"), e)))
             .collect::<Result<Vec<_>, _>>()?;
+        let forward_credentials = match &entry.forward_credentials {
+            Some(text) => parse_bool(&key("forward_credentials"), text)?,
+            None => existing.is_some_and(|i| list[i].forward_credentials),
+        };
         let credentials = own.or_else(|| existing.and_then(|i| list[i].credentials.clone()));
         let upstream = Upstream {
             name,
@@ -950,6 +959,7 @@ fn registries(
             realm,
             library,
             host_names,
+            forward_credentials,
             credentials,
         };
         match existing {

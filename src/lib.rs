@@ -7,6 +7,7 @@ mod chunking;
 mod client_ip;
 mod clients;
 pub mod config;
+mod credentials;
 mod egress;
 mod error;
 #[doc(hidden)]

@@ -7,16 +7,21 @@ use url::Url;
 
 use crate::{
     config::{RedirectPolicy, Timeouts},
-    error::ProxyError,
+    error::{ProxyError, UpstreamName},
     headers,
     metrics::Metrics,
     upstream::{self, Outgoing, RequestBody, UpstreamResponse},
 };
 
-/// What following produced: the final response and how many redirects it took.
+/// What the hops to another origin than the registry's are called: the blob CDN.
+pub const CDN: UpstreamName = "blob CDN";
+
+/// What following produced: the final response, how many redirects it took, and who sent it.
 pub struct Followed {
     pub response: UpstreamResponse,
     pub hops: u32,
+    /// [`CDN`] once a hop left the registry's origin.
+    pub upstream: UpstreamName,
 }
 
 /// Statuses we follow. The seed's nginx config follows only 301/302/307; 303 and 308 mean
@@ -25,15 +30,52 @@ pub fn is_followed_redirect(status: StatusCode) -> bool {
     matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
 }
 
+/// How a URL hubferry asked is shown in answers and logs: scheme, host, port and path. Its
+/// query and userinfo are left out: a signed CDN URL (`?verify=...`) or a presigned S3 URL
+/// (`?X-Amz-Signature=...`) is a bearer capability for as long as it is valid.
+pub fn shown(url: &Url) -> String {
+    let mut shown = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
+    if let Some(port) = url.port() {
+        shown.push_str(&format!(":{port}"));
+    }
+    shown.push_str(url.path());
+    shown
+}
+
+/// As [`shown`], for a `Location` as an upstream wrote it (it may not parse): cut before its
+/// query or fragment, without userinfo.
+fn shown_text(location: &str) -> String {
+    let end = location.find(['?', '#']).unwrap_or(location.len());
+    let location = &location[..end];
+    // `scheme://userinfo@host/...`: the userinfo ends at the last `@` before the path.
+    let authority_start = match location.find("://") {
+        Some(i) => i + 3,
+        None if location.starts_with("//") => 2,
+        None => return location.to_owned(),
+    };
+    let authority_end = location[authority_start..]
+        .find('/')
+        .map_or(location.len(), |i| authority_start + i);
+    match location[authority_start..authority_end].rfind('@') {
+        Some(at) => format!(
+            "{}{}",
+            &location[..authority_start],
+            &location[authority_start + at + 1..]
+        ),
+        None => location.to_owned(),
+    }
+}
+
 /// Resolves a `Location` value (absolute, or relative to the URL that answered) and refuses
 /// anything that is not http(s), or that the client could not send.
 pub fn resolve_location(current: &Url, location: &str) -> Result<Url, String> {
     let mut next = current
         .join(location.trim())
-        .map_err(|e| format!("invalid redirect Location {location:?}: {e}"))?;
+        .map_err(|e| format!("invalid redirect Location {:?}: {e}", shown_text(location)))?;
     if !matches!(next.scheme(), "http" | "https") || next.host_str().is_none_or(str::is_empty) {
         return Err(format!(
-            "refusing redirect to {next}: only http(s) URLs are followed"
+            "refusing redirect to {}: only http(s) URLs are followed",
+            shown(&next)
         ));
     }
     // A fragment is never sent (RFC 9110 §7.1).
@@ -41,7 +83,10 @@ pub fn resolve_location(current: &Url, location: &str) -> Result<Url, String> {
     // The URL parser accepts hosts such as `"` that an HTTP request line cannot carry (found
     // by fuzzing): refuse them here, as a bad redirect, not later as an unreachable upstream.
     if next.as_str().parse::<awc::http::Uri>().is_err() {
-        return Err(format!("invalid redirect Location {location:?}"));
+        return Err(format!(
+            "invalid redirect Location {:?}",
+            shown_text(location)
+        ));
     }
     Ok(next)
 }
@@ -66,7 +111,7 @@ pub fn next_hop(current: &Outgoing, status: StatusCode, next: Url) -> Outgoing {
         }
     } else {
         headers::cross_origin_hop(&mut out.headers, &host);
-        out.upstream = "blob CDN";
+        out.upstream = CDN;
     }
     out.url = next;
     out
@@ -89,7 +134,11 @@ pub async fn follow(
             upstream::send(client, &current, RequestBody::None, timeouts, metrics).await?;
         let status = response.status();
         if !is_followed_redirect(status) {
-            return Ok(Followed { response, hops });
+            return Ok(Followed {
+                response,
+                hops,
+                upstream: current.upstream,
+            });
         }
         let Some(location) = response
             .headers()
@@ -97,7 +146,11 @@ pub async fn follow(
             .and_then(|v| v.to_str().ok().map(str::to_owned))
         else {
             // Nothing to follow: pass the answer on as it is.
-            return Ok(Followed { response, hops });
+            return Ok(Followed {
+                response,
+                hops,
+                upstream: current.upstream,
+            });
         };
         let bad = |reason: String| {
             metrics.upstream_error(current.upstream, "redirect");
@@ -108,18 +161,24 @@ pub async fn follow(
         };
         let next = resolve_location(&current.url, &location).map_err(bad)?;
         if visited.contains(&next) {
-            return Err(bad(format!("redirect loop at {next}")));
+            return Err(bad(format!("redirect loop at {}", shown(&next))));
         }
         if hops >= policy.max_hops {
             return Err(bad(format!(
-                "more than {} redirects (last to {next})",
-                policy.max_hops
+                "more than {} redirects (last to {})",
+                policy.max_hops,
+                shown(&next)
             )));
         }
         // Read the (small) redirect body so the connection can go back to the pool.
         let _ = actix_rt::time::timeout(timeouts.body_idle, response.body().limit(64 * 1024)).await;
         hops += 1;
-        log::debug!("{} {} -> {status} -> {next}", current.method, current.url);
+        log::debug!(
+            "{} {} -> {status} -> {}",
+            current.method,
+            shown(&current.url),
+            shown(&next)
+        );
         current = next_hop(&current, status, next.clone());
         visited.push(next);
     }
@@ -140,6 +199,36 @@ mod tests {
             method: Method::GET,
             url: Url::parse(url).unwrap(),
             headers,
+        }
+    }
+
+    #[test]
+    fn urls_are_shown_without_their_capabilities() {
+        let signed = Url::parse(
+            "https://user:pw@cdn.example:8443/a/b%20c?verify=1700000000-SIG&X-Amz-Signature=s#f",
+        )
+        .unwrap();
+        assert_eq!(shown(&signed), "https://cdn.example:8443/a/b%20c");
+        assert_eq!(
+            shown(&Url::parse("http://[::1]/x?y").unwrap()),
+            "http://[::1]/x"
+        );
+        assert_eq!(
+            shown_text("https://u:p@cdn.example/blob?sig=SECRET"),
+            "https://cdn.example/blob"
+        );
+        assert_eq!(shown_text("//u@h/p?s"), "//h/p");
+        assert_eq!(shown_text("/relative?sig=1"), "/relative");
+        assert_eq!(shown_text("http://[::1?sig=1"), "http://[::1");
+        // Errors about a Location never carry its query.
+        let base = Url::parse("https://registry.example/v2/a/blobs/sha256:1").unwrap();
+        for location in [
+            "ftp://u:p@cdn.example/x?sig=SECRET",
+            "http://\"/x?sig=SECRET",
+            "http://[::1?sig=SECRET",
+        ] {
+            let err = resolve_location(&base, location).unwrap_err();
+            assert!(!err.contains("SECRET") && !err.contains("u:p"), "{err}");
         }
     }
 

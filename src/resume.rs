@@ -299,7 +299,7 @@ impl Download {
         let wait = backoff(policy.backoff, self.tries_in_a_row);
         log::warn!(
             "resuming {} at byte {next} of {}-{} in {wait:?} (try {} of {}): {cause}",
-            resume.resumer.first.url,
+            redirect::shown(&resume.resumer.first.url),
             resume.span.start,
             resume.span.end,
             self.tries_in_a_row,
@@ -361,7 +361,7 @@ impl Download {
         if let Some(resume) = &self.resume {
             log::error!(
                 "download of {} aborted after {} bytes: {reason}",
-                resume.resumer.first.url,
+                redirect::shown(&resume.resumer.first.url),
                 self.sent
             );
             resume.resumer.metrics.download_resume("gave_up");

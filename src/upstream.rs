@@ -29,6 +29,7 @@ use crate::{
     egress,
     error::{ProxyError, UpstreamName},
     metrics::Metrics,
+    redirect,
     resume::{Download, Resume, Resumer},
 };
 
@@ -205,7 +206,7 @@ async fn send_timed(
                 Ok(result) => result.map_err(|e| send_error(out, e, timeouts)),
                 Err(_) => Err(ProxyError::Timeout {
                     upstream: out.upstream,
-                    url: out.url.to_string(),
+                    url: redirect::shown(&out.url),
                     phase: "send response headers",
                     limit: timeouts.response_headers,
                 }),
@@ -225,7 +226,7 @@ async fn send_timed(
 }
 
 fn send_error(out: &Outgoing, err: SendRequestError, timeouts: &Timeouts) -> ProxyError {
-    let url = out.url.to_string();
+    let url = redirect::shown(&out.url);
     match err {
         SendRequestError::Connect(ConnectError::Timeout) => ProxyError::Timeout {
             upstream: out.upstream,

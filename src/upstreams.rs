@@ -38,6 +38,11 @@ pub struct Upstream {
     pub library: bool,
     /// Host names that select this upstream (`ghcr.mirror.example.com`).
     pub host_names: Vec<ServerName>,
+    /// Passthrough mode: clients' credentials go here even when a request names this upstream
+    /// by path prefix or `?ns=` rather than by the host name it was sent to (see
+    /// `credentials`). Off by default: a password typed for one registry must not reach
+    /// another's token issuer.
+    pub forward_credentials: bool,
     /// hubferry's own account there, used in managed auth mode only (see `upstream_tokens`).
     pub credentials: Option<Credentials>,
 }
@@ -118,15 +123,8 @@ impl Registries {
                 .map(|u| (u, Via::Ns))
                 .ok_or(UnknownUpstream(ns));
         }
-        if let Some(host) = host {
-            let by_host = self.list.iter().find(|u| {
-                u.host_names
-                    .iter()
-                    .any(|n| n.matches_request_host(host, proto))
-            });
-            if let Some(upstream) = by_host {
-                return Ok((upstream, Via::Host));
-            }
+        if let Some(upstream) = self.by_host(host, proto) {
+            return Ok((upstream, Via::Host));
         }
         // Only with something after it: `/v2/ghcr.io/manifests/x` names a repository `ghcr.io`.
         let first = name.and_then(|n| n.split_once('/')).map(|(first, _)| first);
@@ -134,6 +132,24 @@ impl Registries {
             return Ok((upstream, Via::Prefix));
         }
         Ok((self.default_upstream(), Via::Default))
+    }
+
+    /// The upstream a request's host name stands for: the one whose `host_names` it is, else
+    /// the default. A client's credentials for that host name are meant for this registry
+    /// (`docker login mirror.example.com` logs in to what `mirror.example.com` serves), whatever
+    /// `?ns=` or path prefix a request adds (see `credentials`).
+    pub fn home(&self, host: Option<&str>, proto: &str) -> &Upstream {
+        self.by_host(host, proto)
+            .unwrap_or_else(|| self.default_upstream())
+    }
+
+    fn by_host(&self, host: Option<&str>, proto: &str) -> Option<&Upstream> {
+        let host = host?;
+        self.list.iter().find(|u| {
+            u.host_names
+                .iter()
+                .any(|n| n.matches_request_host(host, proto))
+        })
     }
 }
 
@@ -158,6 +174,7 @@ mod tests {
                 .iter()
                 .map(|h| ServerName::parse(h).unwrap())
                 .collect(),
+            forward_credentials: false,
             credentials: None,
         }
     }

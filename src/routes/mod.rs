@@ -18,6 +18,7 @@ use url::Url;
 
 use crate::{
     config::Config,
+    credentials::Carried,
     error::{ProxyError, UpstreamName},
     guard,
     headers::{self, Downstream},
@@ -73,9 +74,15 @@ struct RoutePolicy<'a> {
     follow_redirects: bool,
     /// Rewrite `WWW-Authenticate` challenges and `Location`s that point at this registry.
     rewrite_to_mirror: Option<MirrorView<'a>>,
-    /// Managed auth: the `Authorization` hubferry sends instead of the client's (which never
-    /// goes upstream in that mode). Unused in passthrough mode.
-    upstream_authorization: Option<header::HeaderValue>,
+    /// What goes up in `Authorization` and `Cookie`, in place of the client's own: what of
+    /// the client's may go there (passthrough), or hubferry's own token (managed auth).
+    credentials: Carried,
+    /// Another method than the client's: an OAuth2 token form that may not carry the client's
+    /// password goes up as an anonymous GET.
+    method: Option<Method>,
+    /// hubferry reads the answer itself (a token answer, to mark its tokens): it is asked for
+    /// without content coding.
+    plain_answer: bool,
 }
 
 /// The registry a response came from, and how the client named it.
@@ -149,6 +156,13 @@ fn checked_query(req: &HttpRequest) -> Result<Option<&str>, ProxyError> {
     Ok(query)
 }
 
+/// The registry the request's host name stands for, whose credentials the client's are.
+fn home<'a>(req: &HttpRequest, config: &'a Config) -> &'a Upstream {
+    config
+        .registries
+        .home(request_host(req).as_deref(), downstream_proto(req))
+}
+
 /// The origin clients use to reach us (see `origin::public_base`): the request's `Host`, or
 /// HTTP/2's `:authority`, is only a candidate.
 fn public_base(req: &HttpRequest, config: &Config) -> String {
@@ -185,18 +199,15 @@ async fn forward(
     };
     let mut upstream_headers =
         headers::upstream_request_headers(req.headers(), downstream, &headers::host_header(&url));
-    if proxy.managed.is_some() {
-        // Nothing of the client's that could identify it goes upstream in managed mode.
-        upstream_headers.remove(header::AUTHORIZATION);
-        upstream_headers.remove(header::COOKIE);
-        if let Some(mut authorization) = policy.upstream_authorization.clone() {
-            authorization.set_sensitive(true);
-            upstream_headers.insert(header::AUTHORIZATION, authorization);
-        }
+    policy
+        .credentials
+        .apply(req.headers(), &mut upstream_headers);
+    if policy.plain_answer {
+        upstream_headers.remove(header::ACCEPT_ENCODING);
     }
     let out = Outgoing {
         upstream: policy.upstream,
-        method: req.method().clone(),
+        method: policy.method.unwrap_or_else(|| req.method().clone()),
         headers: upstream_headers,
         url,
     };
@@ -219,6 +230,7 @@ async fn forward(
         config: config.clone(),
         metrics: proxy.metrics.clone(),
     });
+    let mut from_cdn = false;
     let response = if policy.follow_redirects && followable {
         let followed = redirect::follow(
             &proxy.client,
@@ -231,6 +243,7 @@ async fn forward(
         proxy.metrics.redirects_followed(followed.hops);
         trace.redirects = followed.hops;
         req.extensions_mut().insert(trace);
+        from_cdn = followed.upstream == redirect::CDN;
         followed.response
     } else {
         upstream::send(&proxy.client, &out, body, &config.timeouts, &proxy.metrics).await?
@@ -242,7 +255,11 @@ async fn forward(
         header_text("ratelimit-limit"),
         header_text("ratelimit-remaining"),
     );
-    let mut headers = headers::client_response_headers(upstream_headers);
+    let mut headers = if from_cdn {
+        headers::cdn_response_headers(upstream_headers)
+    } else {
+        headers::client_response_headers(upstream_headers)
+    };
     if let Some(view) = policy.rewrite_to_mirror {
         rewrite_to_mirror(&mut headers, req, config, &proxy.realms, view);
     }

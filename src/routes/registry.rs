@@ -4,9 +4,10 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{
-    checked_query, forward, managed, resolve, upstream_url, MirrorView, Proxy, RoutePolicy,
+    checked_query, forward, home, managed, resolve, upstream_url, MirrorView, Proxy, RoutePolicy,
 };
 use crate::{
+    credentials::Carried,
     error::ProxyError,
     request_target::{self, Endpoint},
     scope,
@@ -66,17 +67,20 @@ pub async fn v2(
     };
     let url = upstream_url(&upstream.registry, &path, query)?;
     let managed_scope = proxy.managed.as_ref().zip(upstream_scope);
-    let upstream_authorization = match &managed_scope {
-        Some((managed, scope)) => {
-            Some(managed::upstream_authorization(&req, &proxy, managed, upstream, scope).await?)
-        }
-        None => None,
+    let credentials = match (&proxy.managed, &managed_scope) {
+        (Some(_), Some((managed, scope))) => Carried::ours(Some(
+            managed::upstream_authorization(&req, &proxy, managed, upstream, scope).await?,
+        )),
+        (Some(_), None) => Carried::nothing(),
+        (None, _) => Carried::client(req.headers(), upstream, home(&req, &proxy.config)),
     };
     let policy = RoutePolicy {
         upstream: "registry",
         follow_redirects: true,
         rewrite_to_mirror: Some(MirrorView { upstream, prefixed }),
-        upstream_authorization,
+        credentials,
+        method: None,
+        plain_answer: false,
     };
     let body = RequestBody::from_client(&req, payload)?;
     let response = forward(&req, body, &proxy, url, policy).await?;
@@ -105,11 +109,17 @@ pub async fn other(
     let query = checked_query(&req)?;
     let (upstream, _) = resolve(&req, &proxy.config, query, None)?;
     let url = upstream_url(&upstream.registry, req.uri().path(), query)?;
+    let credentials = match &proxy.managed {
+        Some(_) => Carried::nothing(),
+        None => Carried::client(req.headers(), upstream, home(&req, &proxy.config)),
+    };
     let policy = RoutePolicy {
         upstream: "registry",
         follow_redirects: false,
         rewrite_to_mirror: None,
-        upstream_authorization: None,
+        credentials,
+        method: None,
+        plain_answer: false,
     };
     let body = RequestBody::from_client(&req, payload)?;
     forward(&req, body, &proxy, url, policy).await

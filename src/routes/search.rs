@@ -3,8 +3,8 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{checked_query, forward, managed, upstream_url, Proxy, RoutePolicy};
-use crate::{error::ProxyError, upstream::RequestBody};
+use super::{checked_query, forward, home, managed, upstream_url, Proxy, RoutePolicy};
+use crate::{credentials::Carried, error::ProxyError, upstream::RequestBody};
 
 pub async fn search(
     req: HttpRequest,
@@ -17,11 +17,23 @@ pub async fn search(
     }
     let query = search_query(checked_query(&req)?.unwrap_or_default());
     let url = upstream_url(&proxy.config.upstream.index, "/v1/search", Some(&query))?;
+    // The index is Docker Hub's: the client's credentials go there only when they are
+    // Docker Hub's (see `credentials`).
+    let credentials = match &proxy.managed {
+        Some(_) => Carried::nothing(),
+        None => Carried::client(
+            req.headers(),
+            proxy.config.registries.docker_hub(),
+            home(&req, &proxy.config),
+        ),
+    };
     let policy = RoutePolicy {
         upstream: "index",
         follow_redirects: false,
         rewrite_to_mirror: None,
-        upstream_authorization: None,
+        credentials,
+        method: None,
+        plain_answer: false,
     };
     let body = RequestBody::from_client(&req, payload)?;
     forward(&req, body, &proxy, url, policy).await

@@ -12,11 +12,13 @@ use actix_web::{
 };
 use url::Url;
 
-use super::{checked_query, forward, managed, upstream_url, Proxy, RoutePolicy};
+use super::{checked_query, forward, home, managed, upstream_url, Proxy, RoutePolicy};
 use crate::{
+    credentials::{self, Carried},
     error::ProxyError,
     headers,
     realms::parse_realm,
+    redirect,
     request_target::Rejection,
     scope,
     upstream::{self, Outgoing, RequestBody},
@@ -25,6 +27,9 @@ use crate::{
 
 /// Largest OAuth2 form body read to map its scopes (a real one is well under 1 KiB).
 const MAX_FORM: usize = 64 * 1024;
+
+/// Largest token answer read to mark its tokens (a real one is a few KiB).
+const MAX_TOKEN_ANSWER: usize = 256 * 1024;
 
 /// Docker Hub's token issuer, as before there were many upstreams.
 pub async fn token(
@@ -176,22 +181,83 @@ async fn relay(
         }
     };
     let query = query.map(map_all);
-    let url = realm_url(&realm, query.as_deref())?;
-    let body = match form {
-        Some(form) if form.is_empty() => RequestBody::None,
-        Some(form) => RequestBody::Full(map_all(&form).into()),
+    let form = form.map(|form| map_all(&form));
+    // The client's credentials go to this issuer only when they are meant for its registry
+    // (see `credentials`); otherwise the token is asked for anonymously.
+    let home = home(req, &proxy.config);
+    let trusted = credentials::trusted(upstream, home);
+    let mut carried = Carried::client(req.headers(), upstream, home);
+    let mut method = None;
+    let (query, body) = match form {
+        Some(form) => match credentials::token_form(&form, upstream, trusted) {
+            Some(form) if form.is_empty() => (query, RequestBody::None),
+            Some(form) => (query, RequestBody::Full(form.into())),
+            None => {
+                log::debug!(
+                    "token form for {} asked for anonymously: its credentials are for {}",
+                    upstream.name,
+                    home.name
+                );
+                method = Some(Method::GET);
+                carried = Carried::nothing();
+                let sources = [query.as_deref(), Some(form.as_str())];
+                let anonymous = credentials::anonymous_query(sources.into_iter().flatten());
+                (
+                    (!anonymous.is_empty()).then_some(anonymous),
+                    RequestBody::None,
+                )
+            }
+        },
         None => match payload {
-            Some(payload) => RequestBody::from_client(req, payload)?,
-            None => RequestBody::None,
+            Some(payload) => (query, RequestBody::from_client(req, payload)?),
+            None => (query, RequestBody::None),
         },
     };
+    let url = realm_url(&realm, query.as_deref())?;
     let policy = RoutePolicy {
         upstream: "auth",
         follow_redirects: false,
         rewrite_to_mirror: None,
-        upstream_authorization: None,
+        credentials: carried,
+        method,
+        plain_answer: true,
     };
-    forward(req, body, proxy, url, policy).await
+    let answer = forward(req, body, proxy, url, policy).await?;
+    mark_tokens(answer, &upstream.name, &realm).await
+}
+
+/// The issuer's answer with its tokens marked for `registry` (see `credentials`), so that the
+/// client's next requests carry them to that registry only. Answers without tokens (errors)
+/// pass as they came.
+async fn mark_tokens(
+    answer: HttpResponse,
+    registry: &str,
+    realm: &Url,
+) -> Result<HttpResponse, ProxyError> {
+    if !answer.status().is_success() || answer.head().headers.contains_key(header::CONTENT_ENCODING)
+    {
+        return Ok(answer);
+    }
+    let (head, body) = answer.into_parts();
+    let unreadable = |reason: String| ProxyError::Unreachable {
+        upstream: "auth",
+        url: redirect::shown(realm),
+        reason,
+    };
+    let bytes = actix_web::body::to_bytes_limited(body, MAX_TOKEN_ANSWER)
+        .await
+        .map_err(|_| unreadable(format!("token answer over {MAX_TOKEN_ANSWER} bytes")))?
+        .map_err(|e| unreadable(format!("token answer: {e}")))?;
+    let body = credentials::mark_answer(&bytes, registry)
+        .map(actix_web::web::Bytes::from)
+        .unwrap_or(bytes);
+    let mut marked = HttpResponse::with_body(head.status(), body);
+    for (name, value) in head.headers() {
+        if name != header::CONTENT_LENGTH {
+            marked.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    Ok(marked.map_into_boxed_body())
 }
 
 /// The upstream other than `current` that the first prefixed repository scope names.
