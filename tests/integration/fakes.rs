@@ -156,8 +156,55 @@ pub fn upstream() -> String {
                         .json(serde_json::json!({"errors":[{"code":"UNAUTHORIZED","message":"auth"}]}))
                 }),
             )
+            .route(
+                "/v2/signed/manifests/x",
+                web::to(|req: HttpRequest| async move {
+                    let port = req.app_config().local_addr().port();
+                    redirect(
+                        StatusCode::TEMPORARY_REDIRECT,
+                        format!("http://cdnuser:cdnpass@localhost:{port}/cdn/signed?verify=1700000000-{SIGNATURE}&X-Amz-Signature={SIGNATURE}"),
+                    )
+                }),
+            )
+            .route(
+                "/v2/signed-dead/manifests/x",
+                web::to(|| async {
+                    // Port 1 on loopback: nothing listens, the connection is refused.
+                    redirect(
+                        StatusCode::TEMPORARY_REDIRECT,
+                        format!("http://cdnuser:cdnpass@127.0.0.1:1/blob?X-Amz-Signature={SIGNATURE}"),
+                    )
+                }),
+            )
+            .route("/cdn/signed", web::to(noisy_cdn))
             .default_service(web::to(echo))
     })
+}
+
+/// The signature in the signed CDN URLs of [`upstream`]: a capability no client or log may see.
+pub const SIGNATURE: &str = "SIGNATURE-SECRET-0123456789";
+
+/// A CDN that echoes the request, with the headers a real CDN adds about itself.
+async fn noisy_cdn(req: HttpRequest, body: web::Payload) -> HttpResponse {
+    let mut res = echo(req, body).await;
+    for (name, value) in [
+        ("server", "AmazonS3"),
+        ("via", "1.1 abc.cloudfront.net (CloudFront)"),
+        ("x-amz-request-id", "REQUESTID"),
+        ("x-amz-id-2", "HOSTID"),
+        ("cf-ray", "8a1b2c3d4e5f-FRA"),
+        (
+            "set-cookie",
+            "__cf_bm=cdn-session; Domain=.cdn.example; HttpOnly",
+        ),
+        ("alt-svc", "h3=\":443\"; ma=86400"),
+    ] {
+        res.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static(name),
+            actix_web::http::header::HeaderValue::from_static(value),
+        );
+    }
+    res
 }
 
 /// The echo upstream's report of a request, from a response that carries it.

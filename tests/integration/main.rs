@@ -3,6 +3,7 @@
 mod access_control;
 mod config_cli;
 mod containerd;
+mod credentials;
 mod failures;
 mod fakes;
 mod faults;
@@ -12,6 +13,7 @@ mod hostile_upstream;
 mod hubferry;
 mod image_policy;
 mod landing;
+mod leaks;
 mod limits;
 mod managed_auth;
 mod multireg;
