@@ -60,7 +60,14 @@ pub struct Users {
     /// (user, bcrypt hash)
     htpasswd: Vec<(String, String)>,
     tokens: Vec<Secret>,
+    /// Checked in place of a user nobody has, at the highest cost of the real entries, so
+    /// that an unknown name takes as long to refuse as a wrong password.
+    dummy_hash: Option<String>,
 }
+
+/// The longest password bcrypt reads: it ignores every byte after the 72nd, so a longer one
+/// would be accepted with any suffix. Longer passwords are refused instead.
+pub const MAX_PASSWORD: usize = 72;
 
 /// Who a client is, once authenticated: put in its token and the log, never a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,32 +115,51 @@ impl Users {
             }
             htpasswd.push((user.to_owned(), hash.to_owned()));
         }
-        Ok(Users { htpasswd, tokens })
+        let cost = htpasswd
+            .iter()
+            .filter_map(|(_, hash)| hash.parse::<bcrypt::HashParts>().ok())
+            .map(|parts| parts.get_cost())
+            .max();
+        let dummy_hash = match cost {
+            Some(cost) => Some(
+                bcrypt::hash("no such user", cost)
+                    .map_err(|e| format!("cannot make the dummy bcrypt hash: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Users {
+            htpasswd,
+            tokens,
+            dummy_hash,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
         self.htpasswd.is_empty() && self.tokens.is_empty()
     }
 
-    /// Checks a user name and password: an htpasswd user with a matching bcrypt hash, or any
-    /// user name with a static token as the password. bcrypt is slow on purpose (tens of ms):
-    /// call this off the worker threads.
-    pub fn authenticate(&self, user: &str, password: &str) -> Option<Subject> {
-        if let Some(i) = self
-            .tokens
-            .iter()
-            .position(|t| constant_time_eq(t.expose().as_bytes(), password.as_bytes()))
-        {
-            return Some(Subject::Token(i));
+    /// Checks a user name and password against the htpasswd entries. bcrypt is slow on
+    /// purpose (tens of ms): call this off the worker threads, through `login`. A name nobody
+    /// has is checked against a dummy hash, so it costs the same time as a wrong password.
+    pub fn verify_password(&self, user: &str, password: &str) -> Option<Subject> {
+        if password.len() > MAX_PASSWORD {
+            log::info!(
+                "refused a password of {} bytes for user {user:?}: bcrypt reads only {MAX_PASSWORD}",
+                password.len()
+            );
+            return None;
         }
-        let (_, hash) = self.htpasswd.iter().find(|(u, _)| u == user)?;
-        bcrypt::verify(password, hash)
-            .ok()
-            .filter(|ok| *ok)
-            .map(|_| Subject::User(user.to_owned()))
+        let entry = self.htpasswd.iter().find(|(u, _)| u == user);
+        let hash = match entry {
+            Some((_, hash)) => hash,
+            None => self.dummy_hash.as_ref()?,
+        };
+        let matches = bcrypt::verify(password, hash).unwrap_or(false);
+        (matches && entry.is_some()).then(|| Subject::User(user.to_owned()))
     }
 
-    /// A static token presented as a bearer token (scripts, `curl -H`), cheap to check.
+    /// A static token, presented as a bearer token (scripts, `curl -H`) or as a password with
+    /// any user name; cheap to check, in constant time.
     pub fn static_token(&self, bearer: &str) -> Option<Subject> {
         self.tokens
             .iter()
@@ -188,15 +214,45 @@ mod tests {
     fn htpasswd_users_and_static_tokens_authenticate() {
         let users = users();
         assert_eq!(
-            users.authenticate("alice", "s3cret"),
+            users.verify_password("alice", "s3cret"),
             Some(Subject::User("alice".into()))
         );
-        assert_eq!(users.authenticate("alice", "wrong"), None);
-        assert_eq!(users.authenticate("bob", "s3cret"), None);
-        assert_eq!(users.authenticate("ci", "tok-123"), Some(Subject::Token(0)));
+        assert_eq!(users.verify_password("alice", "wrong"), None);
+        assert_eq!(users.verify_password("bob", "s3cret"), None);
         assert_eq!(users.static_token("tok-123"), Some(Subject::Token(0)));
         assert_eq!(users.static_token("tok-12"), None);
         assert!(!users.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_name_is_checked_against_a_hash_of_the_same_cost() {
+        let hash = bcrypt::hash("s3cret", 5).unwrap();
+        let users = Users::from_htpasswd(&format!("alice:{hash}\n"), Vec::new()).unwrap();
+        let dummy = users.dummy_hash.as_deref().unwrap();
+        assert_eq!(dummy.parse::<bcrypt::HashParts>().unwrap().get_cost(), 5);
+        // Even the dummy's own password opens nothing.
+        assert_eq!(users.verify_password("nobody", "no such user"), None);
+        assert!(Users::from_htpasswd("", Vec::new())
+            .unwrap()
+            .dummy_hash
+            .is_none());
+    }
+
+    #[test]
+    fn passwords_past_bcrypts_72_bytes_are_refused_not_truncated() {
+        let long = "p".repeat(80);
+        // What `htpasswd -B` stores for it: a hash of its first 72 bytes.
+        let hash = bcrypt::hash(&long, 4).unwrap();
+        let users = Users::from_htpasswd(&format!("alice:{hash}\n"), Vec::new()).unwrap();
+        let mut guess = long[..MAX_PASSWORD].to_owned();
+        guess.push_str("anything");
+        assert!(bcrypt::verify(&guess, &hash).unwrap(), "bcrypt truncates");
+        assert_eq!(users.verify_password("alice", &guess), None);
+        assert_eq!(users.verify_password("alice", &long), None);
+        let exact = "q".repeat(MAX_PASSWORD);
+        let hash = bcrypt::hash(&exact, 4).unwrap();
+        let users = Users::from_htpasswd(&format!("bob:{hash}\n"), Vec::new()).unwrap();
+        assert!(users.verify_password("bob", &exact).is_some());
     }
 
     #[test]

@@ -176,6 +176,11 @@ pub struct Flags {
     /// Lifetime of the tokens managed auth issues [setting: auth.token_ttl; default 5m].
     #[arg(long, value_name = "DURATION")]
     pub token_ttl: Option<String>,
+    /// Failed logins each client (IPv4 address, IPv6 /64) and each user name may have per
+    /// minute in managed mode, as a burst refilled evenly; 0 means no limit
+    /// [setting: auth.login_failures_per_minute; default 10].
+    #[arg(long, value_name = "N")]
+    pub login_failures_per_minute: Option<String>,
     /// File with at least 32 secret bytes to sign managed-auth tokens with, shared by replicas
     /// [setting: auth.token_key_file; default: a random key per process].
     #[arg(long, value_name = "FILE")]
@@ -230,6 +235,10 @@ impl Flags {
             ("auth.anonymous", &self.anonymous),
             ("auth.token_ttl", &self.token_ttl),
             ("auth.token_key_file", &self.token_key_file),
+            (
+                "auth.login_failures_per_minute",
+                &self.login_failures_per_minute,
+            ),
             ("upstream.username", &self.upstream_username),
             ("upstream.password_file", &self.upstream_password_file),
         ];
@@ -294,6 +303,7 @@ struct RawAuth {
     anonymous: String,
     token_ttl: String,
     token_key_file: Option<PathBuf>,
+    login_failures_per_minute: String,
 }
 
 impl Default for RawAuth {
@@ -308,6 +318,8 @@ impl Default for RawAuth {
             // Docker Hub's own tokens live 300 s.
             token_ttl: "5m".into(),
             token_key_file: None,
+            // A user who mistypes a few times goes on; a guesser gets one try every 6 s.
+            login_failures_per_minute: "10".into(),
         }
     }
 }
@@ -583,6 +595,8 @@ pub struct ManagedAuth {
     pub token_ttl: Duration,
     /// From `auth.token_key_file`; `None`: a random key per process.
     pub token_key: Option<TokenKey>,
+    /// Failed logins per minute per client and per user name (see `login`); 0: no limit.
+    pub login_failures_per_minute: u32,
 }
 
 /// Who may use the mirror (see `crate::guard`); empty lists: everyone.
@@ -1118,6 +1132,10 @@ impl RawAuth {
                     anonymous,
                     token_ttl,
                     token_key,
+                    login_failures_per_minute: count_u32(
+                        "auth.login_failures_per_minute",
+                        &self.login_failures_per_minute,
+                    )?,
                 }))
             }
             other => Err(invalid(
@@ -1862,7 +1880,7 @@ host_names = ["hub.mirror.test"]
         let managed = config.managed.as_ref().unwrap();
         assert!(!managed.anonymous);
         assert_eq!(managed.token_ttl, Duration::from_secs(300));
-        assert!(managed.users.authenticate("alice", "pw").is_some());
+        assert!(managed.users.verify_password("alice", "pw").is_some());
         assert!(managed.users.static_token("t2").is_some());
         let hub = config.registries.docker_hub().credentials.clone().unwrap();
         assert_eq!(hub.username, "hubuser");
@@ -1945,7 +1963,7 @@ host_names = ["hub.mirror.test"]
         let config = load(&["--config", file.to_str().unwrap()], &[]).unwrap();
         let managed = config.managed.as_ref().unwrap();
         assert!(managed.anonymous);
-        assert!(managed.users.authenticate("alice", "pw").is_some());
+        assert!(managed.users.verify_password("alice", "pw").is_some());
         let hub = config.registries.docker_hub().credentials.as_ref().unwrap();
         assert_eq!(hub.password.expose(), "dckr_pat_x");
         let ghcr = config.registries.get("ghcr.io").unwrap();

@@ -69,6 +69,9 @@ pub enum ProxyError {
     /// Managed auth serves pulls only: hubferry pushes nothing with its own account.
     #[display("this mirror serves pulls only: {method} is not supported")]
     PullOnly { method: String },
+    /// Work the mirror bounds is at its bound (password checks); `retry_after` in seconds.
+    #[display("too many {what} at once; retry in {retry_after}s")]
+    Overloaded { what: String, retry_after: u64 },
     /// Managed auth: an upstream's token issuer refused hubferry's own request for a token.
     /// Never names the credentials, only whose they are.
     #[display("upstream {upstream} refused hubferry's token request ({status}); check its configured credentials")]
@@ -109,7 +112,7 @@ impl ProxyError {
             // the operation does not exist here, whoever asks; DENIED would read as "log in
             // with more rights", which cannot help.
             ProxyError::PullOnly { .. } => "UNSUPPORTED",
-            ProxyError::UpstreamToken { .. } => "UNAVAILABLE",
+            ProxyError::UpstreamToken { .. } | ProxyError::Overloaded { .. } => "UNAVAILABLE",
         }
     }
 }
@@ -129,6 +132,7 @@ impl ProxyError {
             ProxyError::Denied { .. } | ProxyError::TooManyRequests { .. } => "request",
             ProxyError::Unauthorized { .. } | ProxyError::PullOnly { .. } => "request",
             ProxyError::UpstreamToken { .. } => "auth",
+            ProxyError::Overloaded { .. } => "request",
         }
     }
 }
@@ -151,6 +155,7 @@ impl ResponseError for ProxyError {
             ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::PullOnly { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UpstreamToken { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -162,7 +167,9 @@ impl ResponseError for ProxyError {
             log::info!("{self}");
         }
         let mut res = HttpResponse::build(status);
-        if let ProxyError::TooManyRequests { retry_after, .. } = self {
+        if let ProxyError::TooManyRequests { retry_after, .. }
+        | ProxyError::Overloaded { retry_after, .. } = self
+        {
             res.insert_header((
                 actix_web::http::header::RETRY_AFTER,
                 retry_after.to_string(),

@@ -248,7 +248,8 @@ fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-fn quote(value: &str) -> String {
+/// A quoted-string (RFC 9110 §5.6.4): `"` and `\\` escaped, so the value stays one value.
+pub fn quote(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('"');
     for c in value.chars() {

@@ -16,6 +16,7 @@ mod grant;
 mod guard;
 mod headers;
 mod image_policy;
+mod login;
 mod metrics;
 mod origin;
 mod realms;

@@ -135,9 +135,21 @@ pub fn registry_path(raw: &str) -> Result<RegistryPath, Rejection> {
 }
 
 /// Checks a path that is forwarded without a grammar of its own (the catch-all route): it must
-/// read one way only.
+/// read one way only, and must not read as a registry API path to an upstream that decodes it
+/// (`/%762/...`) or collapses empty segments (`//v2/...`, as Go's router does): the registry
+/// API goes through [`registry_path`], its admission and image checks, or nowhere.
 pub fn plain_path(raw: &str) -> Result<(), Rejection> {
-    decode_path(raw).map(drop)
+    let decoded = decode_path(raw)?;
+    if decoded.contains("//") {
+        return Err(Rejection::Ambiguous("empty segment in the path".into()));
+    }
+    let first = decoded[1..].split('/').next().unwrap_or_default();
+    if first.eq_ignore_ascii_case("v2") {
+        return Err(Rejection::Ambiguous(format!(
+            "{raw:?} reads as a registry API path once decoded"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks a raw query (without the `?`): well-formed percent-encoding and no control character,
@@ -543,6 +555,25 @@ mod tests {
             "/%",
         ] {
             assert!(plain_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn plain_paths_never_read_as_the_registry_api() {
+        assert_eq!(plain_path("/"), Ok(()));
+        assert_eq!(plain_path("/trailing/"), Ok(()));
+        for bad in [
+            "//v2/library/nginx/manifests/latest",
+            "/%762/library/nginx/manifests/latest",
+            "/%76%32/",
+            "/V2/library/nginx/manifests/latest",
+            "/v%32",
+            "/a//b",
+        ] {
+            assert!(
+                matches!(plain_path(bad), Err(Rejection::Ambiguous(_))),
+                "{bad}"
+            );
         }
     }
 }

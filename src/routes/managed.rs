@@ -5,11 +5,9 @@
 //! `upstream_tokens`). The client's credentials never go upstream, and the account's never
 //! reach a client: they are only ever in the `Authorization` of hubferry's own token requests.
 
-use std::sync::Arc;
-
 use actix_web::{
     http::{header, Method},
-    web, HttpRequest, HttpResponse,
+    web, HttpMessage, HttpRequest, HttpResponse,
 };
 use serde_json::json;
 
@@ -19,7 +17,8 @@ use crate::{
     config::ManagedAuth,
     error::ProxyError,
     grant::{self, Grant, TokenKey},
-    headers,
+    guard, headers,
+    login::{Logins, Refusal},
     upstream::{self, Outgoing, RequestBody},
     upstream_tokens::UpstreamTokens,
     upstreams::Upstream,
@@ -41,6 +40,8 @@ pub struct Managed {
     pub auth: ManagedAuth,
     pub key: TokenKey,
     pub upstream_tokens: UpstreamTokens,
+    /// Every password check goes through here (failure limits, a bounded bcrypt pool).
+    pub logins: Logins,
 }
 
 impl Managed {
@@ -50,10 +51,13 @@ impl Managed {
             Some(key) => key.clone(),
             None => TokenKey::random()?,
         };
+        let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let logins = Logins::new(auth.users.clone(), auth.login_failures_per_minute, parallel);
         Ok(Managed {
             auth,
             key,
             upstream_tokens: UpstreamTokens::default(),
+            logins,
         })
     }
 }
@@ -65,7 +69,8 @@ impl Managed {
 pub async fn token(
     req: &HttpRequest,
     payload: web::Payload,
-    managed: &Arc<Managed>,
+    proxy: &Proxy,
+    managed: &Managed,
 ) -> Result<HttpResponse, ProxyError> {
     let query = checked_query(req)?.unwrap_or_default().to_owned();
     let form = if token::is_form(req) {
@@ -103,15 +108,7 @@ pub async fn token(
             .and_then(clients::parse_basic),
     };
     let subject = match credentials {
-        Some((user, password)) => {
-            let shared = managed.clone();
-            // bcrypt is deliberately slow: off the worker thread.
-            web::block(move || shared.auth.users.authenticate(&user, &password))
-                .await
-                .ok()
-                .flatten()
-                .ok_or_else(|| refused("incorrect username or password".into()))?
-        }
+        Some((user, password)) => log_in(req, proxy, managed, &user, &password).await?,
         None if managed.auth.anonymous => Subject::Anonymous,
         None => return Err(refused("this mirror requires credentials".into())),
     };
@@ -159,6 +156,57 @@ pub async fn token(
         })))
 }
 
+/// Checks a user name and password (see `login`); a refusal is the error the client gets.
+pub async fn log_in(
+    req: &HttpRequest,
+    proxy: &Proxy,
+    managed: &Managed,
+    user: &str,
+    password: &str,
+) -> Result<Subject, ProxyError> {
+    let client = client_of(req);
+    match managed.logins.check(client, user, password).await {
+        Ok(subject) => Ok(subject),
+        Err(Refusal::Wrong) => {
+            log::info!("failed login as {user:?} from {client}");
+            Err(refused("incorrect username or password".into()))
+        }
+        Err(Refusal::TooMany {
+            retry_after,
+            by_name,
+        }) => {
+            proxy.metrics.refused("login_failures");
+            let per_minute = managed.auth.login_failures_per_minute;
+            Err(ProxyError::TooManyRequests {
+                client,
+                limit: if by_name {
+                    format!("more than {per_minute} failed logins per minute as {user:?}")
+                } else {
+                    format!("more than {per_minute} failed logins per minute")
+                },
+                retry_after,
+            })
+        }
+        Err(Refusal::Busy { retry_after }) => {
+            proxy.metrics.refused("login_busy");
+            Err(ProxyError::Overloaded {
+                what: "password checks".into(),
+                retry_after,
+            })
+        }
+    }
+}
+
+/// The client's address as the access lists judged it: behind trusted proxies, the client they
+/// forwarded for.
+fn client_of(req: &HttpRequest) -> std::net::IpAddr {
+    req.extensions()
+        .get::<guard::ClientIp>()
+        .map(|client| client.0)
+        .or_else(|| req.peer_addr().map(|addr| addr.ip()))
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into())
+}
+
 /// A 401 from `/token`: Basic, since that is what the endpoint takes.
 fn refused(reason: String) -> ProxyError {
     ProxyError::Unauthorized {
@@ -203,15 +251,20 @@ pub fn admit(
             Err(invalid) => Some(("invalid_token", invalid.describe())),
         },
     };
+    // Quoted as every challenge hubferry writes: without `public_url` the realm comes from the
+    // request's `Host`, which must not be able to add parameters.
+    let realm = format!("{}/token", public_base(req, &proxy.config));
     let mut challenge = format!(
-        "Bearer realm=\"{}/token\",service=\"{SERVICE}\"",
-        public_base(req, &proxy.config)
+        "Bearer realm={},service={}",
+        headers::quote(&realm),
+        headers::quote(SERVICE)
     );
     if let Some(name) = name {
-        challenge.push_str(&format!(",scope=\"repository:{name}:pull\""));
+        let scope = format!("repository:{name}:pull");
+        challenge.push_str(&format!(",scope={}", headers::quote(&scope)));
     }
     if let Some((error, _)) = problem {
-        challenge.push_str(&format!(",error=\"{error}\""));
+        challenge.push_str(&format!(",error={}", headers::quote(error)));
     }
     Err(ProxyError::Unauthorized {
         challenge,
@@ -220,6 +273,27 @@ pub fn admit(
             .unwrap_or("a token from this mirror is required")
             .to_owned(),
     })
+}
+
+/// Request filter of `/v1/search` on a mirror closed to anonymous clients. `docker search`
+/// sends the user's login as Basic credentials (it asks no token first); a token of ours
+/// (scripts) is taken too.
+pub async fn admit_search(
+    req: &HttpRequest,
+    proxy: &Proxy,
+    managed: &Managed,
+) -> Result<(), ProxyError> {
+    let basic = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(clients::parse_basic);
+    match basic {
+        Some((user, password)) => log_in(req, proxy, managed, &user, &password)
+            .await
+            .map(drop),
+        None => admit(req, proxy, managed, None),
+    }
 }
 
 /// `/v2/` for a client holding a valid token: answered here (the API version check), since

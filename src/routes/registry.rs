@@ -1,6 +1,8 @@
 //! The registry API (`/v2` and below) and everything no other route claims (the seed's
 //! `location /`), each forwarded to the registry of the upstream the request is for.
 
+use std::borrow::Cow;
+
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{
@@ -35,37 +37,65 @@ pub async fn v2(
             return Ok(managed::ping());
         }
     }
-    let query = checked_query(&req)?;
-    let (upstream, via) = resolve(&req, &proxy.config, query, name)?;
+    let mut query = checked_query(&req)?.map(Cow::Borrowed);
+    let (upstream, via) = resolve(&req, &proxy.config, query.as_deref(), name)?;
     let prefixed = via == Via::Prefix;
     let mut upstream_scope = None;
-    let path = match name {
-        Some(name) => {
-            let prefix = prefixed.then_some(upstream.name.as_str());
-            let upstream_name = scope::upstream_name(name, prefix, upstream.library);
-            // Every endpoint of a repository, blobs by digest included: a denied image's
-            // layers must not be reachable by someone who knows their digests.
-            proxy
-                .config
-                .images
-                .check(&upstream.name, &upstream_name)
-                .map_err(|message| ProxyError::ImageDenied {
-                    image: format!("{}/{upstream_name}", upstream.name),
-                    message,
-                })?;
-            // Only managed mode asks the upstream for tokens of its own.
-            if proxy.managed.is_some() {
-                upstream_scope = Some(managed::pull_scope(&upstream_name));
+    let path =
+        match name {
+            Some(name) => {
+                let prefix = prefixed.then_some(upstream.name.as_str());
+                let upstream_name = scope::upstream_name(name, prefix, upstream.library);
+                // Every endpoint of a repository, blobs by digest included: a denied image's
+                // layers must not be reachable by someone who knows their digests.
+                proxy
+                    .config
+                    .images
+                    .check(&upstream.name, &upstream_name)
+                    .map_err(|message| ProxyError::ImageDenied {
+                        image: format!("{}/{upstream_name}", upstream.name),
+                        message,
+                    })?;
+                // A cross-repository mount (`?mount=<digest>&from=<repository>`) reads the blob
+                // from `from`: that repository must be one this mirror serves too, under the name
+                // the upstream knows it by.
+                if checked.endpoint == Endpoint::Upload {
+                    if let Some(raw) = query.as_deref() {
+                        let from_name = |from: &str| {
+                            let prefix = prefixed.then_some(upstream.name.as_str());
+                            scope::upstream_name(from, prefix, upstream.library).into_owned()
+                        };
+                        for (key, from) in url::form_urlencoded::parse(raw.as_bytes()) {
+                            if key != "from" {
+                                continue;
+                            }
+                            let from = from_name(&from);
+                            proxy.config.images.check(&upstream.name, &from).map_err(
+                                |message| ProxyError::ImageDenied {
+                                    image: format!("{}/{from}", upstream.name),
+                                    message,
+                                },
+                            )?;
+                        }
+                        let mapped = scope::map_form_values(raw, "from", from_name);
+                        if mapped != raw {
+                            query = Some(Cow::Owned(mapped.into_owned()));
+                        }
+                    }
+                }
+                // Only managed mode asks the upstream for tokens of its own.
+                if proxy.managed.is_some() {
+                    upstream_scope = Some(managed::pull_scope(&upstream_name));
+                }
+                if upstream_name == name {
+                    checked.path.clone()
+                } else {
+                    checked.with_name(&upstream_name)
+                }
             }
-            if upstream_name == name {
-                checked.path.clone()
-            } else {
-                checked.with_name(&upstream_name)
-            }
-        }
-        None => checked.path.clone(),
-    };
-    let url = upstream_url(&upstream.registry, &path, query)?;
+            None => checked.path.clone(),
+        };
+    let url = upstream_url(&upstream.registry, &path, query.as_deref())?;
     let managed_scope = proxy.managed.as_ref().zip(upstream_scope);
     let credentials = match (&proxy.managed, &managed_scope) {
         (Some(_), Some((managed, scope))) => Carried::ours(Some(
@@ -106,6 +136,10 @@ pub async fn other(
     proxy: web::Data<Proxy>,
 ) -> Result<HttpResponse, ProxyError> {
     request_target::plain_path(req.uri().path())?;
+    // In managed mode nothing reaches an upstream before admission, whatever the path.
+    if let Some(managed) = &proxy.managed {
+        managed::admit(&req, &proxy, managed, None)?;
+    }
     let query = checked_query(&req)?;
     let (upstream, _) = resolve(&req, &proxy.config, query, None)?;
     let url = upstream_url(&upstream.registry, req.uri().path(), query)?;

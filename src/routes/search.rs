@@ -13,7 +13,7 @@ pub async fn search(
 ) -> Result<HttpResponse, ProxyError> {
     // A mirror closed to anonymous clients is closed for search too.
     if let Some(managed) = proxy.managed.as_ref().filter(|m| !m.auth.anonymous) {
-        managed::admit(&req, &proxy, managed, None)?;
+        managed::admit_search(&req, &proxy, managed).await?;
     }
     let query = search_query(checked_query(&req)?.unwrap_or_default());
     let url = upstream_url(&proxy.config.upstream.index, "/v1/search", Some(&query))?;

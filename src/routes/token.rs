@@ -38,7 +38,7 @@ pub async fn token(
     proxy: web::Data<Proxy>,
 ) -> Result<HttpResponse, ProxyError> {
     if let Some(managed) = &proxy.managed {
-        return managed::token(&req, payload, managed).await;
+        return managed::token(&req, payload, &proxy, managed).await;
     }
     let hub = proxy.config.registries.docker_hub();
     let realm = hub.realm.clone().expect("docker.io's realm is configured");
@@ -53,7 +53,7 @@ pub async fn upstream_token(
     name: web::Path<String>,
 ) -> Result<HttpResponse, ProxyError> {
     if let Some(managed) = &proxy.managed {
-        return managed::token(&req, payload, managed).await;
+        return managed::token(&req, payload, &proxy, managed).await;
     }
     let upstream = known_upstream(&proxy, &name)?;
     let realm = upstream.realm.clone().ok_or_else(|| {
@@ -71,7 +71,7 @@ pub async fn learned_token(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ProxyError> {
     if let Some(managed) = &proxy.managed {
-        return managed::token(&req, payload, managed).await;
+        return managed::token(&req, payload, &proxy, managed).await;
     }
     let (name, id) = path.into_inner();
     let upstream = known_upstream(&proxy, &name)?;
