@@ -16,6 +16,7 @@ mod landing;
 mod leaks;
 mod limits;
 mod managed_auth;
+mod managed_probing;
 mod multireg;
 mod operations;
 mod pull;
