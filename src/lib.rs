@@ -24,6 +24,7 @@ mod resume;
 mod routes;
 mod scope;
 mod tls;
+mod upload;
 mod upstream;
 mod upstream_tokens;
 mod upstreams;

@@ -16,7 +16,7 @@ use serde_json::json;
 use super::{checked_query, public_base, token, Proxy};
 use crate::{
     clients::{self, Secret, Subject},
-    config::ManagedAuth,
+    config::{ManagedAuth, Timeouts},
     error::ProxyError,
     grant::{self, Grant, TokenKey},
     headers,
@@ -66,10 +66,11 @@ pub async fn token(
     req: &HttpRequest,
     payload: web::Payload,
     managed: &Arc<Managed>,
+    timeouts: &Timeouts,
 ) -> Result<HttpResponse, ProxyError> {
     let query = checked_query(req)?.unwrap_or_default().to_owned();
     let form = if token::is_form(req) {
-        Some(token::read_form(payload).await?)
+        Some(token::read_form(payload, timeouts.body_idle).await?)
     } else {
         None
     };
@@ -320,11 +321,20 @@ async fn fetch_upstream_token(
     if !response.status().is_success() {
         return Err(refused(status));
     }
-    let body = response
-        .body()
-        .limit(MAX_TOKEN_ANSWER)
-        .await
-        .map_err(|_| refused(status))?;
+    // The answer is small and read whole: `body_idle` is its limit in all, as for a token form.
+    let limit = config.timeouts.body_idle;
+    let body = match actix_rt::time::timeout(limit, response.body().limit(MAX_TOKEN_ANSWER)).await {
+        Ok(body) => body.map_err(|_| refused(status))?,
+        Err(_) => {
+            proxy.metrics.upstream_error(out.upstream, "body");
+            return Err(ProxyError::Timeout {
+                upstream: out.upstream,
+                url: out.url.to_string(),
+                phase: "send its token answer",
+                limit,
+            });
+        }
+    };
     let answer: serde_json::Value = serde_json::from_slice(&body).map_err(|_| refused(status))?;
     let token = answer["token"]
         .as_str()

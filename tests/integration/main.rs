@@ -3,6 +3,7 @@
 mod access_control;
 mod config_cli;
 mod containerd;
+mod deadlines;
 mod failures;
 mod fakes;
 mod faults;
