@@ -5,6 +5,7 @@ mod access;
 mod admin;
 mod chunking;
 mod client_ip;
+mod client_socket;
 mod clients;
 pub mod config;
 mod egress;
@@ -131,6 +132,8 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     .client_request_timeout(config.limits.request_head_timeout)
     .keep_alive(config.limits.keep_alive)
     .h1_write_buffer_size(CLIENT_WRITE_BUFFER)
+    // A client that stops reading a download is cut by the kernel: see `client_socket`.
+    .on_connect(client_socket::on_connect(config.timeouts.body_idle))
     .shutdown_timeout(config.shutdown_grace.as_secs().max(1))
     .disable_signals();
     if let Some(listen) = config.listen {

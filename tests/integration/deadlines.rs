@@ -13,6 +13,8 @@ use crate::{
     fakes,
     hubferry::Hubferry,
     operations::{get_text, sample},
+    relay::Relay,
+    world,
 };
 
 /// `--idle-timeout` and `--response-timeout` of every hubferry here.
@@ -455,4 +457,99 @@ fn an_upload_the_registry_stops_taking_is_a_504_in_time() {
         "{}",
         hf.log_text()
     );
+}
+
+/// A client that sends its GET and never reads: once the buffers between are full, the kernel
+/// cuts the connection `timeouts.body_idle` later (TCP_USER_TIMEOUT), hubferry drops the
+/// response, and the CDN connection it held is closed. Over plain HTTP and over TLS.
+#[test]
+fn a_client_that_stops_reading_a_download_is_cut_and_the_upstream_released() {
+    let w = world::plain();
+    let relay = Relay::start(w.cdn_host(), &[]);
+    let (registry, _registry_child) = w.registry_redirecting_to(&format!("http://{}", relay.addr));
+    let tls = world::tls_files(&scratch());
+    let tls_addr = format!("127.0.0.1:{}", world::free_port());
+    let hf = Hubferry::for_registry(
+        w,
+        &registry,
+        &[
+            "--idle-timeout",
+            LIMIT,
+            "--tls-listen",
+            &tls_addr,
+            "--tls-cert",
+            tls.cert.to_str().unwrap(),
+            "--tls-key",
+            tls.key.to_str().unwrap(),
+        ],
+    );
+    assert!(world::wait_for_port(&tls_addr, Duration::from_secs(10)));
+    let big = w.big_layer();
+    let path = format!("/v2/library/big/blobs/{}", big.digest);
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        hf.addr,
+        w.token(&["repository:library/big:pull"])
+    );
+
+    for (number, over_tls) in [(0, false), (1, true)] {
+        let what = if over_tls { "TLS" } else { "plain" };
+        let socket = small_receive_buffer(if over_tls { &tls_addr } else { &hf.addr });
+        // Held, never read, until the end of this round.
+        let mut client: Box<dyn Write> = if over_tls {
+            let config = std::sync::Arc::new(world::rustls_config(&tls.ca_cert));
+            let name = "localhost".try_into().unwrap();
+            let connection = rustls::ClientConnection::new(config, name).unwrap();
+            Box::new(rustls::StreamOwned::new(connection, socket))
+        } else {
+            Box::new(socket)
+        };
+        client.write_all(request.as_bytes()).unwrap();
+        client.flush().unwrap();
+        // The CDN is asked, and then (the client reading nothing) the connection to it is
+        // closed: buffers fill, the window stays shut for the idle limit, the kernel cuts.
+        let asked = wait_for(SLACK, || (relay.connections() > number).then_some(())).is_some();
+        assert!(asked, "{what}: the CDN was never asked");
+        let started = Instant::now();
+        let closed = relay.wait_closed(number, LIMIT_TIME + SLACK + Duration::from_secs(4));
+        assert!(
+            closed.is_some(),
+            "{what}: hubferry still holds the CDN connection {:?} after its client stopped reading; {} of {} bytes passed",
+            started.elapsed(),
+            relay.passed(number),
+            big.size
+        );
+        assert!(
+            relay.passed(number) < big.size,
+            "{what}: the whole blob was fetched"
+        );
+        // The response was dropped: its access line is written, a 200 cut short.
+        let logged = wait_for(SLACK, || {
+            let lines = hf.log_text();
+            let cut = lines
+                .lines()
+                .filter(|l| l.contains(&format!("\"GET {path} ")) && l.contains("\" 200 "));
+            (cut.count() > number).then_some(())
+        })
+        .is_some();
+        assert!(logged, "{what}: no access line: {}", hf.log_text());
+        drop(client);
+    }
+}
+
+/// A TCP connection to `addr` whose receive buffer is small, so a client that reads nothing
+/// shuts its window soon.
+fn small_receive_buffer(addr: &str) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(64 << 10).unwrap();
+    let target: std::net::SocketAddr = addr.parse().unwrap();
+    socket.connect(&target.into()).expect("connect to hubferry");
+    socket.into()
+}
+
+fn scratch() -> std::path::PathBuf {
+    let dir = tempfile::tempdir().unwrap().keep();
+    world::remove_at_exit(dir.clone());
+    dir
 }
