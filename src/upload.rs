@@ -32,9 +32,10 @@ use crate::{
 /// Whose move it is in sending the body, and since when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Turn {
-    /// The body was not asked for yet: the upstream client is connecting or sending the head,
-    /// phases with deadlines of their own.
-    NotAsked,
+    /// The body was not asked for yet: the upstream client is waiting for a pooled connection,
+    /// connecting or sending the head. As for a bodiless request, `timeouts.response_headers`
+    /// bounds the lot (`timeouts.connect` the connecting).
+    NotAsked(Instant),
     /// The client's, to send the next chunk.
     Client(Instant),
     /// The upstream's, to take the chunk it was handed.
@@ -55,8 +56,8 @@ struct Progress {
 }
 
 /// Wraps the client's payload as an upstream request body, and returns the deadline of sending
-/// it. Race the two (`futures_util::future::select`, the send first, as it polls): the deadline
-/// only arms a timer once it sees the body asked for, which happens while the send is polled.
+/// it. Race the two with `futures_util::future::select`, the send first, as it polls the send
+/// first: the deadline then sees at once what the send's poll did to the body.
 /// The deadline shares the payload, so that a client error can hold it (see `UnreadBody`).
 pub fn watch<S>(
     payload: S,
@@ -68,7 +69,7 @@ where
     S: Unpin + 'static,
 {
     let progress = Rc::new(Progress {
-        turn: Cell::new(Turn::NotAsked),
+        turn: Cell::new(Turn::NotAsked(Instant::now())),
         received: Cell::new(0),
         fault: RefCell::new(None),
     });
@@ -80,7 +81,7 @@ where
     let deadline = UploadDeadline {
         progress,
         payload,
-        timer: Box::pin(sleep(timeouts.body_idle)),
+        timer: Box::pin(sleep(timeouts.response_headers)),
         idle: timeouts.body_idle,
         headers: timeouts.response_headers,
         upstream,
@@ -172,16 +173,13 @@ impl Future for UploadDeadline {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ProxyError> {
         let due = match self.progress.turn.get() {
-            // Nothing to time yet; the send's next poll moves the turn, and this is polled
-            // right after it.
-            Turn::NotAsked => return Poll::Pending,
             Turn::Failed => {
                 let fault = self.progress.fault.borrow().clone();
                 let fault = fault.unwrap_or(BodyFault::Malformed);
                 return Poll::Ready(self.client_error(fault));
             }
             Turn::Client(since) | Turn::Upstream(since) => since + self.idle,
-            Turn::Sent(since) => since + self.headers,
+            Turn::NotAsked(since) | Turn::Sent(since) => since + self.headers,
         };
         loop {
             if due < self.timer.deadline() {
@@ -198,6 +196,7 @@ impl Future for UploadDeadline {
         }
         Poll::Ready(match self.progress.turn.get() {
             Turn::Client(_) => self.client_error(BodyFault::Stalled(self.idle)),
+            Turn::NotAsked(_) => self.upstream_timeout("take the request", self.headers),
             Turn::Sent(_) => self.upstream_timeout("send response headers", self.headers),
             _ => self.upstream_timeout("take the request body", self.idle),
         })
@@ -325,6 +324,22 @@ mod tests {
         };
         assert!(err.to_string().contains("send response headers"), "{err}");
         assert!(err.to_string().contains("within 50ms"), "{err}");
+    }
+
+    #[actix_rt::test]
+    async fn a_body_never_asked_for_times_out_like_a_bodiless_request() {
+        let (_body, deadline) = watch(
+            chunks(1, Duration::ZERO),
+            &timeouts(1000, 50),
+            "registry",
+            &url(),
+        );
+        let err = deadline.await;
+        assert!(
+            err.to_string()
+                .contains("did not take the request within 50ms"),
+            "{err}"
+        );
     }
 
     #[actix_rt::test]
