@@ -56,8 +56,8 @@ struct Progress {
 }
 
 /// Wraps the client's payload as an upstream request body, and returns the deadline of sending
-/// it. Race the two with `futures_util::future::select`, the send first, as it polls the send
-/// first: the deadline then sees at once what the send's poll did to the body.
+/// it. Race the two with `futures_util::future::select(send, deadline)`: it polls the send
+/// first, so the deadline sees at once what that poll did to the body.
 /// The deadline shares the payload, so that a client error can hold it (see `UnreadBody`).
 pub fn watch<S>(
     payload: S,
