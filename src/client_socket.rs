@@ -11,21 +11,27 @@
 //! idle keep-alive connection, a client still sending its request), and a slow reader that
 //! opens its window now and then makes progress and is not cut.
 
-use std::{any::Any, time::Duration};
+use std::{any::Any, sync::Once, time::Duration};
 
 use actix_tls::accept::rustls_0_23::TlsStream;
 use actix_web::{dev::Extensions, rt::net::TcpStream};
 
 /// The `on_connect` hook: sets the options on each new connection's socket.
 pub fn on_connect(unread_limit: Duration) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync {
+    // Said once, not per connection: the cause is the same for every one.
+    static WARNED: Once = Once::new();
     move |connection, _| {
         let Some(socket) = tcp_socket(connection) else {
             // A listener kind this does not know: the tests for both kinds fail before this can.
-            log::warn!("a client connection of an unknown type: TCP_USER_TIMEOUT not set");
+            WARNED.call_once(|| {
+                log::warn!("client connections of an unknown type: TCP_USER_TIMEOUT not set")
+            });
             return;
         };
         if let Err(err) = set_user_timeout(socket, unread_limit) {
-            log::warn!("cannot set TCP_USER_TIMEOUT on a client connection: {err}");
+            WARNED.call_once(|| {
+                log::warn!("cannot set TCP_USER_TIMEOUT on client connections: {err}")
+            });
         }
     }
 }
