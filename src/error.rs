@@ -1,7 +1,21 @@
 //! The one error type of the request path, and the one place that decides which status and
 //! registry-style JSON body (`{"errors":[{"code","message","detail"}]}`) each error becomes.
 
-use actix_web::{http::StatusCode, HttpResponse, ResponseError};
+use std::{
+    any::Any,
+    pin::Pin,
+    rc::Rc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use actix_web::{
+    body::{BodySize, BoxBody, MessageBody},
+    error::PayloadError,
+    http::StatusCode,
+    HttpResponse, ResponseError,
+};
+use bytes::Bytes;
 use derive_more::{Display, Error};
 use serde_json::json;
 
@@ -76,6 +90,97 @@ pub enum ProxyError {
     /// Never names the credentials, only whose they are.
     #[display("upstream {upstream} refused hubferry's token request ({status}); check its configured credentials")]
     UpstreamToken { upstream: String, status: u16 },
+    /// The client's request body failed before its end (`what`: "upload", "token form"): the
+    /// client's doing, so a 4xx, never an upstream error.
+    #[display("{what} from the client {fault} after {received} bytes")]
+    ClientBody {
+        what: &'static str,
+        received: u64,
+        fault: BodyFault,
+        unread: UnreadBody,
+    },
+}
+
+/// The client's payload, kept until the error answer is written. actix-http closes the
+/// connection after an answer only while the request's payload is still held and unfinished;
+/// once dropped, it reads a chunked one to its end first to keep the connection, and from a
+/// client that stalled that end never comes.
+#[derive(Clone, Default)]
+pub struct UnreadBody(Option<Rc<dyn Any>>);
+
+impl UnreadBody {
+    pub fn holding(payload: Rc<dyn Any>) -> UnreadBody {
+        UnreadBody(Some(payload))
+    }
+}
+
+impl std::fmt::Debug for UnreadBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "UnreadBody(held)"
+        } else {
+            "UnreadBody(none)"
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An answer's body that holds the client's unread payload until it is written.
+    struct HoldingBody {
+        #[pin]
+        body: BoxBody,
+        unread: UnreadBody,
+    }
+}
+
+impl MessageBody for HoldingBody {
+    type Error = <BoxBody as MessageBody>::Error;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        self.project().body.poll_next(cx)
+    }
+}
+
+/// How a client's request body failed.
+#[derive(Debug, Display, Clone, PartialEq, Eq)]
+pub enum BodyFault {
+    /// Nothing came for this long while more was announced.
+    #[display("stalled for {_0:?}")]
+    Stalled(Duration),
+    /// A body read whole (a small form) was not all there within this limit.
+    #[display("did not arrive whole within {_0:?}")]
+    Late(Duration),
+    /// Its framing was invalid (a bad chunk size line): nothing after it can be read.
+    #[display("was malformed")]
+    Malformed,
+    /// The client closed or reset the connection (or its HTTP/2 stream) before the end.
+    #[display("ended early ({_0})")]
+    Cut(String),
+}
+
+impl BodyFault {
+    /// What a failure of the client's payload stream means. actix-http reports a connection
+    /// that ends before the body does as `Incomplete`, and so too a chunk size line it cannot
+    /// parse (its decoder's error is an I/O error, read as a disconnect); other framing it
+    /// cannot read is `EncodingCorrupted`.
+    pub fn of(err: &PayloadError) -> BodyFault {
+        match err {
+            PayloadError::EncodingCorrupted
+            | PayloadError::Overflow
+            | PayloadError::UnknownLength => BodyFault::Malformed,
+            PayloadError::Incomplete(None) => {
+                BodyFault::Cut("the connection closed, or its chunked framing broke".into())
+            }
+            other => BodyFault::Cut(other.to_string()),
+        }
+    }
 }
 
 impl From<Rejection> for ProxyError {
@@ -113,6 +218,8 @@ impl ProxyError {
             // with more rights", which cannot help.
             ProxyError::PullOnly { .. } => "UNSUPPORTED",
             ProxyError::UpstreamToken { .. } | ProxyError::Overloaded { .. } => "UNAVAILABLE",
+            // The body did not arrive as announced (its length, or its chunk sizes).
+            ProxyError::ClientBody { .. } => "SIZE_INVALID",
         }
     }
 }
@@ -132,7 +239,7 @@ impl ProxyError {
             ProxyError::Denied { .. } | ProxyError::TooManyRequests { .. } => "request",
             ProxyError::Unauthorized { .. } | ProxyError::PullOnly { .. } => "request",
             ProxyError::UpstreamToken { .. } => "auth",
-            ProxyError::Overloaded { .. } => "request",
+            ProxyError::Overloaded { .. } | ProxyError::ClientBody { .. } => "request",
         }
     }
 }
@@ -156,6 +263,11 @@ impl ResponseError for ProxyError {
             ProxyError::PullOnly { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UpstreamToken { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ClientBody {
+                fault: BodyFault::Stalled(_) | BodyFault::Late(_),
+                ..
+            } => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::ClientBody { .. } => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -167,6 +279,11 @@ impl ResponseError for ProxyError {
             log::info!("{self}");
         }
         let mut res = HttpResponse::build(status);
+        if let ProxyError::ClientBody { .. } = self {
+            // The rest of the body is unread, so the connection cannot carry another request;
+            // RFC 9110 §15.5.9 asks a 408 to say it closes.
+            res.force_close();
+        }
         if let ProxyError::TooManyRequests { retry_after, .. }
         | ProxyError::Overloaded { retry_after, .. } = self
         {
@@ -181,9 +298,16 @@ impl ResponseError for ProxyError {
                 challenge.as_str(),
             ));
         }
-        res.json(json!({
+        let res = res.json(json!({
             "errors": [{ "code": self.code(), "message": self.to_string(), "detail": null }]
-        }))
+        }));
+        match self {
+            ProxyError::ClientBody { unread, .. } if unread.0.is_some() => {
+                let unread = unread.clone();
+                res.map_body(|_, body| BoxBody::new(HoldingBody { body, unread }))
+            }
+            _ => res,
+        }
     }
 }
 
@@ -265,6 +389,76 @@ mod tests {
             status: 401,
         };
         assert_eq!(upstream.status_code(), StatusCode::BAD_GATEWAY);
+    }
+
+    #[actix_rt::test]
+    async fn a_failed_client_body_is_a_client_error_that_closes_the_connection() {
+        let stalled = ProxyError::ClientBody {
+            what: "upload",
+            received: 6,
+            fault: BodyFault::Stalled(std::time::Duration::from_secs(2)),
+            unread: UnreadBody::default(),
+        };
+        assert_eq!(
+            stalled.to_string(),
+            "upload from the client stalled for 2s after 6 bytes"
+        );
+        let res = stalled.error_response();
+        assert_eq!(res.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(
+            res.head().connection_type(),
+            actix_web::http::ConnectionType::Close
+        );
+        let body = to_bytes(res.into_body()).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["errors"][0]["code"], "SIZE_INVALID");
+        for (fault, status) in [
+            (BodyFault::Late(std::time::Duration::from_secs(2)), 408),
+            (BodyFault::Malformed, 400),
+            (BodyFault::Cut("reset".into()), 400),
+        ] {
+            let err = ProxyError::ClientBody {
+                what: "token form",
+                received: 0,
+                fault,
+                unread: UnreadBody::default(),
+            };
+            assert_eq!(err.status_code().as_u16(), status, "{err}");
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_client_error_holds_the_unread_body_until_its_answer_is_written() {
+        let payload: Rc<dyn Any> = Rc::new(());
+        let err = ProxyError::ClientBody {
+            what: "upload",
+            received: 0,
+            fault: BodyFault::Stalled(std::time::Duration::from_secs(1)),
+            unread: UnreadBody::holding(payload.clone()),
+        };
+        let res = err.error_response();
+        drop(err);
+        assert_eq!(Rc::strong_count(&payload), 2, "the answer holds it");
+        let body = to_bytes(res.into_body()).await.unwrap();
+        assert!(body.starts_with(b"{\"errors\""));
+        assert_eq!(Rc::strong_count(&payload), 1, "written, and let go");
+    }
+
+    #[test]
+    fn payload_errors_say_whose_fault_a_body_failure_is() {
+        assert_eq!(
+            BodyFault::of(&PayloadError::EncodingCorrupted),
+            BodyFault::Malformed
+        );
+        assert!(matches!(
+            BodyFault::of(&PayloadError::Incomplete(None)),
+            BodyFault::Cut(_)
+        ));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(matches!(
+            BodyFault::of(&PayloadError::Io(reset)),
+            BodyFault::Cut(_)
+        ));
     }
 
     #[actix_rt::test]

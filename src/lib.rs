@@ -5,6 +5,7 @@ mod access;
 mod admin;
 mod chunking;
 mod client_ip;
+mod client_socket;
 mod clients;
 pub mod config;
 mod credentials;
@@ -26,6 +27,7 @@ mod resume;
 mod routes;
 mod scope;
 mod tls;
+mod upload;
 mod upstream;
 mod upstream_tokens;
 mod upstreams;
@@ -132,6 +134,8 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     .client_request_timeout(config.limits.request_head_timeout)
     .keep_alive(config.limits.keep_alive)
     .h1_write_buffer_size(CLIENT_WRITE_BUFFER)
+    // A client that stops reading a download is cut by the kernel: see `client_socket`.
+    .on_connect(client_socket::on_connect(config.timeouts.body_idle))
     .shutdown_timeout(config.shutdown_grace.as_secs().max(1))
     .disable_signals();
     if let Some(listen) = config.listen {

@@ -19,7 +19,10 @@ use actix_web::{
 };
 use awc::error::{ConnectError, SendRequestError};
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{
+    future::{select, Either},
+    Stream,
+};
 use rustls::{pki_types::CertificateDer, ClientConfig, RootCertStore};
 use url::Url;
 
@@ -31,6 +34,7 @@ use crate::{
     metrics::Metrics,
     redirect,
     resume::{Download, Resume, Resumer},
+    upload,
 };
 
 /// TLS settings shared by every worker's client: the standard web roots (so a fresh machine
@@ -164,9 +168,11 @@ fn anticipates_content(method: &Method) -> bool {
 /// relayed exactly as the upstream encoded them).
 pub type UpstreamResponse = awc::ClientResponse;
 
-/// Sends one request. Bodiless requests must have response headers within
-/// `timeouts.response_headers`; a request body is instead guarded by the idle timeout, since an
-/// upload of many GB has no sensible total limit.
+/// Sends one request. Bodiless requests, and small bodies hubferry holds whole, must have
+/// response headers within `timeouts.response_headers`; a streamed body has the deadlines of
+/// `upload` (idle between moves either way, then the response headers once it is all sent),
+/// since an upload of many GB has no sensible total limit. A client's body that fails is its
+/// own error, not counted against the upstream.
 pub async fn send(
     client: &awc::Client,
     out: &Outgoing,
@@ -178,6 +184,7 @@ pub async fn send(
     let result = send_timed(client, out, body, timeouts).await;
     match &result {
         Ok(_) => metrics.upstream_answered(out.upstream, started.elapsed()),
+        Err(ProxyError::ClientBody { .. }) => {}
         Err(err) => metrics.upstream_error(out.upstream, err.kind()),
     }
     result
@@ -193,36 +200,56 @@ async fn send_timed(
         .request(out.method.clone(), out.url.as_str())
         .no_decompress();
     *request.headers_mut() = out.headers.clone();
-    let sent = match body {
-        RequestBody::None => {
-            let request = if anticipates_content(&out.method) {
-                // awc sends `()` as `Content-Length: 0`, which a POST or PUT needs: without it
-                // a server may answer 411 Length Required.
-                request.send()
-            } else {
-                request.send_body(awc::body::None::new())
-            };
-            return match actix_rt::time::timeout(timeouts.response_headers, request).await {
-                Ok(result) => result.map_err(|e| send_error(out, e, timeouts)),
-                Err(_) => Err(ProxyError::Timeout {
-                    upstream: out.upstream,
-                    url: redirect::shown(&out.url),
-                    phase: "send response headers",
-                    limit: timeouts.response_headers,
-                }),
-            };
+    let sending = match body {
+        RequestBody::None if anticipates_content(&out.method) => {
+            // awc sends `()` as `Content-Length: 0`, which a POST or PUT needs: without it a
+            // server may answer 411 Length Required.
+            request.send()
         }
-        RequestBody::Full(bytes) => request.send_body(bytes).await,
+        RequestBody::None => request.send_body(awc::body::None::new()),
+        // A token form (read whole, at most 64 KiB): sending it is part of waiting for the
+        // answer.
+        RequestBody::Full(bytes) => request.send_body(bytes),
         RequestBody::Sized(len, payload) => {
-            let stream = IdleGuard::new(payload, timeouts.body_idle, out.upstream, "client upload");
-            request.send_body(SizedStream::new(len, stream)).await
+            let (body, deadline) = upload::watch(payload, timeouts, out.upstream, &out.url);
+            let sending = request.send_body(SizedStream::new(len, body));
+            return send_upload(sending, deadline, out, timeouts).await;
         }
         RequestBody::Chunked(payload) => {
-            let stream = IdleGuard::new(payload, timeouts.body_idle, out.upstream, "client upload");
-            request.send_stream(stream).await
+            let (body, deadline) = upload::watch(payload, timeouts, out.upstream, &out.url);
+            let sending = request.send_stream(body);
+            return send_upload(sending, deadline, out, timeouts).await;
         }
     };
-    sent.map_err(|e| send_error(out, e, timeouts))
+    match actix_rt::time::timeout(timeouts.response_headers, sending).await {
+        Ok(result) => result.map_err(|e| send_error(out, e, timeouts)),
+        Err(_) => Err(ProxyError::Timeout {
+            upstream: out.upstream,
+            url: redirect::shown(&out.url),
+            phase: "send response headers",
+            limit: timeouts.response_headers,
+        }),
+    }
+}
+
+/// A streamed body's send, raced against its deadlines (see `upload`). When the send fails
+/// because the client's body did, that is the error: awc only says the body broke.
+async fn send_upload(
+    sending: awc::SendClientRequest,
+    deadline: upload::UploadDeadline,
+    out: &Outgoing,
+    timeouts: &Timeouts,
+) -> Result<UpstreamResponse, ProxyError> {
+    // The send first: the deadline reads what the send's poll did to the body.
+    match select(sending, deadline).await {
+        Either::Left((Ok(response), _)) => Ok(response),
+        Either::Left((Err(err), deadline)) => Err(deadline
+            .client_fault()
+            .unwrap_or_else(|| send_error(out, err, timeouts))),
+        // The send is dropped here, and the upstream connection with it: a body cut part-way
+        // leaves it unusable.
+        Either::Right((overrun, _)) => Err(overrun),
+    }
 }
 
 fn send_error(out: &Outgoing, err: SendRequestError, timeouts: &Timeouts) -> ProxyError {

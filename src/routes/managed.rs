@@ -74,7 +74,7 @@ pub async fn token(
 ) -> Result<HttpResponse, ProxyError> {
     let query = checked_query(req)?.unwrap_or_default().to_owned();
     let form = if token::is_form(req) {
-        Some(token::read_form(payload).await?)
+        Some(token::read_form(payload, proxy.config.timeouts.body_idle).await?)
     } else {
         None
     };
@@ -394,11 +394,20 @@ async fn fetch_upstream_token(
     if !response.status().is_success() {
         return Err(refused(status));
     }
-    let body = response
-        .body()
-        .limit(MAX_TOKEN_ANSWER)
-        .await
-        .map_err(|_| refused(status))?;
+    // The answer is small and read whole: `body_idle` is its limit in all, as for a token form.
+    let limit = config.timeouts.body_idle;
+    let body = match actix_rt::time::timeout(limit, response.body().limit(MAX_TOKEN_ANSWER)).await {
+        Ok(body) => body.map_err(|_| refused(status))?,
+        Err(_) => {
+            proxy.metrics.upstream_error(out.upstream, "body");
+            return Err(ProxyError::Timeout {
+                upstream: out.upstream,
+                url: crate::redirect::shown(&out.url),
+                phase: "send its token answer",
+                limit,
+            });
+        }
+    };
     let answer: serde_json::Value = serde_json::from_slice(&body).map_err(|_| refused(status))?;
     let token = answer["token"]
         .as_str()

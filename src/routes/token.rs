@@ -6,16 +6,20 @@
 //! (`library/` completion, the path prefix stripped; see `scope`). In managed auth mode every
 //! one of these routes is hubferry's own issuer instead (see `managed`).
 
+use std::{rc::Rc, time::Duration};
+
 use actix_web::{
     http::{header, Method},
     web, HttpMessage, HttpRequest, HttpResponse,
 };
+use bytes::BytesMut;
+use futures_util::StreamExt;
 use url::Url;
 
 use super::{checked_query, forward, home, managed, upstream_url, Proxy, RoutePolicy};
 use crate::{
     credentials::{self, Carried},
-    error::ProxyError,
+    error::{BodyFault, ProxyError, UnreadBody},
     headers,
     realms::parse_realm,
     redirect,
@@ -148,7 +152,8 @@ async fn relay(
 ) -> Result<HttpResponse, ProxyError> {
     let query = checked_query(req)?.filter(|q| !q.is_empty());
     let (form, payload) = if is_form(req) {
-        (Some(read_form(payload).await?), None)
+        let limit = proxy.config.timeouts.body_idle;
+        (Some(read_form(payload, limit).await?), None)
     } else {
         (None, Some(payload))
     };
@@ -305,13 +310,40 @@ pub(super) async fn realm_and_service(
     Ok((realm, service))
 }
 
-/// The OAuth2 form of a token request, whole (it is small).
-pub(super) async fn read_form(payload: web::Payload) -> Result<String, ProxyError> {
-    let form = payload
-        .to_bytes_limited(MAX_FORM)
-        .await
-        .map_err(|_| ProxyError::BadRequest(format!("token form over {MAX_FORM} bytes")))?
-        .map_err(|e| ProxyError::BadRequest(format!("token form: {e}")))?;
+/// The OAuth2 form of a token request, whole (it is small), within `limit` in all: a client
+/// that announces more than it sends, or sends it a byte at a time, is cut off then, rather
+/// than holding the request (and, at one byte per `limit`, up to 64 Ki of them).
+pub(super) async fn read_form(
+    mut payload: web::Payload,
+    limit: Duration,
+) -> Result<String, ProxyError> {
+    let mut form = BytesMut::new();
+    let failed = |form: &BytesMut, fault, unread| ProxyError::ClientBody {
+        what: "token form",
+        received: form.len() as u64,
+        fault,
+        unread,
+    };
+    let read = async {
+        while let Some(chunk) = payload.next().await {
+            let chunk =
+                chunk.map_err(|e| failed(&form, BodyFault::of(&e), UnreadBody::default()))?;
+            if form.len() + chunk.len() > MAX_FORM {
+                return Err(ProxyError::BadRequest(format!(
+                    "token form over {MAX_FORM} bytes"
+                )));
+            }
+            form.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    match actix_rt::time::timeout(limit, read).await {
+        Ok(read) => read?,
+        Err(_) => {
+            let unread = UnreadBody::holding(Rc::new(payload));
+            return Err(failed(&form, BodyFault::Late(limit), unread));
+        }
+    }
     String::from_utf8(form.to_vec())
         .map_err(|_| ProxyError::BadRequest("token form is not UTF-8".into()))
 }

@@ -4,6 +4,7 @@ mod access_control;
 mod config_cli;
 mod containerd;
 mod credentials;
+mod deadlines;
 mod failures;
 mod fakes;
 mod faults;
