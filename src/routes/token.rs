@@ -228,7 +228,13 @@ async fn relay(
         plain_answer: true,
     };
     let answer = forward(req, body, proxy, url, policy).await?;
-    mark_tokens(answer, &upstream.name, &realm).await
+    mark_tokens(
+        answer,
+        &upstream.name,
+        &realm,
+        proxy.config.timeouts.body_idle,
+    )
+    .await
 }
 
 /// The issuer's answer with its tokens marked for `registry` (see `credentials`), so that the
@@ -238,19 +244,34 @@ async fn mark_tokens(
     answer: HttpResponse,
     registry: &str,
     realm: &Url,
+    limit: std::time::Duration,
 ) -> Result<HttpResponse, ProxyError> {
-    if !answer.status().is_success() || answer.head().headers.contains_key(header::CONTENT_ENCODING)
-    {
+    if !answer.status().is_success() {
         return Ok(answer);
     }
-    let (head, body) = answer.into_parts();
     let unreadable = |reason: String| ProxyError::Unreachable {
         upstream: "auth",
         url: redirect::shown(realm),
         reason,
     };
-    let bytes = actix_web::body::to_bytes_limited(body, MAX_TOKEN_ANSWER)
+    // Asked for without content coding: one that comes coded anyway cannot be read to mark
+    // its tokens, and an unmarked token would count as the client's own credentials.
+    if answer.head().headers.contains_key(header::CONTENT_ENCODING) {
+        return Err(unreadable(
+            "its token answer is content-coded, though none was asked for".into(),
+        ));
+    }
+    let (head, body) = answer.into_parts();
+    // A few KiB: it must come whole within the idle limit, not a byte per limit.
+    let read = actix_web::body::to_bytes_limited(body, MAX_TOKEN_ANSWER);
+    let bytes = actix_rt::time::timeout(limit, read)
         .await
+        .map_err(|_| ProxyError::Timeout {
+            upstream: "auth",
+            url: redirect::shown(realm),
+            phase: "send its token answer",
+            limit,
+        })?
         .map_err(|_| unreadable(format!("token answer over {MAX_TOKEN_ANSWER} bytes")))?
         .map_err(|e| unreadable(format!("token answer: {e}")))?;
     let body = credentials::mark_answer(&bytes, registry)

@@ -276,3 +276,41 @@ async fn another_registry_is_asked_anonymously_and_its_token_works_there() {
         .unwrap();
     assert_eq!(res.status(), 401);
 }
+
+/// A token answer hubferry cannot read whole cannot have its token marked, and is not passed
+/// on unmarked: an issuer that codes it anyway is a 502, one that trickles it a 504.
+#[actix_rt::test]
+async fn a_token_answer_that_cannot_be_marked_is_not_passed_on() {
+    let issuer = fakes::odd_token_issuer();
+    let echo = fakes::upstream();
+    let dir = tempfile::tempdir().unwrap().keep();
+    world::remove_at_exit(dir.clone());
+    let file = dir.join("hubferry.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[upstreams]]\nname = \"coded.test\"\nregistry = \"{echo}\"\nrealm = \"{issuer}/coded\"\n\n\
+             [[upstreams]]\nname = \"trickle.test\"\nregistry = \"{echo}\"\nrealm = \"{issuer}/trickle\"\n"
+        ),
+    )
+    .unwrap();
+    let hf = Hubferry::start_with(&["--config", file.to_str().unwrap(), "--idle-timeout", "2s"]);
+    let client = world::client(None);
+    for (registry, status) in [("coded.test", 502), ("trickle.test", 504)] {
+        let mut res = client
+            .get(format!(
+                "{}/token/{registry}?scope=repository:x/y:pull",
+                hf.url
+            ))
+            .insert_header(("Accept-Encoding", "gzip"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "{registry}");
+        let body = res.body().await.unwrap();
+        assert!(
+            !String::from_utf8_lossy(&body).contains("minted-elsewhere"),
+            "{registry}"
+        );
+    }
+}

@@ -254,6 +254,40 @@ fn raw_server_with_head(
     format!("http://127.0.0.1:{port}")
 }
 
+/// A token issuer that codes its answer though nobody asked for it (`/coded`), or sends a
+/// token answer a byte every second (`/trickle`).
+pub fn odd_token_issuer() -> String {
+    raw_server_with_head(
+        |_| {},
+        |head, stream, _| {
+            let token = br#"{"token":"minted-elsewhere","expires_in":300}"#;
+            if head.starts_with("GET /coded") {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(token).unwrap();
+                let body = gz.finish().unwrap();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(&body);
+            } else {
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    token.len()
+                );
+                for byte in token {
+                    if stream.write_all(&[*byte]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        },
+    )
+}
+
 /// Accepts, reads the request, and never answers.
 pub fn silent() -> String {
     raw_server(|_| std::thread::sleep(Duration::from_secs(120)))
