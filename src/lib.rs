@@ -15,6 +15,7 @@ mod grant;
 mod guard;
 mod headers;
 mod image_policy;
+pub mod log_escape;
 mod metrics;
 mod origin;
 mod realms;

@@ -13,6 +13,7 @@ mod hubferry;
 mod image_policy;
 mod landing;
 mod limits;
+mod log_forgery;
 mod managed_auth;
 mod multireg;
 mod operations;
