@@ -8,6 +8,7 @@ mod client_ip;
 mod clients;
 pub mod config;
 mod egress;
+mod embedded_ipv4;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
