@@ -1,5 +1,7 @@
-"""What schema validation cannot see in deploy/: hubferry's own TOML configs, and settings that
-must agree across files. Run by validate.sh with the rendered kustomize output as argument.
+"""What schema validation cannot see in deploy/: hubferry's own TOML configs, settings that
+must agree across files, and the admin listener (/healthz, /readyz, /metrics), which no
+example may publish beyond loopback. Run by validate.sh with the rendered kustomize output as
+argument.
 
 """
 
@@ -12,6 +14,10 @@ from urllib.parse import urlsplit
 import yaml
 
 DEPLOY = Path(__file__).resolve().parent
+REPO = DEPLOY.parent
+
+# Files whose examples are copied by readers: every command and address in them is checked.
+DOCS = ["README.md", "README.zh-CN.md", "deploy/Dockerfile"]
 
 DEFAULT_SHUTDOWN_GRACE = 30.0
 
@@ -64,7 +70,121 @@ def flag(args, name):
     return None
 
 
-def check_kubernetes(rendered):
+def default_admin_listen():
+    """hubferry's default admin address, read from where hubferry defines it, so this check and
+    the binary cannot disagree."""
+    found = re.findall(r'pub const DEFAULT_ADMIN_LISTEN: &str = "([^"]+)";',
+                       (REPO / "src/config.rs").read_text())
+    if len(found) != 1:
+        problem("src/config.rs", "no DEFAULT_ADMIN_LISTEN, which check_deploy.py reads the "
+                                 "default admin address from")
+        return "127.0.0.1:0"
+    return found[0]
+
+
+def split_address(addr):
+    """(host, port) of HOST:PORT or [V6]:PORT."""
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), port
+
+
+def is_loopback(host):
+    return host.startswith("127.") or host in ("localhost", "::1")
+
+
+def logical_lines(text):
+    """(number of its first line, text) of every line, backslash continuations joined, as a
+    shell or a Dockerfile reads them."""
+    joined, start = "", None
+    for number, line in enumerate(text.splitlines(), 1):
+        start = start or number
+        if line.endswith("\\"):
+            joined += line[:-1] + " "
+            continue
+        yield start, joined + line
+        joined, start = "", None
+    if start:
+        yield start, joined
+
+
+def dockerfile_instructions():
+    """(instruction, arguments) of deploy/Dockerfile."""
+    for _, line in logical_lines((DEPLOY / "Dockerfile").read_text()):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            yield word.upper(), rest.strip()
+
+
+def check_dockerfile(default_port):
+    """The image binds the admin listener for probes and Prometheus on the container network,
+    on the default port, set in the environment so that a --admin-listen a user adds after the
+    image name overrides it (as a flag it would be given twice, which hubferry refuses).
+    Returns the image's admin port."""
+    where = "deploy/Dockerfile"
+    env, exposed, commands = {}, set(), []
+    for word, rest in dockerfile_instructions():
+        if word == "ENV":
+            env.update(pair.split("=", 1) for pair in rest.split() if "=" in pair)
+        elif word == "EXPOSE":
+            exposed.update(port.split("/")[0] for port in rest.split())
+        elif word in ("ENTRYPOINT", "CMD"):
+            commands.append(rest)
+    for command in commands:
+        if "--admin-listen" in command:
+            problem(where, "sets --admin-listen on the command line; set HUBFERRY_ADMIN_LISTEN "
+                           "instead, so that `docker run IMAGE --admin-listen ADDR` works")
+    admin = env.get("HUBFERRY_ADMIN_LISTEN")
+    if admin is None:
+        problem(where, "the image must set HUBFERRY_ADMIN_LISTEN (probes cannot reach the "
+                       "loopback default)")
+        return default_port
+    host, port = split_address(admin)
+    if is_loopback(host):
+        problem(where, f"HUBFERRY_ADMIN_LISTEN={admin} is loopback-only: probes cannot reach it")
+    if port != default_port:
+        problem(where, f"HUBFERRY_ADMIN_LISTEN={admin}: use hubferry's default port "
+                       f"{default_port}, which the docs name")
+    if port not in exposed:
+        problem(where, f"EXPOSE does not list the admin port {port}")
+    return port
+
+
+def published_ports(command):
+    """(host address or None, container port) of every -p/--publish of a docker or podman
+    command line."""
+    for spec in re.findall(r"(?:^|\s)(?:-p|--publish)(?:=|\s+)(\S+)", command):
+        spec = spec.strip("'\"").split("/")[0]
+        if spec.startswith("["):
+            host, _, rest = spec[1:].partition("]:")
+            yield host, rest.rpartition(":")[2]
+            continue
+        parts = spec.split(":")
+        yield (parts[0] if len(parts) == 3 else None), parts[-1]
+
+
+def check_docs(admin_ports):
+    """No example publishes the admin port beyond loopback (`-p 5002:5002` reaches it from
+    everywhere the host is reachable), and every example that asks it for /metrics, /healthz or
+    /readyz uses its port."""
+    files = [REPO / name for name in DOCS] + sorted(DEPLOY.rglob("*.md"))
+    for path in files:
+        where = path.relative_to(REPO)
+        for number, line in logical_lines(path.read_text()):
+            if re.search(r"\b(docker|podman|nerdctl)\s+(run|create|container\s+run)\b", line):
+                for host, port in published_ports(line):
+                    if port in admin_ports and not (host and is_loopback(host.strip("[]"))):
+                        problem(f"{where}:{number}", f"publishes the admin port {port} to every "
+                                                     f"interface; leave it unpublished or bind "
+                                                     f"it to 127.0.0.1")
+            for port in re.findall(r"(?:localhost|127\.0\.0\.1|\[::1\]):(\d+)/"
+                                   r"(?:metrics|healthz|readyz)\b", line):
+                if port not in admin_ports:
+                    problem(f"{where}:{number}", f"asks port {port} for an admin endpoint; the "
+                                                f"admin listener is on {', '.join(sorted(admin_ports))}")
+
+
+def check_kubernetes(rendered, default_admin):
     base = DEPLOY / "kubernetes"
     kustomization = yaml.safe_load((base / "kustomization.yaml").read_text())
     # A manifest that kustomization.yaml does not list would escape the schema check.
@@ -85,13 +205,13 @@ def check_kubernetes(rendered):
             problem(where, f"expected one {kind}, found {len(by_kind.get(kind, []))}")
             missing = True
     if missing:
-        return
+        return None
 
     # The config as the pods get it (main() has checked its keys in hubferry.toml).
     try:
         config = tomllib.loads(by_kind["ConfigMap"][0].get("data", {}).get("hubferry.toml", ""))
     except tomllib.TOMLDecodeError:
-        return
+        return None
 
     pod = by_kind["Deployment"][0]["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -102,16 +222,39 @@ def check_kubernetes(rendered):
         problem(where, "the container args must set --workers (match it to the CPU limit)")
 
     # The probes and the scrape annotation reach the admin listener only on the port it binds.
-    admin = flag(args, "admin-listen") or config.get("admin_listen", "127.0.0.1:9100")
-    host, _, port = admin.rpartition(":")
-    ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
-    if host.startswith("127.") or host == "[::1]":
+    admin = flag(args, "admin-listen") or config.get("admin_listen", default_admin)
+    host, port = split_address(admin)
+    ports = {p.get("name"): p for p in container.get("ports", [])}
+    if is_loopback(host):
         problem(where, f"admin listener {admin} is loopback-only: probes cannot reach it")
-    if str(ports.get("admin")) != port:
-        problem(where, f"container port 'admin' is {ports.get('admin')}, admin listener is {admin}")
+    admin_port = ports.get("admin", {})
+    if str(admin_port.get("containerPort")) != port:
+        problem(where, f"container port 'admin' is {admin_port.get('containerPort')}, admin "
+                       f"listener is {admin}")
     annotations = by_kind["Deployment"][0]["spec"]["template"]["metadata"].get("annotations", {})
     if annotations.get("prometheus.io/port") != port:
         problem(where, "prometheus.io/port annotation is not the admin listener's port")
+
+    # The admin port stays inside the cluster: no hostPort (the node's address), no Service that
+    # reaches it from outside, no Ingress route to it.
+    if "hostPort" in admin_port:
+        problem(where, "the admin container port has a hostPort: it would be reachable on the "
+                       "node's address")
+    for service in by_kind["Service"]:
+        kind = service["spec"].get("type", "ClusterIP")
+        for p in service["spec"].get("ports", []):
+            admin_target = (str(p.get("targetPort")) in ("admin", port)
+                            or str(p.get("port")) == port)
+            if admin_target and (kind != "ClusterIP" or "nodePort" in p):
+                problem(where, f"Service {service['metadata']['name']} exposes the admin port "
+                               f"as {kind}: keep it ClusterIP")
+    for ingress in by_kind["Ingress"]:
+        for rule in ingress["spec"].get("rules", []):
+            for path in rule.get("http", {}).get("paths", []):
+                backend = path.get("backend", {}).get("service", {}).get("port", {})
+                if backend.get("name") == "admin" or str(backend.get("number")) == port:
+                    problem(where, f"Ingress {ingress['metadata']['name']} routes "
+                                   f"{path.get('path')} to the admin port")
 
     # The kubelet kills the container after terminationGracePeriodSeconds, preStop included:
     # shorter than preStop + shutdown_grace would cut off the downloads hubferry is finishing.
@@ -129,13 +272,19 @@ def check_kubernetes(rendered):
     if public.scheme != "https" or public.hostname not in hosts:
         problem(where, f"public_url '{config.get('public_url')}' is not https:// on an Ingress "
                        f"host ({', '.join(sorted(h for h in hosts if h))})")
+    return port
 
 
-def check_systemd():
+def check_systemd(default_admin):
     where = "deploy/systemd"
     config = check_config(f"{where}/hubferry.toml", (DEPLOY / "systemd/hubferry.toml").read_text())
     if config is None:
         return
+    # A single server has nothing in front of it: the admin listener stays on loopback.
+    admin = str(config.get("admin_listen", default_admin))
+    if admin != "off" and not is_loopback(split_address(admin)[0]):
+        problem(f"{where}/hubferry.toml", f"admin_listen {admin} is reachable from the network; "
+                                          f"keep it on 127.0.0.1")
     unit = (DEPLOY / "systemd/hubferry.service").read_text()
     timeout = re.search(r"^TimeoutStopSec=(.+)$", unit, re.M)
     grace = shutdown_grace(config)
@@ -148,10 +297,14 @@ def check_systemd():
 
 
 def main():
+    default_admin = default_admin_listen()
     check_config("deploy/kubernetes/hubferry.toml",
                  (DEPLOY / "kubernetes/hubferry.toml").read_text())
-    check_kubernetes(sys.argv[1])
-    check_systemd()
+    kubernetes_port = check_kubernetes(sys.argv[1], default_admin)
+    check_systemd(default_admin)
+    default_port = split_address(default_admin)[1]
+    image_port = check_dockerfile(default_port)
+    check_docs({default_port, image_port, kubernetes_port} - {None})
     for line in problems:
         print(f"check_deploy: {line}", file=sys.stderr)
     return 1 if problems else 0

@@ -2,8 +2,8 @@
 # Offline checks of everything in deploy/, run by `make validate-deploy` (part of `make test`):
 #   - the kustomize base builds, and every resource it renders is valid against the Kubernetes
 #     schemas (strict: unknown fields are errors) of the oldest and newest versions checked;
-#   - hubferry's TOML configs use only known keys, and settings that must agree across files do
-#     (check_deploy.py);
+#   - hubferry's TOML configs use only known keys, settings that must agree across files do, and
+#     no example publishes the admin listener beyond loopback (check_deploy.py);
 #   - the Dockerfile passes hadolint; the systemd unit passes `systemd-analyze verify`.
 # The tools come from PyPI into a venv under target/ on first use; after that nothing is fetched.
 set -euo pipefail

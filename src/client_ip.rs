@@ -10,6 +10,8 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
+use crate::embedded_ipv4::embedded_ipv4;
+
 /// A network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`); a bare address is a /32 (/128).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
@@ -71,6 +73,27 @@ impl fmt::Display for Cidr {
 /// Whether any network of `list` holds `ip`.
 pub fn any_contains(list: &[Cidr], ip: IpAddr) -> bool {
     list.iter().any(|cidr| cidr.contains(ip))
+}
+
+/// Whether `access.allow` and `access.deny` let `client` use the mirror: deny wins over allow,
+/// and an empty allow list allows everyone.
+///
+/// An IPv4 address written as IPv6 is read differently by the two lists. Deny matches it in
+/// every form (mapped, compatible, NAT64, 6to4: see [`embedded_ipv4`]): a client denied by its
+/// IPv4 address must not get in by reaching the mirror through a translator or a 6to4 relay.
+/// Allow matches an IPv4 entry only against the IPv4 address itself or its mapped form
+/// `::ffff:a.b.c.d`, which is how a dual-stack socket reports that very IPv4 peer. The other
+/// forms are IPv6 addresses that merely name an IPv4 address: any IPv6 host can build a 6to4
+/// prefix out of any IPv4 address (a private `10.x` one names different hosts on every network),
+/// and a NAT64 prefix speaks for whatever is behind the translator. Admitting them takes an IPv6
+/// entry that covers them (`2002:cb00:7100::/40`), as trusted proxies do (see [`client_ip`]).
+pub fn admitted(allow: &[Cidr], deny: &[Cidr], client: IpAddr) -> bool {
+    let carried = match client {
+        IpAddr::V6(v6) => embedded_ipv4(v6).map(IpAddr::V4),
+        IpAddr::V4(_) => None,
+    };
+    let denied = any_contains(deny, client) || carried.is_some_and(|v4| any_contains(deny, v4));
+    !denied && (allow.is_empty() || any_contains(allow, client))
 }
 
 /// `ip` with everything after the first `prefix` bits cleared.
@@ -206,6 +229,72 @@ mod tests {
         assert!(Cidr::parse("::/0").unwrap().contains(ip("::1")));
         assert!(Cidr::parse("192.0.2.7").unwrap().contains(ip("192.0.2.7")));
         assert!(!Cidr::parse("192.0.2.7").unwrap().contains(ip("192.0.2.8")));
+    }
+
+    #[test]
+    fn deny_wins_and_an_empty_allow_list_allows_everyone() {
+        let none: Vec<Cidr> = Vec::new();
+        assert!(admitted(&none, &none, ip("192.0.2.1")));
+        assert!(admitted(&none, &none, ip("2001:db8::1")));
+        let allow = cidrs(&["192.0.2.0/24", "2001:db8::/32"]);
+        let deny = cidrs(&["192.0.2.7", "2001:db8:bad::/48"]);
+        assert!(admitted(&allow, &deny, ip("192.0.2.1")));
+        assert!(admitted(&allow, &deny, ip("2001:db8::1")));
+        assert!(!admitted(&allow, &deny, ip("192.0.2.7")));
+        assert!(!admitted(&allow, &deny, ip("2001:db8:bad::1")));
+        assert!(!admitted(&allow, &deny, ip("198.51.100.1")));
+        assert!(!admitted(&none, &deny, ip("192.0.2.7")));
+    }
+
+    #[test]
+    fn deny_reads_ipv4_in_every_ipv6_form() {
+        let none: Vec<Cidr> = Vec::new();
+        let deny = cidrs(&["203.0.113.0/24"]);
+        for client in [
+            "203.0.113.9",
+            "::ffff:203.0.113.9",
+            "::203.0.113.9",
+            "64:ff9b::203.0.113.9",
+            "2002:cb00:7109::1",
+            "2002:cb00:71ff:1234::",
+        ] {
+            assert!(!admitted(&none, &deny, ip(client)), "{client} got in");
+        }
+        for client in [
+            "198.51.100.1",
+            "::ffff:198.51.100.1",
+            "64:ff9b::198.51.100.1",
+            "2002:c633:6401::1",
+            "2001:db8::cb00:7109",
+            "::1",
+        ] {
+            assert!(admitted(&none, &deny, ip(client)), "{client} refused");
+        }
+        // A deny list of IPv6 networks keeps matching them as they are.
+        let deny = cidrs(&["64:ff9b::/96", "2002::/16"]);
+        assert!(!admitted(&none, &deny, ip("64:ff9b::203.0.113.9")));
+        assert!(!admitted(&none, &deny, ip("2002:cb00:7109::1")));
+        assert!(admitted(&none, &deny, ip("203.0.113.9")));
+    }
+
+    #[test]
+    fn allow_reads_an_ipv4_entry_as_the_address_or_its_mapped_form_only() {
+        let none: Vec<Cidr> = Vec::new();
+        let allow = cidrs(&["203.0.113.0/24"]);
+        assert!(admitted(&allow, &none, ip("203.0.113.9")));
+        assert!(admitted(&allow, &none, ip("::ffff:203.0.113.9")));
+        for claimed in ["::203.0.113.9", "64:ff9b::203.0.113.9", "2002:cb00:7109::1"] {
+            assert!(!admitted(&allow, &none, ip(claimed)), "{claimed} got in");
+        }
+        // An IPv6 entry admits them.
+        let allow = cidrs(&[
+            "203.0.113.0/24",
+            "2002:cb00:7100::/40",
+            "64:ff9b::cb00:7100/120",
+        ]);
+        assert!(admitted(&allow, &none, ip("2002:cb00:7109::1")));
+        assert!(admitted(&allow, &none, ip("64:ff9b::203.0.113.9")));
+        assert!(!admitted(&allow, &none, ip("64:ff9b::198.51.100.1")));
     }
 
     #[test]

@@ -25,6 +25,13 @@ use crate::{
     upstreams::{self, Registries, Upstream, DOCKER_HUB},
 };
 
+/// Where the admin listener binds unless told otherwise: loopback, on a port that no exporter in
+/// the Prometheus wiki's "Default port allocations" list uses. Exporters run on the same hosts
+/// as hubferry, and a port one of them holds stops hubferry at start-up ("Address already in
+/// use"): 9100, for one, is node_exporter's. 5002 sits beside the mirror's own 5000, and is not
+/// 5001, which distribution's debug listener (its metrics) is usually given.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:5002";
+
 /// Command-line flags. Each one overrides the setting of the same meaning from the file or the
 /// environment; `--config` names the TOML file.
 #[derive(Debug, Default, Parser)]
@@ -122,7 +129,7 @@ pub struct Flags {
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<String>,
     /// Address of the admin listener (/healthz, /readyz, /metrics); "off" disables it
-    /// [setting: admin_listen; default 127.0.0.1:9100].
+    /// [setting: admin_listen; default 127.0.0.1:5002].
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<String>,
     /// Time in-flight requests get to finish after SIGTERM/SIGINT [setting: shutdown_grace; default 30s].
@@ -508,7 +515,7 @@ impl Default for RawSettings {
             redirect: RawRedirect::default(),
             resume: RawResume::default(),
             tls: RawTls::default(),
-            admin_listen: "127.0.0.1:9100".into(),
+            admin_listen: DEFAULT_ADMIN_LISTEN.into(),
             shutdown_grace: "30s".into(),
             log_format: "text".into(),
             limits: RawLimits::default(),
@@ -1339,11 +1346,29 @@ mod tests {
         Config::load_from(&flags, env)
     }
 
+    /// The default admin port is none of the ports the Prometheus wiki's "Default port
+    /// allocations" list gives exporters and Prometheus' own components: 9090-9999 (all taken),
+    /// the listed ones outside that range, and 10000 onwards, where new exporters now go.
+    #[test]
+    fn the_default_admin_port_is_no_exporters() {
+        let port: SocketAddr = DEFAULT_ADMIN_LISTEN.parse().unwrap();
+        assert!(port.ip().is_loopback());
+        let port = port.port();
+        let outside_the_range = [
+            3903, 7300, 8080, 8082, 8088, 8089, 8292, 8404, 9042, 9087, 9095, 9097, 9099, 16995,
+            19091, 19999, 24231, 39100, 42004, 44322, 61091,
+        ];
+        assert!(!(9090..=9999).contains(&port) && !outside_the_range.contains(&port));
+        assert!(port < 10_000);
+        // Nor the mirror's own default, nor distribution's usual debug port.
+        assert!(port != 5000 && port != 5001);
+    }
+
     #[test]
     fn defaults_point_at_docker_hub() {
         let config = load(&[], &[]).unwrap();
         assert_eq!(config.listen, Some("0.0.0.0:5000".parse().unwrap()));
-        assert_eq!(config.admin_listen, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(config.admin_listen, Some("127.0.0.1:5002".parse().unwrap()));
         assert!(config.tls.is_none());
         assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.shutdown_grace, Duration::from_secs(30));

@@ -23,12 +23,12 @@ use awc::http::Uri;
 use futures_util::future::LocalBoxFuture;
 use url::Url;
 
-use crate::config::Config;
+use crate::{config::Config, embedded_ipv4::embedded_ipv4};
 
 /// Why `ip` is not a public unicast address (its kind, for error messages), or `None` when it
 /// is one. IPv4 inside IPv6 (mapped `::ffff:a.b.c.d`, compatible `::a.b.c.d`, NAT64
-/// `64:ff9b::a.b.c.d` and 6to4 `2002:aabb:ccdd::`) is judged by the IPv4 address it carries,
-/// since that is where the packets end up.
+/// `64:ff9b::a.b.c.d` and 6to4 `2002:aabb:ccdd::`, read by [`embedded_ipv4`]) is judged by
+/// the IPv4 address it carries, since that is where the packets end up.
 pub fn non_public(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => non_public_v4(v4),
@@ -57,23 +57,14 @@ fn non_public_v4(ip: Ipv4Addr) -> Option<&'static str> {
 
 fn non_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
     let segments = ip.segments();
-    let embedded_v4 = |hi: u16, lo: u16| Ipv4Addr::from(((hi as u32) << 16) | lo as u32);
     if ip.is_unspecified() {
         return Some("unspecified");
     }
     if ip.is_loopback() {
         return Some("loopback");
     }
-    match segments {
-        // IPv4-mapped (::ffff:a.b.c.d) and the deprecated IPv4-compatible (::a.b.c.d).
-        [0, 0, 0, 0, 0, 0xffff, hi, lo] | [0, 0, 0, 0, 0, 0, hi, lo] => {
-            return non_public_v4(embedded_v4(hi, lo))
-        }
-        // NAT64 well-known prefix (RFC 6052).
-        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => return non_public_v4(embedded_v4(hi, lo)),
-        // 6to4 (RFC 3056): the IPv4 address follows the prefix.
-        [0x2002, hi, lo, ..] => return non_public_v4(embedded_v4(hi, lo)),
-        _ => {}
+    if let Some(v4) = embedded_ipv4(ip) {
+        return non_public_v4(v4);
     }
     let first = segments[0];
     Some(match first {

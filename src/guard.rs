@@ -29,7 +29,7 @@ use actix_web::{
 use bytes::Bytes;
 
 use crate::{
-    client_ip::{self, any_contains},
+    client_ip,
     config::{AccessPolicy, Config},
     error::ProxyError,
     metrics::Metrics,
@@ -68,11 +68,9 @@ impl Guard {
         }
     }
 
-    /// Whether `client` may use the mirror at all: deny wins over allow; an empty allow list
-    /// allows everyone.
+    /// Whether `client` may use the mirror at all (see [`client_ip::admitted`]).
     fn allows(&self, client: IpAddr) -> bool {
-        !any_contains(&self.access.deny, client)
-            && (self.access.allow.is_empty() || any_contains(&self.access.allow, client))
+        client_ip::admitted(&self.access.allow, &self.access.deny, client)
     }
 
     fn limits_on(&self) -> bool {

@@ -10,6 +10,7 @@ mod clients;
 pub mod config;
 mod credentials;
 mod egress;
+mod embedded_ipv4;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -17,6 +18,7 @@ mod grant;
 mod guard;
 mod headers;
 mod image_policy;
+pub mod log_escape;
 mod login;
 mod metrics;
 mod origin;

@@ -1,7 +1,10 @@
 use std::io::Write;
 
 use clap::Parser;
-use hubferry::config::{Config, Flags, LogFormat};
+use hubferry::{
+    config::{Config, Flags, LogFormat},
+    log_escape,
+};
 
 fn main() {
     let flags = Flags::parse();
@@ -21,17 +24,16 @@ fn main() {
 }
 
 /// `RUST_LOG` as usual (default `info`). In JSON mode every line is one JSON object for log
-/// shippers: access records carry their own fields, other messages a `message`.
+/// shippers: access records carry their own fields, other messages a `message`. In text mode
+/// every message has its control characters escaped (see `log_escape`), on a terminal too: a
+/// client's CR, LF or ESC can neither start a line nor reach the reader's terminal.
 fn init_logger(format: LogFormat) {
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
-    let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    // Off a terminal (a file, journald, a log shipper) lines are written as formatted, with no
-    // colours: our formats below emit no escape codes, so `Always` passes them through as they
-    // are, where `Never` would scan every byte of every line (one per request) for codes to strip.
-    if !on_terminal || format == LogFormat::Json {
-        builder.write_style(env_logger::WriteStyle::Always);
-    }
+    // Lines are written as formatted, with no colours: our formats emit no escape codes (and
+    // escape the ones a message holds), so `Always` passes them through as they are, where
+    // `Never` would scan every byte of every line (one per request) for codes to strip.
+    builder.write_style(env_logger::WriteStyle::Always);
     match format {
         LogFormat::Json => {
             builder.format(|buf, record| {
@@ -50,20 +52,20 @@ fn init_logger(format: LogFormat) {
                 writeln!(buf, "{line}")
             });
         }
-        LogFormat::Text if !on_terminal => {
+        LogFormat::Text => {
             // env_logger's default layout, without its colours.
             builder.format(|buf, record| {
-                writeln!(
+                write!(
                     buf,
-                    "[{} {:<5} {}] {}",
+                    "[{} {:<5} {}] ",
                     buf.timestamp(),
                     record.level(),
                     record.target(),
-                    record.args()
-                )
+                )?;
+                log_escape::write_escaped(buf, *record.args())?;
+                writeln!(buf)
             });
         }
-        LogFormat::Text => {}
     }
     builder.init();
 }

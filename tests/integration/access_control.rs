@@ -122,6 +122,72 @@ fn forwarded_for_is_believed_only_from_trusted_proxies() {
 }
 
 #[test]
+fn deny_lists_refuse_ipv4_clients_in_every_ipv6_form() {
+    let w = world::plain();
+    let hf = Hubferry::for_world(
+        w,
+        &["--trusted-proxy", "127.0.0.1", "--deny", "203.0.113.0/24"],
+    );
+    let via = |forwarded: &str| raw_get(&hf.addr, "/v2/", &[("X-Forwarded-For", forwarded)]);
+    // 203.0.113.9 as a translator, a 6to4 relay or an old stack would present it.
+    let forms = [
+        "203.0.113.9",
+        "::ffff:203.0.113.9",
+        "::203.0.113.9",
+        "64:ff9b::203.0.113.9",
+        "2002:cb00:7109::1",
+    ];
+    for client in forms {
+        let res = via(client);
+        assert_eq!(res.status, 403, "{client} got past the deny list");
+        assert_eq!(error_code(&res), "DENIED");
+    }
+    // Other IPv4 addresses in the same forms are served.
+    for client in ["198.51.100.1", "64:ff9b::198.51.100.1", "2002:c633:6401::1"] {
+        assert_eq!(via(client).status, 401, "{client} was refused");
+    }
+    assert_eq!(refusals(&hf, "denied"), forms.len() as f64);
+}
+
+#[test]
+fn allow_lists_admit_an_ipv4_entry_as_the_address_or_its_mapped_form_only() {
+    let w = world::plain();
+    let hf = Hubferry::for_world(
+        w,
+        &[
+            "--trusted-proxy",
+            "127.0.0.1",
+            "--allow",
+            "203.0.113.0/24,2002:c633:6400::/40",
+        ],
+    );
+    let via = |forwarded: &str| raw_get(&hf.addr, "/v2/", &[("X-Forwarded-For", forwarded)]).status;
+    assert_eq!(via("203.0.113.9"), 401);
+    assert_eq!(via("::ffff:203.0.113.9"), 401);
+    // Addresses any IPv6 host can take that merely name 203.0.113.9 are not it.
+    assert_eq!(via("::203.0.113.9"), 403);
+    assert_eq!(via("64:ff9b::203.0.113.9"), 403);
+    assert_eq!(via("2002:cb00:7109::1"), 403);
+    // An IPv6 entry admits them.
+    assert_eq!(via("2002:c633:6401::1"), 401);
+}
+
+#[test]
+fn a_dual_stack_listener_judges_ipv4_peers_by_their_ipv4_address() {
+    let w = world::plain();
+    // Listening on [::], hubferry sees 127.0.0.1 as ::ffff:127.0.0.1.
+    let listen = format!("[::]:{}", world::free_port());
+    let hf = Hubferry::for_world(w, &["--listen", &listen, "--deny", "127.0.0.1"]);
+    assert_eq!(raw_get(&hf.addr, "/v2/", &[]).status, 403);
+    assert_eq!(raw_get_from("127.0.0.2", &hf.addr, "/v2/", &[]).status, 401);
+
+    let listen = format!("[::]:{}", world::free_port());
+    let hf = Hubferry::for_world(w, &["--listen", &listen, "--allow", "127.0.0.2"]);
+    assert_eq!(raw_get_from("127.0.0.2", &hf.addr, "/v2/", &[]).status, 401);
+    assert_eq!(raw_get(&hf.addr, "/v2/", &[]).status, 403);
+}
+
+#[test]
 fn manifest_requests_are_limited_per_client_per_minute() {
     let w = world::plain();
     let hf = Hubferry::for_world(

@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// Sends `request` as it is, then reads until the server closes. `None` when it never closed.
-fn exchange(addr: &str, request: &[u8]) -> Option<Vec<u8>> {
+pub fn exchange(addr: &str, request: &[u8]) -> Option<Vec<u8>> {
     let mut stream = TcpStream::connect(addr).expect("connect to hubferry");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -32,7 +32,7 @@ fn exchange(addr: &str, request: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-fn parse(raw: &[u8]) -> RawResponse {
+pub fn parse(raw: &[u8]) -> RawResponse {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text
         .split_once("\r\n\r\n")

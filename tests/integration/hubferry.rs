@@ -22,7 +22,8 @@ pub struct Hubferry {
 }
 
 impl Hubferry {
-    /// Starts hubferry with `args` (plus `--listen` on a free port and 2 workers unless given).
+    /// Starts hubferry with `args` (plus `--listen` on a free loopback port and 2 workers unless
+    /// given).
     /// Redirects to private addresses are allowed unless `args` say otherwise: every upstream,
     /// CDN and fake of the tests is on 127.0.0.1.
     pub fn start(args: &[String]) -> Hubferry {
@@ -36,7 +37,15 @@ impl Hubferry {
     }
 
     pub fn start_with_env(args: &[String], env: &[(&str, &str)]) -> Hubferry {
-        let port = world::free_port();
+        // A test that chooses its own listener (`[::]:PORT`, say) reaches it on 127.0.0.1.
+        let listen = args
+            .iter()
+            .position(|a| a == "--listen")
+            .map(|i| args[i + 1].clone());
+        let port = match &listen {
+            Some(listen) => listen.rsplit(':').next().unwrap().parse().unwrap(),
+            None => world::free_port(),
+        };
         let addr = format!("127.0.0.1:{port}");
         let dir = tempfile::Builder::new()
             .prefix("hubferry-test-")
@@ -46,7 +55,9 @@ impl Hubferry {
         world::remove_at_exit(dir.clone());
         let log = dir.join("hubferry.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hubferry"));
-        cmd.arg("--listen").arg(&addr);
+        if listen.is_none() {
+            cmd.arg("--listen").arg(&addr);
+        }
         if !args.iter().any(|a| a == "--workers") {
             cmd.args(["--workers", "2"]);
         }

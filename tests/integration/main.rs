@@ -16,6 +16,7 @@ mod image_policy;
 mod landing;
 mod leaks;
 mod limits;
+mod log_forgery;
 mod managed_auth;
 mod managed_probing;
 mod multireg;

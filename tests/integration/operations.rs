@@ -1,7 +1,12 @@
 //! Running well: the admin listener (health, readiness, metrics that move with real traffic),
 //! graceful shutdown with downloads in flight, and the JSON access log.
 
-use std::time::{Duration, Instant};
+use std::{
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use sha2::{Digest, Sha256};
 
@@ -243,4 +248,114 @@ fn json_access_log_is_one_object_per_line() {
     assert_eq!(access["redirects"], 1);
     assert!(access["bytes"].as_u64().unwrap() > 0);
     assert!(access["duration_ms"].is_number() && access["time"].is_string());
+}
+
+/// hubferry with exactly `args` (and `env`), its log in a file: no listener chosen for it.
+fn start_as_given(args: &[&str], env: &[(&str, &str)]) -> (world::ManagedChild, PathBuf) {
+    let dir = tempfile::tempdir().unwrap().keep();
+    world::remove_at_exit(dir.clone());
+    let log = dir.join("hubferry.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hubferry"));
+    cmd.args(args)
+        .env_remove("HUBFERRY_KEEP_WORLD")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    (world::spawn_child(cmd), log)
+}
+
+/// Waits for hubferry's mirror port (its admin listener is bound before it), or says why not.
+fn wait_until_serving(listen: &str, log: &Path) {
+    assert!(
+        world::wait_for_port(listen, Duration::from_secs(20)),
+        "hubferry did not start; its log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// On a host that runs node_exporter (on 9100, its port), hubferry starts with its defaults and
+/// serves /healthz on its own default admin port.
+#[test]
+fn the_default_admin_listener_starts_beside_node_exporter() {
+    // node_exporter's port, held for the test (unless something already holds it).
+    let _node_exporter = TcpListener::bind("127.0.0.1:9100");
+    assert!(
+        TcpStream::connect("127.0.0.1:9100").is_ok(),
+        "port 9100 should be held"
+    );
+    let admin = hubferry::config::DEFAULT_ADMIN_LISTEN;
+    assert!(
+        TcpListener::bind(admin).is_ok(),
+        "{admin} is taken on this machine: the test needs the default admin port free"
+    );
+    let listen = format!("127.0.0.1:{}", world::free_port());
+    let (_hf, log) = start_as_given(
+        &[
+            "--listen",
+            &listen,
+            "--registry",
+            "http://127.0.0.1:9",
+            "--workers",
+            "1",
+        ],
+        &[],
+    );
+    wait_until_serving(&listen, &log);
+    let (status, body) = get_text(&format!("http://{admin}/healthz"));
+    assert_eq!(status, 200, "{body}");
+}
+
+/// `docker run IMAGE --admin-listen ADDR`: the image's entrypoint and environment (read from
+/// deploy/Dockerfile), then the user's flags. The image must set the admin address in the
+/// environment, which a flag overrides; as a flag it would be given twice, which is refused.
+#[test]
+fn the_images_admin_address_gives_way_to_a_flag() {
+    let dockerfile = include_str!("../../deploy/Dockerfile");
+    let instructions: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    let entrypoint = instructions
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("ENTRYPOINT "))
+        .expect("an ENTRYPOINT");
+    let entrypoint: Vec<String> =
+        serde_json::from_str(entrypoint).expect("ENTRYPOINT in exec form");
+    assert_eq!(entrypoint[0], "/usr/local/bin/hubferry");
+    let env: Vec<(&str, &str)> = instructions
+        .iter()
+        .filter_map(|l| l.strip_prefix("ENV "))
+        .flat_map(|l| l.split_whitespace())
+        .filter_map(|pair| pair.split_once('='))
+        .collect();
+    let image_admin = env
+        .iter()
+        .find(|(k, _)| *k == "HUBFERRY_ADMIN_LISTEN")
+        .expect("the image sets HUBFERRY_ADMIN_LISTEN");
+    assert!(
+        image_admin.1.parse::<SocketAddr>().is_ok(),
+        "{image_admin:?}"
+    );
+
+    let listen = format!("127.0.0.1:{}", world::free_port());
+    let admin = format!("127.0.0.1:{}", world::free_port());
+    let mut args: Vec<&str> = entrypoint[1..].iter().map(String::as_str).collect();
+    args.extend([
+        "--admin-listen",
+        &admin,
+        "--listen",
+        &listen,
+        "--registry",
+        "http://127.0.0.1:9",
+        "--workers",
+        "1",
+    ]);
+    let (_hf, log) = start_as_given(&args, &env);
+    wait_until_serving(&listen, &log);
+    let (status, body) = get_text(&format!("http://{admin}/healthz"));
+    assert_eq!(status, 200, "{body}");
 }
