@@ -1,6 +1,7 @@
 //! Integration tests: hubferry against a real registry, CDN and token issuer on 127.0.0.1.
 
 mod access_control;
+mod access_log;
 mod config_cli;
 mod containerd;
 mod failures;
@@ -16,6 +17,7 @@ mod limits;
 mod managed_auth;
 mod multireg;
 mod operations;
+mod pipelining;
 mod pull;
 mod redirects;
 mod registry_api;

@@ -20,6 +20,16 @@ bitflags! {
     }
 }
 
+/// hubferry: what encoding a response takes from the request it answers. Decoding a pipelined
+/// request overwrites it in the codec, so the dispatcher keeps each request's own until its
+/// response head is encoded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestState {
+    head: bool,
+    version: Version,
+    conn_type: ConnectionType,
+}
+
 /// HTTP/1 Codec
 pub struct Codec {
     config: ServiceConfig,
@@ -102,6 +112,22 @@ impl Codec {
     #[inline]
     pub fn config(&self) -> &ServiceConfig {
         &self.config
+    }
+
+    /// hubferry: the state the last decoded request left, for encoding its own response.
+    pub(crate) fn request_state(&self) -> RequestState {
+        RequestState {
+            head: self.flags.contains(Flags::HEAD),
+            version: self.version,
+            conn_type: self.conn_type,
+        }
+    }
+
+    /// hubferry: puts back a request's state before its response head is encoded.
+    pub(crate) fn set_request_state(&mut self, state: RequestState) {
+        self.flags.set(Flags::HEAD, state.head);
+        self.version = state.version;
+        self.conn_type = state.conn_type;
     }
 }
 

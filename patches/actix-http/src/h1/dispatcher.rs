@@ -22,7 +22,7 @@ use tokio_util::codec::{Decoder as _, Encoder as _};
 use tracing::{error, trace};
 
 use super::{
-    codec::Codec,
+    codec::{Codec, RequestState},
     decoder::MAX_BUFFER_SIZE,
     payload::{Payload, PayloadSender, PayloadStatus},
     timer::TimerState,
@@ -176,6 +176,10 @@ pin_project! {
         // true when current request uses chunked transfer encoding (drainable when payload is dropped)
         payload_drainable: bool,
         messages: VecDeque<DispatcherMessage>,
+        // hubferry: the codec state of the request whose service call runs, put back into the
+        // codec when its response head is encoded (a pipelined request decoded meanwhile has
+        // overwritten it).
+        in_flight: Option<RequestState>,
 
         head_timer: TimerState,
         ka_timer: TimerState,
@@ -197,8 +201,8 @@ pin_project! {
 }
 
 enum DispatcherMessage {
-    Item(Request),
-    Upgrade(Request),
+    Item(Request, RequestState),
+    Upgrade(Request, RequestState),
     Error(Response<()>),
 }
 
@@ -297,6 +301,7 @@ where
                     payload: None,
                     payload_drainable: false,
                     messages: VecDeque::new(),
+                    in_flight: None,
 
                     head_timer: TimerState::new(config.client_request_deadline().is_some()),
                     ka_timer: TimerState::new(config.keep_alive().enabled()),
@@ -476,6 +481,10 @@ where
 
         let size = body.size();
 
+        if let Some(state) = this.in_flight.take() {
+            this.codec.set_request_state(state);
+        }
+
         this.codec
             .encode(Message::Item((res, size)), this.write_buf)
             .map_err(|err| {
@@ -616,7 +625,9 @@ where
                 // no future is in InnerDispatcher state; pop next message
                 StateProj::None => match this.messages.pop_front() {
                     // handle request message
-                    Some(DispatcherMessage::Item(req)) => {
+                    Some(DispatcherMessage::Item(req, state)) => {
+                        *this.in_flight = Some(state);
+
                         // Handle `EXPECT: 100-Continue` header
                         if req.head().expect() {
                             // set InnerDispatcher state and continue loop to poll it
@@ -638,7 +649,10 @@ where
                     }
 
                     // return with upgrade request and poll it exclusively
-                    Some(DispatcherMessage::Upgrade(req)) => return Ok(PollResponse::Upgrade(req)),
+                    Some(DispatcherMessage::Upgrade(req, state)) => {
+                        this.codec.set_request_state(state);
+                        return Ok(PollResponse::Upgrade(req));
+                    }
 
                     // all messages are dealt with
                     None => {
@@ -933,6 +947,8 @@ where
 
                     match msg {
                         Message::Item(mut req) => {
+                            let state = this.codec.request_state();
+
                             // head timer only applies to first request on connection
                             this.head_timer.clear(line!());
 
@@ -949,7 +965,8 @@ where
                                 // upgraded Request.
                                 MessageType::Stream if this.flow.upgrade.is_some() => {
                                     *this.payload_drainable = false;
-                                    this.messages.push_back(DispatcherMessage::Upgrade(req));
+                                    this.messages
+                                        .push_back(DispatcherMessage::Upgrade(req, state));
                                     break;
                                 }
 
@@ -969,10 +986,11 @@ where
 
                             // handle request early when no future in InnerDispatcher state.
                             if this.state.is_none() {
+                                *this.in_flight = Some(state);
                                 self.as_mut().handle_request(req, cx)?;
                                 this = self.as_mut().project();
                             } else {
-                                this.messages.push_back(DispatcherMessage::Item(req));
+                                this.messages.push_back(DispatcherMessage::Item(req, state));
                             }
                         }
 

@@ -1597,3 +1597,79 @@ fn http_msg_creates_msg() {
         "GET / HTTP/1.1\r\nContent-Length: 3\r\n\r\n"
     );
 }
+
+/// hubferry: answers with the request path once it has yielded, so that a pipelined request is
+/// decoded before this response is encoded.
+fn yielding_echo_path_service(
+) -> impl Service<Request, Response = Response<impl MessageBody>, Error = Error> {
+    fn_service(|req: Request| {
+        let path = bytes::Bytes::copy_from_slice(req.path().as_bytes());
+        async move {
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
+            Ok::<_, Error>(Response::ok().set_body(path))
+        }
+    })
+}
+
+#[actix_rt::test]
+async fn pipelined_responses_are_framed_for_their_own_requests() {
+    let buf = TestBuffer::new(
+        "\
+            GET /abcd HTTP/1.1\r\n\
+            Host: localhost\r\n\r\n\
+            HEAD /def HTTP/1.1\r\n\
+            Host: localhost\r\n\
+            Connection: close\r\n\r\n\
+            ",
+    );
+
+    let cfg = ServiceConfig::new(
+        KeepAlive::Os,
+        Duration::from_millis(100),
+        Duration::ZERO,
+        false,
+        None,
+    );
+
+    let services = HttpFlow::new(yielding_echo_path_service(), ExpectHandler, None);
+
+    let h1 = Dispatcher::<_, _, _, _, UpgradeHandler>::new(
+        buf.clone(),
+        services,
+        cfg,
+        None,
+        OnConnectData::default(),
+    );
+
+    timeout(Duration::from_secs(1), h1)
+        .await
+        .expect("the dispatcher finishes")
+        .unwrap();
+
+    let mut res = buf.write_buf_slice_mut();
+    stabilize_date_header(&mut res);
+    let res = &res[..];
+
+    // The GET keeps its body and its keep-alive; the HEAD's answer has no body and closes.
+    let exp = b"\
+            HTTP/1.1 200 OK\r\n\
+            content-length: 5\r\n\
+            date: Thu, 01 Jan 1970 12:34:56 UTC\r\n\r\n\
+            /abcd\
+            HTTP/1.1 200 OK\r\n\
+            content-length: 4\r\n\
+            connection: close\r\n\
+            date: Thu, 01 Jan 1970 12:34:56 UTC\r\n\r\n\
+            ";
+
+    assert_eq!(
+        res,
+        exp,
+        "\nexpected response not in write buffer:\n\
+           response: {:?}\n\
+           expected: {:?}",
+        String::from_utf8_lossy(res),
+        String::from_utf8_lossy(exp)
+    );
+}
