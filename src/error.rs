@@ -62,6 +62,10 @@ pub enum ProxyError {
         limit: String,
         retry_after: u64,
     },
+    /// The client asked to switch protocols or open a tunnel, which hubferry never does (see
+    /// `upgrade`).
+    #[display("this mirror switches no protocol and opens no tunnel: {asked} is not served")]
+    Switch { asked: &'static str },
     /// Managed auth: the client has no valid token of ours (or, at `/token`, wrong
     /// credentials); `challenge` tells it where to get one.
     #[display("{reason}")]
@@ -104,6 +108,7 @@ impl ProxyError {
             },
             ProxyError::Denied { .. } => "DENIED",
             ProxyError::TooManyRequests { .. } => "TOOMANYREQUESTS",
+            ProxyError::Switch { .. } => "UNSUPPORTED",
             ProxyError::Unauthorized { .. } => "UNAUTHORIZED",
             // distribution's own pull-through cache answers writes this way (405 UNSUPPORTED):
             // the operation does not exist here, whoever asks; DENIED would read as "log in
@@ -127,6 +132,7 @@ impl ProxyError {
             | ProxyError::Rejected(_)
             | ProxyError::ImageDenied { .. } => "request",
             ProxyError::Denied { .. } | ProxyError::TooManyRequests { .. } => "request",
+            ProxyError::Switch { .. } => "request",
             ProxyError::Unauthorized { .. } | ProxyError::PullOnly { .. } => "request",
             ProxyError::UpstreamToken { .. } => "auth",
         }
@@ -148,6 +154,7 @@ impl ResponseError for ProxyError {
             ProxyError::ImageDenied { .. } => StatusCode::FORBIDDEN,
             ProxyError::Denied { .. } => StatusCode::FORBIDDEN,
             ProxyError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Switch { .. } => StatusCode::BAD_REQUEST,
             ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::PullOnly { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UpstreamToken { .. } => StatusCode::BAD_GATEWAY,

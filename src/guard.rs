@@ -29,6 +29,7 @@ use actix_web::{
 use bytes::Bytes;
 
 use crate::{
+    access,
     client_ip::{self, any_contains},
     config::{AccessPolicy, Config},
     error::ProxyError,
@@ -43,8 +44,8 @@ const SHARD_CAPACITY: usize = 4096;
 /// When a download slot frees up cannot be known; clients are told to come back after this.
 const STREAM_RETRY_AFTER: u64 = 10;
 
-/// The client address a request was judged by, for the access log (only set when it is not
-/// the peer, i.e. a trusted proxy forwarded the request).
+/// The client address a request was judged by, for the upstream's `X-Real-IP` (only set when
+/// it is not the peer, i.e. a trusted proxy forwarded the request; the access log is told too).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
 
@@ -303,6 +304,7 @@ pub async fn check(
     );
     if client != peer.to_canonical() {
         req.extensions_mut().insert(ClientIp(client));
+        access::Notes::client(&req, client);
     }
     if !guard.allows(client) {
         return Ok(refuse(req, &guard, ProxyError::Denied { client }, "denied"));

@@ -24,6 +24,7 @@ mod resume;
 mod routes;
 mod scope;
 mod tls;
+mod upgrade;
 mod upstream;
 mod upstream_tokens;
 mod upstreams;
@@ -122,6 +123,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
             .app_data(guard.clone())
             // Inside the access log, so refusals are logged and counted like any answer.
             .wrap(from_fn(guard::check))
+            .wrap(from_fn(upgrade::check))
             .wrap(from_fn(access::observe))
             .configure(routes::configure)
     })

@@ -17,6 +17,7 @@ use actix_web::{
 use url::Url;
 
 use crate::{
+    access,
     config::Config,
     error::{ProxyError, UpstreamName},
     guard,
@@ -204,7 +205,7 @@ async fn forward(
         upstream: policy.upstream,
         redirects: 0,
     };
-    req.extensions_mut().insert(trace);
+    access::Notes::trace(req, trace);
     let followable =
         matches!(body, RequestBody::None) && matches!(out.method, Method::GET | Method::HEAD);
     // Only GETs of blobs by digest: the same bytes whenever asked (see `resume`).
@@ -230,7 +231,7 @@ async fn forward(
         .await?;
         proxy.metrics.redirects_followed(followed.hops);
         trace.redirects = followed.hops;
-        req.extensions_mut().insert(trace);
+        access::Notes::trace(req, trace);
         followed.response
     } else {
         upstream::send(&proxy.client, &out, body, &config.timeouts, &proxy.metrics).await?

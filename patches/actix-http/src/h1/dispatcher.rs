@@ -352,17 +352,6 @@ where
         }
     }
 
-    fn client_disconnected(self: Pin<&mut Self>) {
-        let this = self.project();
-
-        this.flags
-            .insert(Flags::READ_DISCONNECT | Flags::WRITE_DISCONNECT);
-
-        if let Some(mut payload) = this.payload.take() {
-            payload.set_error(PayloadError::Incomplete(None));
-        }
-    }
-
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
         let InnerDispatcherProj {
             io,
@@ -1029,11 +1018,19 @@ where
                 // break and wait for more read
                 Ok(None) => break,
 
+                // hubferry: the codec's only I/O errors come from decoding a chunked request
+                // body (`h1::chunked`): the client sent a malformed body, it did not go away.
+                // Dropping the connection here lost the request's response and the service's
+                // own handling of it; instead the service reading the payload gets the error,
+                // its response is still written, and nothing more is read from the connection.
                 Err(ParseError::Io(err)) => {
-                    trace!("I/O error: {}", &err);
-                    self.as_mut().client_disconnected();
-                    this = self.as_mut().project();
-                    *this.error = Some(DispatchError::Io(err));
+                    trace!("malformed request payload: {}", &err);
+
+                    if let Some(mut payload) = this.payload.take() {
+                        payload.set_error(PayloadError::Io(err));
+                    }
+
+                    this.flags.insert(Flags::READ_DISCONNECT);
                     break;
                 }
 

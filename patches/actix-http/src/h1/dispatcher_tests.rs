@@ -1673,3 +1673,69 @@ async fn pipelined_responses_are_framed_for_their_own_requests() {
         String::from_utf8_lossy(exp)
     );
 }
+
+/// hubferry: reads the payload and answers 400 with the payload error, as an application does
+/// with a body it cannot read.
+fn read_payload_or_400_service(
+) -> impl Service<Request, Response = Response<impl MessageBody>, Error = Error> {
+    fn_service(|mut req: Request| async move {
+        use futures_util::StreamExt as _;
+
+        let mut payload = req.take_payload();
+        while let Some(chunk) = payload.next().await {
+            if let Err(err) = chunk {
+                return Ok::<_, Error>(
+                    Response::build(StatusCode::BAD_REQUEST).body(format!("bad body: {err}")),
+                );
+            }
+        }
+        Ok(Response::build(StatusCode::OK).body("read".to_owned()))
+    })
+}
+
+#[actix_rt::test]
+async fn malformed_chunked_payload_is_reported_to_the_service_and_answered() {
+    for body in [
+        // not a hexadecimal size
+        "zz\r\nabc\r\n0\r\n\r\n",
+        // more data than the size said
+        "3\r\nabcdef\r\n0\r\n\r\n",
+    ] {
+        let buf = TestBuffer::new(
+            format!(
+                "POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+            )
+            .as_str(),
+        );
+
+        let cfg = ServiceConfig::new(
+            KeepAlive::Os,
+            Duration::from_millis(100),
+            Duration::ZERO,
+            false,
+            None,
+        );
+
+        let services = HttpFlow::new(read_payload_or_400_service(), ExpectHandler, None);
+
+        let h1 = Dispatcher::<_, _, _, _, UpgradeHandler>::new(
+            buf.clone(),
+            services,
+            cfg,
+            None,
+            OnConnectData::default(),
+        );
+
+        // The service's answer is written, then the connection ends (nothing after a malformed
+        // body can be read as a request).
+        timeout(Duration::from_secs(1), h1)
+            .await
+            .expect("the dispatcher finishes")
+            .unwrap();
+
+        let res = buf.write_buf_slice_mut();
+        let res = String::from_utf8_lossy(&res);
+        assert!(res.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{body:?}: {res}");
+        assert!(res.contains("bad body: Invalid chunk"), "{body:?}: {res}");
+    }
+}
