@@ -162,6 +162,10 @@ pub struct Flags {
     /// no limit [setting: limits.blob_streams_per_client; default 0].
     #[arg(long, value_name = "N")]
     pub blob_streams_per_client: Option<String>,
+    /// Most HTTP/2 streams one client connection may have open at once, advertised as
+    /// SETTINGS_MAX_CONCURRENT_STREAMS [setting: limits.h2_max_streams; default 100].
+    #[arg(long, value_name = "N")]
+    pub h2_max_streams: Option<String>,
     /// passthrough (clients' credentials go upstream) or managed (hubferry issues its own
     /// tokens and uses its own upstream accounts) [setting: auth.mode; default passthrough].
     #[arg(long, value_name = "MODE")]
@@ -225,6 +229,7 @@ impl Flags {
                 "limits.blob_streams_per_client",
                 &self.blob_streams_per_client,
             ),
+            ("limits.h2_max_streams", &self.h2_max_streams),
             ("auth.mode", &self.auth_mode),
             ("auth.htpasswd", &self.htpasswd),
             ("auth.anonymous", &self.anonymous),
@@ -400,6 +405,7 @@ struct RawLimits {
     upstream_pool: String,
     manifests_per_minute: String,
     blob_streams_per_client: String,
+    h2_max_streams: String,
 }
 
 impl Default for RawLimits {
@@ -412,6 +418,8 @@ impl Default for RawLimits {
             upstream_pool: "0".into(),
             manifests_per_minute: "0".into(),
             blob_streams_per_client: "0".into(),
+            // RFC 9113 §6.5.2 asks for no less than 100, so that clients keep their parallelism.
+            h2_max_streams: "100".into(),
         }
     }
 }
@@ -617,6 +625,8 @@ pub struct Limits {
     pub manifests_per_minute: u32,
     /// Per client key; 0: no limit.
     pub blob_streams_per_client: u32,
+    /// Per HTTP/2 connection; at least 1.
+    pub h2_max_streams: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -1191,6 +1201,13 @@ impl RawLimits {
                 "limits.blob_streams_per_client",
                 &self.blob_streams_per_client,
             )?,
+            h2_max_streams: u32::try_from(count("limits.h2_max_streams", &self.h2_max_streams, 1)?)
+                .map_err(|_| {
+                    invalid(
+                        "limits.h2_max_streams",
+                        format!("'{}' is more than {}", self.h2_max_streams, u32::MAX),
+                    )
+                })?,
         })
     }
 }
@@ -1801,6 +1818,21 @@ host_names = ["hub.mirror.test"]
             .unwrap_err()
             .to_string();
         assert!(err.contains("limits.manifests_per_minute"), "{err}");
+    }
+
+    #[test]
+    fn the_http2_stream_limit_defaults_to_100_and_is_at_least_1() {
+        assert_eq!(load(&[], &[]).unwrap().limits.h2_max_streams, 100);
+        let config = load(&["--h2-max-streams", "250"], &[]).unwrap();
+        assert_eq!(config.limits.h2_max_streams, 250);
+        let config = load(&[], &[("HUBFERRY_LIMITS__H2_MAX_STREAMS", "32")]).unwrap();
+        assert_eq!(config.limits.h2_max_streams, 32);
+        for bad in ["0", "many", "4294967296"] {
+            let err = load(&["--h2-max-streams", bad], &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("limits.h2_max_streams"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -100,6 +100,8 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         }
         None => None,
     };
+    // Before the server accepts connections: every HTTP/2 connection advertises and enforces it.
+    actix_http::h2::set_max_concurrent_streams(config.limits.h2_max_streams);
     let shared = config.clone();
     let shared_metrics = metrics.clone();
     // One per process: per-client limits count across workers.

@@ -8,6 +8,7 @@ mod containerd;
 mod failures;
 mod fakes;
 mod faults;
+mod h2_streams;
 mod header_policy;
 mod hostile;
 mod hostile_upstream;

@@ -3,6 +3,7 @@
 use std::{
     future::Future,
     pin::Pin,
+    sync::atomic::{AtomicU32, Ordering},
     task::{Context, Poll},
 };
 
@@ -57,6 +58,20 @@ impl Stream for Payload {
     }
 }
 
+/// hubferry: see [`set_max_concurrent_streams`]; 0 when not set.
+static MAX_CONCURRENT_STREAMS: AtomicU32 = AtomicU32::new(0);
+
+/// hubferry: the `SETTINGS_MAX_CONCURRENT_STREAMS` (RFC 9113 §6.5.2) every HTTP/2 connection
+/// accepted from now on advertises; h2 refuses streams beyond it with `REFUSED_STREAM`. Without
+/// it h2 advertises no limit, and one connection may open streams without end. Set it once at
+/// start-up, before the server accepts connections; 0 leaves the limit unset.
+///
+/// Process-wide because the server's `ServiceConfig` is built by its caller (actix-web's
+/// `HttpServer`), which has no setting to pass through.
+pub fn set_max_concurrent_streams(max: u32) {
+    MAX_CONCURRENT_STREAMS.store(max, Ordering::Relaxed);
+}
+
 pub(crate) fn handshake_with_timeout<T>(io: T, config: &ServiceConfig) -> HandshakeWithTimeout<T>
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -65,6 +80,11 @@ where
     builder
         .initial_window_size(config.h2_initial_window_size())
         .initial_connection_window_size(config.h2_initial_connection_window_size());
+
+    let max_streams = MAX_CONCURRENT_STREAMS.load(Ordering::Relaxed);
+    if max_streams > 0 {
+        builder.max_concurrent_streams(max_streams);
+    }
 
     HandshakeWithTimeout {
         handshake: builder.handshake(io),
