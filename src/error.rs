@@ -62,6 +62,10 @@ pub enum ProxyError {
         limit: String,
         retry_after: u64,
     },
+    /// The process is streaming as many blob downloads as it may (`limits.max_streams`);
+    /// `retry_after` in seconds.
+    #[display("this mirror is serving its most {limit}; retry in {retry_after}s")]
+    Overloaded { limit: String, retry_after: u64 },
     /// The client asked to switch protocols or open a tunnel, which hubferry never does (see
     /// `upgrade`).
     #[display("this mirror switches no protocol and opens no tunnel: {asked} is not served")]
@@ -109,6 +113,7 @@ impl ProxyError {
             ProxyError::Denied { .. } => "DENIED",
             ProxyError::TooManyRequests { .. } => "TOOMANYREQUESTS",
             ProxyError::Switch { .. } => "UNSUPPORTED",
+            ProxyError::Overloaded { .. } => "UNAVAILABLE",
             ProxyError::Unauthorized { .. } => "UNAUTHORIZED",
             // distribution's own pull-through cache answers writes this way (405 UNSUPPORTED):
             // the operation does not exist here, whoever asks; DENIED would read as "log in
@@ -133,6 +138,7 @@ impl ProxyError {
             | ProxyError::ImageDenied { .. } => "request",
             ProxyError::Denied { .. } | ProxyError::TooManyRequests { .. } => "request",
             ProxyError::Switch { .. } => "request",
+            ProxyError::Overloaded { .. } => "request",
             ProxyError::Unauthorized { .. } | ProxyError::PullOnly { .. } => "request",
             ProxyError::UpstreamToken { .. } => "auth",
         }
@@ -155,6 +161,7 @@ impl ResponseError for ProxyError {
             ProxyError::Denied { .. } => StatusCode::FORBIDDEN,
             ProxyError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Switch { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::PullOnly { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UpstreamToken { .. } => StatusCode::BAD_GATEWAY,
@@ -169,7 +176,9 @@ impl ResponseError for ProxyError {
             log::info!("{self}");
         }
         let mut res = HttpResponse::build(status);
-        if let ProxyError::TooManyRequests { retry_after, .. } = self {
+        if let ProxyError::TooManyRequests { retry_after, .. }
+        | ProxyError::Overloaded { retry_after, .. } = self
+        {
             res.insert_header((
                 actix_web::http::header::RETRY_AFTER,
                 retry_after.to_string(),

@@ -3,6 +3,7 @@
 
 mod access;
 mod admin;
+mod capacity;
 mod chunking;
 mod client_ip;
 mod clients;
@@ -84,6 +85,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
             }
         );
     }
+    log_stream_cap(config.limits.max_streams);
     if config.public_url.is_none() && config.server_names.is_empty() {
         log::warn!(
             "neither public_url nor server_names is set: the token realm is built from each \
@@ -162,6 +164,36 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     ));
     lifecycle.set_ready(true);
     server.await
+}
+
+/// How many blob downloads may stream at once, and where the number comes from.
+fn log_stream_cap(cap: config::StreamCap) {
+    use config::StreamCap;
+    const MIB: u64 = 1024 * 1024;
+    match cap {
+        StreamCap::Set(0) => log::warn!(
+            "limits.max_streams = 0: blob downloads are not capped, and enough of them at once \
+             can exhaust the process's memory"
+        ),
+        StreamCap::Set(max) => log::info!("at most {max} blob downloads at once"),
+        StreamCap::Derived {
+            max,
+            memory_limit: Some(limit),
+        } => log::info!(
+            "at most {max} blob downloads at once: the memory limit of {} MiB, less {} MiB, at \
+             {} KiB each (limits.max_streams = auto)",
+            limit / MIB,
+            capacity::RESERVE / MIB,
+            capacity::STREAM_COST / 1024,
+        ),
+        StreamCap::Derived {
+            max,
+            memory_limit: None,
+        } => log::info!(
+            "at most {max} blob downloads at once: no memory limit found \
+             (limits.max_streams = auto)"
+        ),
+    }
 }
 
 /// What managed auth will do, said once at start-up: whose accounts, never their secrets.

@@ -17,6 +17,7 @@ mod image_policy;
 mod landing;
 mod limits;
 mod managed_auth;
+mod memory_limit;
 mod multireg;
 mod operations;
 mod pipelining;
