@@ -62,10 +62,6 @@ pub enum ProxyError {
         limit: String,
         retry_after: u64,
     },
-    /// The process is streaming as many blob downloads as it may (`limits.max_streams`);
-    /// `retry_after` in seconds.
-    #[display("this mirror is serving its most {limit}; retry in {retry_after}s")]
-    Overloaded { limit: String, retry_after: u64 },
     /// The client asked to switch protocols or open a tunnel, which hubferry never does (see
     /// `upgrade`).
     #[display("this mirror switches no protocol and opens no tunnel: {asked} is not served")]
@@ -77,6 +73,10 @@ pub enum ProxyError {
     /// Managed auth serves pulls only: hubferry pushes nothing with its own account.
     #[display("this mirror serves pulls only: {method} is not supported")]
     PullOnly { method: String },
+    /// Work the mirror bounds is at its bound (blob downloads, `limits.max_streams`);
+    /// `retry_after` in seconds.
+    #[display("too many {what} at once; retry in {retry_after}s")]
+    Overloaded { what: String, retry_after: u64 },
     /// Managed auth: an upstream's token issuer refused hubferry's own request for a token.
     /// Never names the credentials, only whose they are.
     #[display("upstream {upstream} refused hubferry's token request ({status}); check its configured credentials")]
@@ -113,13 +113,12 @@ impl ProxyError {
             ProxyError::Denied { .. } => "DENIED",
             ProxyError::TooManyRequests { .. } => "TOOMANYREQUESTS",
             ProxyError::Switch { .. } => "UNSUPPORTED",
-            ProxyError::Overloaded { .. } => "UNAVAILABLE",
             ProxyError::Unauthorized { .. } => "UNAUTHORIZED",
             // distribution's own pull-through cache answers writes this way (405 UNSUPPORTED):
             // the operation does not exist here, whoever asks; DENIED would read as "log in
             // with more rights", which cannot help.
             ProxyError::PullOnly { .. } => "UNSUPPORTED",
-            ProxyError::UpstreamToken { .. } => "UNAVAILABLE",
+            ProxyError::UpstreamToken { .. } | ProxyError::Overloaded { .. } => "UNAVAILABLE",
         }
     }
 }
@@ -138,9 +137,9 @@ impl ProxyError {
             | ProxyError::ImageDenied { .. } => "request",
             ProxyError::Denied { .. } | ProxyError::TooManyRequests { .. } => "request",
             ProxyError::Switch { .. } => "request",
-            ProxyError::Overloaded { .. } => "request",
             ProxyError::Unauthorized { .. } | ProxyError::PullOnly { .. } => "request",
             ProxyError::UpstreamToken { .. } => "auth",
+            ProxyError::Overloaded { .. } => "request",
         }
     }
 }
@@ -161,10 +160,10 @@ impl ResponseError for ProxyError {
             ProxyError::Denied { .. } => StatusCode::FORBIDDEN,
             ProxyError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Switch { .. } => StatusCode::BAD_REQUEST,
-            ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::PullOnly { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UpstreamToken { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

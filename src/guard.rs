@@ -34,7 +34,6 @@ use actix_web::{
 use bytes::Bytes;
 
 use crate::{
-    access,
     client_ip::{self, any_contains},
     config::{AccessPolicy, Config},
     error::ProxyError,
@@ -110,7 +109,7 @@ impl Guard {
             .map_err(|_| {
                 (
                     ProxyError::Overloaded {
-                        limit: format!("{max} blob downloads at once"),
+                        what: "blob downloads".into(),
                         retry_after: STREAM_RETRY_AFTER,
                     },
                     "max_streams",
@@ -353,7 +352,7 @@ pub async fn check(
     );
     if client != peer.to_canonical() {
         req.extensions_mut().insert(ClientIp(client));
-        access::Notes::client(&req, client);
+        crate::access::Notes::client(&req, client);
     }
     if !guard.allows(client) {
         return Ok(refuse(req, &guard, ProxyError::Denied { client }, "denied"));
