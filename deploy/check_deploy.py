@@ -60,6 +60,16 @@ def shutdown_grace(config):
         return DEFAULT_SHUTDOWN_GRACE
 
 
+def quantity(text):
+    """A Kubernetes memory quantity ("512Mi", "1G", "268435456") in bytes."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+             "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    match = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?", str(text).strip())
+    if not match:
+        raise ValueError(f"'{text}' is not a memory quantity like 512Mi")
+    return int(match.group(1)) * units.get(match.group(2), 1)
+
+
 def flag(args, name):
     """The value of --name=VALUE or --name VALUE in a container's command line."""
     for i, arg in enumerate(args):
@@ -265,6 +275,19 @@ def check_kubernetes(rendered, default_admin):
     if period <= pre_stop + grace:
         problem(where, f"terminationGracePeriodSeconds {period} is not longer than preStop "
                        f"{pre_stop}s + shutdown_grace {grace:g}s")
+
+    # A download cap set by hand must fit the container's memory limit, at the budget
+    # src/capacity.rs uses for "auto" (64 MiB reserve, 256 KiB per download); 0 is no cap.
+    cap = config.get("limits", {}).get("max_streams", "auto")
+    memory = container.get("resources", {}).get("limits", {}).get("memory")
+    if memory is None:
+        problem(where, "the container needs a memory limit (limits.max_streams is sized from it)")
+    elif str(cap).strip().lower() != "auto":
+        need = 64 * 2**20 + int(cap) * 256 * 2**10
+        if int(cap) == 0 or need > quantity(memory):
+            problem(where, f"limits.max_streams = {cap} does not fit the memory limit {memory}: "
+                           f"use \"auto\" or at most "
+                           f"{max(0, quantity(memory) - 64 * 2**20) // (256 * 2**10)}")
 
     # Clients get token realms built from public_url: it has to be the Ingress's address.
     public = urlsplit(config.get("public_url", ""))

@@ -2,8 +2,10 @@
 //! finished (or abandoned), so the byte count is what was really streamed.
 
 use std::{
+    cell::Cell,
     net::IpAddr,
     pin::Pin,
+    rc::Rc,
     task::{Context, Poll},
     time::Instant,
 };
@@ -12,14 +14,13 @@ use actix_web::{
     body::{BodySize, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
     middleware::Next,
-    web, Error, HttpMessage,
+    web, Error, HttpMessage, HttpRequest,
 };
 use bytes::Bytes;
 use serde_json::json;
 
 use crate::{
     config::LogFormat,
-    guard::ClientIp,
     routes::{Proxy, UpstreamTrace},
 };
 
@@ -146,54 +147,154 @@ fn version_text(version: actix_web::http::Version) -> &'static str {
     }
 }
 
+/// The status logged for a request that never got a response: its handler was dropped before
+/// it answered, because the connection ended (the client reset it, or a shutdown past its grace
+/// cut it). 499 is nginx's "client closed request", which log tools already know.
+pub const NO_RESPONSE: u16 = 499;
+
 /// Middleware: notes the request, lets it run, and wraps the response body so the record is
-/// completed and written when the body is done.
+/// completed and written when the body is done. A request whose handler is dropped before it
+/// answers is logged then, with [`NO_RESPONSE`]: every request gets exactly one line.
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let started = Instant::now();
-    let proxy = req
-        .app_data::<web::Data<Proxy>>()
-        .expect("Proxy state is registered on every App")
-        .clone();
-    let peer = req.peer_addr().map(|a| a.ip());
-    let method = req.method().to_string();
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or_else(|| req.path().to_owned(), |pq| pq.as_str().to_owned());
-    let version = version_text(req.version());
-    let res = next.call(req).await?;
-    let trace = res.request().extensions().get::<UpstreamTrace>().copied();
-    // Behind a trusted proxy, the client it forwarded for (see `guard`).
-    let peer = res
-        .request()
-        .extensions()
-        .get::<ClientIp>()
-        .map(|client| client.0)
-        .or(peer);
-    let record = AccessRecord {
-        peer,
-        method,
-        target,
-        version,
-        status: res.status().as_u16(),
-        route: route_label(
-            res.request().match_pattern().as_deref(),
-            res.request().path(),
-        ),
-        bytes: 0,
-        micros: 0,
-        upstream: trace.map(|t| t.upstream),
-        redirects: trace.map_or(0, |t| t.redirects),
+    let mut pending = Pending::new(&req);
+    let res = match next.call(req).await {
+        Ok(res) => res,
+        // actix-web answers an error after this middleware: log the status it will send (the
+        // handlers answer their own errors, so this is only a middleware's).
+        Err(err) => {
+            let status = err.as_response_error().status_code().as_u16();
+            if let Some((record, started, proxy)) = pending.answered(status, None) {
+                write(record, started, &proxy);
+            }
+            return Err(err);
+        }
     };
+    let (record, started, proxy) = pending
+        .answered(res.status().as_u16(), Some(res.request()))
+        .expect("a request is answered once");
     Ok(res.map_body(move |_, body| LoggedBody {
         body,
         record: Some(record),
         started,
         proxy,
     }))
+}
+
+/// What the request filter and the routes learn about a request that its line reports, kept
+/// (in the request's extensions) where the access log still reads it if the request is dropped.
+#[derive(Debug, Default)]
+pub struct Notes {
+    client: Cell<Option<IpAddr>>,
+    trace: Cell<Option<UpstreamTrace>>,
+}
+
+impl Notes {
+    /// The client a trusted proxy forwarded for, when it is not the peer (see `guard`).
+    pub fn client(req: &impl HttpMessage, client: IpAddr) {
+        if let Some(notes) = req.extensions().get::<Rc<Notes>>() {
+            notes.client.set(Some(client));
+        }
+    }
+
+    /// Which upstream the request went to, and the redirects followed so far.
+    pub fn trace(req: &impl HttpMessage, trace: UpstreamTrace) {
+        if let Some(notes) = req.extensions().get::<Rc<Notes>>() {
+            notes.trace.set(Some(trace));
+        }
+    }
+}
+
+/// A request's record until its response exists; written with [`NO_RESPONSE`] if dropped first.
+struct Pending {
+    notes: Rc<Notes>,
+    started: Instant,
+    record: Option<AccessRecord>,
+    proxy: web::Data<Proxy>,
+}
+
+impl Pending {
+    fn new(req: &ServiceRequest) -> Pending {
+        let proxy = req
+            .app_data::<web::Data<Proxy>>()
+            .expect("Proxy state is registered on every App")
+            .clone();
+        let target = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.path().to_owned(), |pq| pq.as_str().to_owned());
+        let notes = Rc::new(Notes::default());
+        req.extensions_mut().insert(notes.clone());
+        Pending {
+            notes,
+            started: Instant::now(),
+            record: Some(AccessRecord {
+                peer: req.peer_addr().map(|a| a.ip()),
+                method: req.method().to_string(),
+                target,
+                version: version_text(req.version()),
+                status: NO_RESPONSE,
+                // Before routing: every route is known by its path too.
+                route: route_label(Some(req.path()), req.path()),
+                bytes: 0,
+                micros: 0,
+                upstream: None,
+                redirects: 0,
+            }),
+            proxy,
+        }
+    }
+
+    /// The record completed with `status` (and the route `request`, the one the response
+    /// carries, matched), and taken: nothing is written when `self` is dropped.
+    fn answered(
+        &mut self,
+        status: u16,
+        request: Option<&HttpRequest>,
+    ) -> Option<(AccessRecord, Instant, web::Data<Proxy>)> {
+        let mut record = self.record.take()?;
+        self.complete(&mut record, status);
+        if let Some(request) = request {
+            record.route = route_label(request.match_pattern().as_deref(), request.path());
+        }
+        Some((record, self.started, self.proxy.clone()))
+    }
+
+    fn complete(&self, record: &mut AccessRecord, status: u16) {
+        // Behind a trusted proxy, the client it forwarded for.
+        if let Some(client) = self.notes.client.get() {
+            record.peer = Some(client);
+        }
+        if let Some(trace) = self.notes.trace.get() {
+            record.upstream = Some(trace.upstream);
+            record.redirects = trace.redirects;
+        }
+        record.status = status;
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(mut record) = self.record.take() {
+            self.complete(&mut record, NO_RESPONSE);
+            write(record, self.started, &self.proxy);
+        }
+    }
+}
+
+/// Counts the request and writes its line.
+fn write(mut record: AccessRecord, started: Instant, proxy: &Proxy) {
+    record.micros = started.elapsed().as_micros() as u64;
+    proxy
+        .metrics
+        .request_done(record.route, record.status, record.bytes);
+    let line = match proxy.config.log_format {
+        LogFormat::Text => record.text(),
+        LogFormat::Json => record.json(),
+    };
+    log::info!(target: "hubferry::access", "{line}");
 }
 
 pin_project_lite::pin_project! {
@@ -209,14 +310,8 @@ pin_project_lite::pin_project! {
     impl<B> PinnedDrop for LoggedBody<B> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some(mut record) = this.record.take() {
-                record.micros = this.started.elapsed().as_micros() as u64;
-                this.proxy.metrics.request_done(record.route, record.status, record.bytes);
-                let line = match this.proxy.config.log_format {
-                    LogFormat::Text => record.text(),
-                    LogFormat::Json => record.json(),
-                };
-                log::info!(target: "hubferry::access", "{line}");
+            if let Some(record) = this.record.take() {
+                write(record, *this.started, this.proxy);
             }
         }
     }

@@ -17,6 +17,7 @@ use url::Url;
 
 use crate::image_policy::{ImagePolicy, Pattern};
 use crate::{
+    capacity,
     client_ip::Cidr,
     clients::{Credentials, Secret, Users},
     grant::TokenKey,
@@ -169,6 +170,15 @@ pub struct Flags {
     /// no limit [setting: limits.blob_streams_per_client; default 0].
     #[arg(long, value_name = "N")]
     pub blob_streams_per_client: Option<String>,
+    /// Most HTTP/2 streams one client connection may have open at once, advertised as
+    /// SETTINGS_MAX_CONCURRENT_STREAMS [setting: limits.h2_max_streams; default 100].
+    #[arg(long, value_name = "N")]
+    pub h2_max_streams: Option<String>,
+    /// Most blob downloads the process streams at once; beyond it, 503 with Retry-After. auto
+    /// sizes it from the cgroup memory limit (see README); 0 means no cap
+    /// [setting: limits.max_streams; default auto].
+    #[arg(long, value_name = "N|auto")]
+    pub max_streams: Option<String>,
     /// passthrough (clients' credentials go upstream) or managed (hubferry issues its own
     /// tokens and uses its own upstream accounts) [setting: auth.mode; default passthrough].
     #[arg(long, value_name = "MODE")]
@@ -237,6 +247,8 @@ impl Flags {
                 "limits.blob_streams_per_client",
                 &self.blob_streams_per_client,
             ),
+            ("limits.h2_max_streams", &self.h2_max_streams),
+            ("limits.max_streams", &self.max_streams),
             ("auth.mode", &self.auth_mode),
             ("auth.htpasswd", &self.htpasswd),
             ("auth.anonymous", &self.anonymous),
@@ -419,6 +431,8 @@ struct RawLimits {
     upstream_pool: String,
     manifests_per_minute: String,
     blob_streams_per_client: String,
+    h2_max_streams: String,
+    max_streams: String,
 }
 
 impl Default for RawLimits {
@@ -431,6 +445,9 @@ impl Default for RawLimits {
             upstream_pool: "0".into(),
             manifests_per_minute: "0".into(),
             blob_streams_per_client: "0".into(),
+            // RFC 9113 §6.5.2 asks for no less than 100, so that clients keep their parallelism.
+            h2_max_streams: "100".into(),
+            max_streams: "auto".into(),
         }
     }
 }
@@ -641,6 +658,31 @@ pub struct Limits {
     pub manifests_per_minute: u32,
     /// Per client key; 0: no limit.
     pub blob_streams_per_client: u32,
+    /// Per HTTP/2 connection; at least 1.
+    pub h2_max_streams: u32,
+    /// Blob downloads at once, process-wide.
+    pub max_streams: StreamCap,
+}
+
+/// `limits.max_streams`: set, or derived from the memory limit (see `capacity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamCap {
+    /// As configured; 0: no cap.
+    Set(usize),
+    /// `auto`, from the memory limit found (`None`: none, so the fixed default).
+    Derived {
+        max: usize,
+        memory_limit: Option<u64>,
+    },
+}
+
+impl StreamCap {
+    /// The cap; 0: none.
+    pub fn max(self) -> usize {
+        match self {
+            StreamCap::Set(max) | StreamCap::Derived { max, .. } => max,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -1226,8 +1268,37 @@ impl RawLimits {
                 "limits.blob_streams_per_client",
                 &self.blob_streams_per_client,
             )?,
+            h2_max_streams: u32::try_from(count("limits.h2_max_streams", &self.h2_max_streams, 1)?)
+                .map_err(|_| {
+                    invalid(
+                        "limits.h2_max_streams",
+                        format!("'{}' is more than {}", self.h2_max_streams, u32::MAX),
+                    )
+                })?,
+            max_streams: stream_cap(&self.max_streams)?,
         })
     }
+}
+
+/// `limits.max_streams`: `auto` (from the memory limit, see `capacity`) or a number, 0 for no
+/// cap.
+fn stream_cap(text: &str) -> Result<StreamCap, ConfigError> {
+    if text.trim().eq_ignore_ascii_case("auto") {
+        let memory_limit = capacity::memory_limit();
+        return Ok(StreamCap::Derived {
+            max: capacity::max_streams_for(memory_limit),
+            memory_limit,
+        });
+    }
+    text.trim()
+        .parse::<usize>()
+        .map(StreamCap::Set)
+        .map_err(|_| {
+            invalid(
+                "limits.max_streams",
+                format!("'{text}' is not auto or a whole number (0 for no cap)"),
+            )
+        })
 }
 
 fn count_u32(key: &str, text: &str) -> Result<u32, ConfigError> {
@@ -1854,6 +1925,47 @@ host_names = ["hub.mirror.test"]
             .unwrap_err()
             .to_string();
         assert!(err.contains("limits.manifests_per_minute"), "{err}");
+    }
+
+    #[test]
+    fn the_http2_stream_limit_defaults_to_100_and_is_at_least_1() {
+        assert_eq!(load(&[], &[]).unwrap().limits.h2_max_streams, 100);
+        let config = load(&["--h2-max-streams", "250"], &[]).unwrap();
+        assert_eq!(config.limits.h2_max_streams, 250);
+        let config = load(&[], &[("HUBFERRY_LIMITS__H2_MAX_STREAMS", "32")]).unwrap();
+        assert_eq!(config.limits.h2_max_streams, 32);
+        for bad in ["0", "many", "4294967296"] {
+            let err = load(&["--h2-max-streams", bad], &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("limits.h2_max_streams"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_download_cap_is_derived_set_or_off() {
+        let derived = load(&[], &[]).unwrap().limits.max_streams;
+        let memory_limit = capacity::memory_limit();
+        assert_eq!(
+            derived,
+            StreamCap::Derived {
+                max: capacity::max_streams_for(memory_limit),
+                memory_limit,
+            }
+        );
+        let config = load(&["--max-streams", "AUTO"], &[]).unwrap();
+        assert_eq!(config.limits.max_streams, derived);
+        let config = load(&["--max-streams", "500"], &[]).unwrap();
+        assert_eq!(config.limits.max_streams, StreamCap::Set(500));
+        assert_eq!(config.limits.max_streams.max(), 500);
+        let config = load(&[], &[("HUBFERRY_LIMITS__MAX_STREAMS", "0")]).unwrap();
+        assert_eq!(config.limits.max_streams.max(), 0);
+        for bad in ["many", "-3", "1.5"] {
+            let err = load(&[], &[("HUBFERRY_LIMITS__MAX_STREAMS", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("limits.max_streams"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -76,6 +76,10 @@ pub enum ProxyError {
         limit: String,
         retry_after: u64,
     },
+    /// The client asked to switch protocols or open a tunnel, which hubferry never does (see
+    /// `upgrade`).
+    #[display("this mirror switches no protocol and opens no tunnel: {asked} is not served")]
+    Switch { asked: &'static str },
     /// Managed auth: the client has no valid token of ours (or, at `/token`, wrong
     /// credentials); `challenge` tells it where to get one.
     #[display("{reason}")]
@@ -83,7 +87,8 @@ pub enum ProxyError {
     /// Managed auth serves pulls only: hubferry pushes nothing with its own account.
     #[display("this mirror serves pulls only: {method} is not supported")]
     PullOnly { method: String },
-    /// Work the mirror bounds is at its bound (password checks); `retry_after` in seconds.
+    /// Work the mirror bounds is at its bound (password checks; blob downloads,
+    /// `limits.max_streams`); `retry_after` in seconds.
     #[display("too many {what} at once; retry in {retry_after}s")]
     Overloaded { what: String, retry_after: u64 },
     /// Managed auth: an upstream's token issuer refused hubferry's own request for a token.
@@ -157,9 +162,9 @@ pub enum BodyFault {
     /// A body read whole (a small form) was not all there within this limit.
     #[display("did not arrive whole within {_0:?}")]
     Late(Duration),
-    /// Its framing was invalid (a bad chunk size line): nothing after it can be read.
-    #[display("was malformed")]
-    Malformed,
+    /// Its framing was invalid (a bad chunk size line): nothing after it can be read. Says how.
+    #[display("was malformed ({_0})")]
+    Malformed(String),
     /// The client closed or reset the connection (or its HTTP/2 stream) before the end.
     #[display("ended early ({_0})")]
     Cut(String),
@@ -167,17 +172,18 @@ pub enum BodyFault {
 
 impl BodyFault {
     /// What a failure of the client's payload stream means. actix-http reports a connection
-    /// that ends before the body does as `Incomplete`, and so too a chunk size line it cannot
-    /// parse (its decoder's error is an I/O error, read as a disconnect); other framing it
-    /// cannot read is `EncodingCorrupted`.
+    /// that ends before the body does as `Incomplete`; the patched actix-http (see
+    /// `patches/actix-http`) reports chunked framing it cannot read as an I/O error of kind
+    /// `InvalidInput`; other framing it cannot read is `EncodingCorrupted`.
     pub fn of(err: &PayloadError) -> BodyFault {
         match err {
             PayloadError::EncodingCorrupted
             | PayloadError::Overflow
-            | PayloadError::UnknownLength => BodyFault::Malformed,
-            PayloadError::Incomplete(None) => {
-                BodyFault::Cut("the connection closed, or its chunked framing broke".into())
+            | PayloadError::UnknownLength => BodyFault::Malformed(err.to_string()),
+            PayloadError::Io(io) if io.kind() == std::io::ErrorKind::InvalidInput => {
+                BodyFault::Malformed(io.to_string())
             }
+            PayloadError::Incomplete(None) => BodyFault::Cut("the connection closed".into()),
             other => BodyFault::Cut(other.to_string()),
         }
     }
@@ -212,6 +218,7 @@ impl ProxyError {
             },
             ProxyError::Denied { .. } => "DENIED",
             ProxyError::TooManyRequests { .. } => "TOOMANYREQUESTS",
+            ProxyError::Switch { .. } => "UNSUPPORTED",
             ProxyError::Unauthorized { .. } => "UNAUTHORIZED",
             // distribution's own pull-through cache answers writes this way (405 UNSUPPORTED):
             // the operation does not exist here, whoever asks; DENIED would read as "log in
@@ -237,6 +244,7 @@ impl ProxyError {
             | ProxyError::Rejected(_)
             | ProxyError::ImageDenied { .. } => "request",
             ProxyError::Denied { .. } | ProxyError::TooManyRequests { .. } => "request",
+            ProxyError::Switch { .. } => "request",
             ProxyError::Unauthorized { .. } | ProxyError::PullOnly { .. } => "request",
             ProxyError::UpstreamToken { .. } => "auth",
             ProxyError::Overloaded { .. } | ProxyError::ClientBody { .. } => "request",
@@ -259,6 +267,7 @@ impl ResponseError for ProxyError {
             ProxyError::ImageDenied { .. } => StatusCode::FORBIDDEN,
             ProxyError::Denied { .. } => StatusCode::FORBIDDEN,
             ProxyError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Switch { .. } => StatusCode::BAD_REQUEST,
             ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::PullOnly { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UpstreamToken { .. } => StatusCode::BAD_GATEWAY,
@@ -414,7 +423,7 @@ mod tests {
         assert_eq!(body["errors"][0]["code"], "SIZE_INVALID");
         for (fault, status) in [
             (BodyFault::Late(std::time::Duration::from_secs(2)), 408),
-            (BodyFault::Malformed, 400),
+            (BodyFault::Malformed("bad chunk".into()), 400),
             (BodyFault::Cut("reset".into()), 400),
         ] {
             let err = ProxyError::ClientBody {
@@ -446,10 +455,10 @@ mod tests {
 
     #[test]
     fn payload_errors_say_whose_fault_a_body_failure_is() {
-        assert_eq!(
+        assert!(matches!(
             BodyFault::of(&PayloadError::EncodingCorrupted),
-            BodyFault::Malformed
-        );
+            BodyFault::Malformed(_)
+        ));
         assert!(matches!(
             BodyFault::of(&PayloadError::Incomplete(None)),
             BodyFault::Cut(_)
@@ -459,6 +468,11 @@ mod tests {
             BodyFault::of(&PayloadError::Io(reset)),
             BodyFault::Cut(_)
         ));
+        let bad_chunk = std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad chunk size");
+        assert_eq!(
+            BodyFault::of(&PayloadError::Io(bad_chunk)),
+            BodyFault::Malformed("bad chunk size".into())
+        );
     }
 
     #[actix_rt::test]

@@ -1,8 +1,10 @@
 //! Request filter for the mirror's routes (not the admin listener): who may use the mirror
-//! (`access.allow`/`access.deny`, by the client address `client_ip` works out) and how much
+//! (`access.allow`/`access.deny`, by the client address `client_ip` works out), how much
 //! each client may ask for at once (`limits.manifests_per_minute`,
-//! `limits.blob_streams_per_client`). Refusals go through `ProxyError`, so their status and
-//! registry JSON body are decided where every other error's are.
+//! `limits.blob_streams_per_client`), and how many blob downloads the whole process streams at
+//! once (`limits.max_streams`, sized so memory holds: see `capacity`). Refusals go through
+//! `ProxyError`, so their status and registry JSON body are decided where every other error's
+//! are.
 //!
 //! The per-client counts live in one table shared by every worker. Its size is bounded, so a
 //! flood from many addresses (an IPv6 attacker has many /64s) costs a fixed amount of memory:
@@ -14,7 +16,10 @@ use std::{
     hash::{BuildHasher, RandomState},
     net::IpAddr,
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
     task::{Context, Poll},
     time::Instant,
 };
@@ -43,8 +48,8 @@ const SHARD_CAPACITY: usize = 4096;
 /// When a download slot frees up cannot be known; clients are told to come back after this.
 const STREAM_RETRY_AFTER: u64 = 10;
 
-/// The client address a request was judged by, for the access log (only set when it is not
-/// the peer, i.e. a trusted proxy forwarded the request).
+/// The client address a request was judged by, for the upstream's `X-Real-IP` (only set when
+/// it is not the peer, i.e. a trusted proxy forwarded the request; the access log is told too).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
 
@@ -54,6 +59,9 @@ pub struct Guard {
     manifests_per_minute: u32,
     blob_streams_per_client: u32,
     table: ClientTable,
+    /// `limits.max_streams` (0: no cap), and the blob downloads streaming now.
+    max_streams: usize,
+    streams: AtomicUsize,
     metrics: Arc<Metrics>,
 }
 
@@ -64,6 +72,8 @@ impl Guard {
             manifests_per_minute: config.limits.manifests_per_minute,
             blob_streams_per_client: config.limits.blob_streams_per_client,
             table: ClientTable::new(SHARD_CAPACITY),
+            max_streams: config.limits.max_streams.max(),
+            streams: AtomicUsize::new(0),
             metrics,
         }
     }
@@ -74,7 +84,35 @@ impl Guard {
     }
 
     fn limits_on(&self) -> bool {
-        self.manifests_per_minute > 0 || self.blob_streams_per_client > 0
+        self.manifests_per_minute > 0 || self.blob_streams_per_client > 0 || self.max_streams > 0
+    }
+
+    /// Takes one of the process's blob download slots, or refuses: the mirror is full, not the
+    /// client over its limit, so 503 (RFC 9110 §15.6.4, "temporary overload"; a load balancer
+    /// may try another replica) rather than the 429 of a client limit.
+    fn admit_download(self: &Arc<Self>) -> Result<Option<GlobalSlot>, (ProxyError, &'static str)> {
+        let max = self.max_streams;
+        if max == 0 {
+            return Ok(None);
+        }
+        self.streams
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map(|_| {
+                Some(GlobalSlot {
+                    guard: self.clone(),
+                })
+            })
+            .map_err(|_| {
+                (
+                    ProxyError::Overloaded {
+                        what: "blob downloads".into(),
+                        retry_after: STREAM_RETRY_AFTER,
+                    },
+                    "max_streams",
+                )
+            })
     }
 
     /// Counts the request against its client's limits: `Ok` with the download slot to hold
@@ -279,6 +317,17 @@ impl Drop for StreamSlot {
     }
 }
 
+/// One of the process's blob download slots (`limits.max_streams`), given back when dropped.
+pub struct GlobalSlot {
+    guard: Arc<Guard>,
+}
+
+impl Drop for GlobalSlot {
+    fn drop(&mut self) {
+        self.guard.streams.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Middleware: works out the client, refuses it when it is not allowed or over a limit, and
 /// holds a blob download's slot for as long as its body streams.
 pub async fn check(
@@ -291,7 +340,7 @@ pub async fn check(
         .clone()
         .into_inner();
     let Some(peer) = req.peer_addr().map(|a| a.ip()) else {
-        return pass(req, next, None).await; // no socket (in-process tests): nothing to judge
+        return pass(req, next, (None, None)).await; // no socket (in-process tests): nothing to judge
     };
     let forwarded = req.headers().get_all(header::X_FORWARDED_FOR);
     let client = client_ip::client_ip(
@@ -301,31 +350,43 @@ pub async fn check(
     );
     if client != peer.to_canonical() {
         req.extensions_mut().insert(ClientIp(client));
+        crate::access::Notes::client(&req, client);
     }
     if !guard.allows(client) {
         return Ok(refuse(req, &guard, ProxyError::Denied { client }, "denied"));
     }
-    let mut slot = None;
+    let mut slots = (None, None);
     if guard.limits_on() && matches!(*req.method(), Method::GET | Method::HEAD) {
         // An invalid path is refused by its route; it has nothing to count.
         if let Ok(checked) = request_target::registry_path(req.path()) {
             match guard.admit(client, checked.endpoint, req.method()) {
-                Ok(held) => slot = held,
+                Ok(held) => slots.0 = held,
                 Err((error, reason)) => return Ok(refuse(req, &guard, error, reason)),
+            }
+            if checked.endpoint == Endpoint::Blob && req.method() == Method::GET {
+                // After the client's own limit: a client over it is told so (429), and holds
+                // no slot of the process's meanwhile.
+                match guard.admit_download() {
+                    Ok(held) => slots.1 = held,
+                    Err((error, reason)) => return Ok(refuse(req, &guard, error, reason)),
+                }
             }
         }
     }
-    pass(req, next, slot).await
+    pass(req, next, slots).await
 }
 
 async fn pass<B: MessageBody + 'static>(
     req: ServiceRequest,
     next: Next<B>,
-    slot: Option<StreamSlot>,
+    slots: (Option<StreamSlot>, Option<GlobalSlot>),
 ) -> Result<ServiceResponse<EitherBody<HeldBody<B>>>, Error> {
     let res = next.call(req).await?;
     Ok(res
-        .map_body(move |_, body| HeldBody { body, _slot: slot })
+        .map_body(move |_, body| HeldBody {
+            body,
+            _slots: slots,
+        })
         .map_into_left_body())
 }
 
@@ -341,11 +402,12 @@ fn refuse<B>(
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that keeps a blob download's slot taken until it is dropped.
+    /// A response body that keeps a blob download's slots (its client's, the process's) taken
+    /// until it is dropped.
     pub struct HeldBody<B> {
         #[pin]
         body: B,
-        _slot: Option<StreamSlot>,
+        _slots: (Option<StreamSlot>, Option<GlobalSlot>),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod access;
 mod admin;
+mod capacity;
 mod chunking;
 mod client_ip;
 mod client_socket;
@@ -29,6 +30,7 @@ mod resume;
 mod routes;
 mod scope;
 mod tls;
+mod upgrade;
 mod upload;
 mod upstream;
 mod upstream_tokens;
@@ -89,6 +91,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
             }
         );
     }
+    log_stream_cap(config.limits.max_streams);
     if config.public_url.is_none() && config.server_names.is_empty() {
         log::warn!(
             "neither public_url nor server_names is set: the token realm is built from each \
@@ -105,6 +108,8 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         }
         None => None,
     };
+    // Before the server accepts connections: every HTTP/2 connection advertises and enforces it.
+    actix_http::h2::set_max_concurrent_streams(config.limits.h2_max_streams);
     let shared = config.clone();
     let shared_metrics = metrics.clone();
     // One per process: per-client limits count across workers.
@@ -128,6 +133,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
             .app_data(guard.clone())
             // Inside the access log, so refusals are logged and counted like any answer.
             .wrap(from_fn(guard::check))
+            .wrap(from_fn(upgrade::check))
             .wrap(from_fn(access::observe))
             .configure(routes::configure)
     })
@@ -166,6 +172,36 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     ));
     lifecycle.set_ready(true);
     server.await
+}
+
+/// How many blob downloads may stream at once, and where the number comes from.
+fn log_stream_cap(cap: config::StreamCap) {
+    use config::StreamCap;
+    const MIB: u64 = 1024 * 1024;
+    match cap {
+        StreamCap::Set(0) => log::warn!(
+            "limits.max_streams = 0: blob downloads are not capped, and enough of them at once \
+             can exhaust the process's memory"
+        ),
+        StreamCap::Set(max) => log::info!("at most {max} blob downloads at once"),
+        StreamCap::Derived {
+            max,
+            memory_limit: Some(limit),
+        } => log::info!(
+            "at most {max} blob downloads at once: the memory limit of {} MiB, less {} MiB, at \
+             {} KiB each (limits.max_streams = auto)",
+            limit / MIB,
+            capacity::RESERVE / MIB,
+            capacity::STREAM_COST / 1024,
+        ),
+        StreamCap::Derived {
+            max,
+            memory_limit: None,
+        } => log::info!(
+            "at most {max} blob downloads at once: no memory limit found \
+             (limits.max_streams = auto)"
+        ),
+    }
 }
 
 /// What managed auth will do, said once at start-up: whose accounts, never their secrets.

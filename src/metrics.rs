@@ -160,8 +160,8 @@ impl Metrics {
         let refusals = Family::<RefusalLabels, Counter>::default();
         registry.register(
             "client_refusals",
-            "Client requests refused by access control or per-client limits, by reason \
-             (denied, manifest_rate, blob_streams, table_full)",
+            "Client requests refused by access control or client limits, by reason \
+             (denied, manifest_rate, blob_streams, table_full, max_streams)",
             refusals.clone(),
         );
         Metrics {

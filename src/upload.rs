@@ -175,7 +175,7 @@ impl Future for UploadDeadline {
         let due = match self.progress.turn.get() {
             Turn::Failed => {
                 let fault = self.progress.fault.borrow().clone();
-                let fault = fault.unwrap_or(BodyFault::Malformed);
+                let fault = fault.unwrap_or_else(|| BodyFault::Malformed("unreadable".into()));
                 return Poll::Ready(self.client_error(fault));
             }
             Turn::Client(since) | Turn::Upstream(since) => since + self.idle,
@@ -353,7 +353,7 @@ mod tests {
         match deadline.client_fault() {
             Some(ProxyError::ClientBody {
                 received: 5,
-                fault: BodyFault::Malformed,
+                fault: BodyFault::Malformed(_),
                 ..
             }) => {}
             other => panic!("{other:?}"),

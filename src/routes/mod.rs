@@ -17,6 +17,7 @@ use actix_web::{
 use url::Url;
 
 use crate::{
+    access,
     config::Config,
     credentials::Carried,
     error::{ProxyError, UpstreamName},
@@ -215,7 +216,7 @@ async fn forward(
         upstream: policy.upstream,
         redirects: 0,
     };
-    req.extensions_mut().insert(trace);
+    access::Notes::trace(req, trace);
     let followable =
         matches!(body, RequestBody::None) && matches!(out.method, Method::GET | Method::HEAD);
     // Only GETs of blobs by digest: the same bytes whenever asked (see `resume`).
@@ -242,7 +243,7 @@ async fn forward(
         .await?;
         proxy.metrics.redirects_followed(followed.hops);
         trace.redirects = followed.hops;
-        req.extensions_mut().insert(trace);
+        access::Notes::trace(req, trace);
         from_cdn = followed.upstream == redirect::CDN;
         followed.response
     } else {

@@ -358,6 +358,69 @@ fn concurrent_blob_downloads_are_limited_per_client() {
     }
 }
 
+/// The process-wide cap (`limits.max_streams`): beyond it every client gets 503 `UNAVAILABLE`
+/// with `Retry-After` at once, before anything goes upstream, instead of another stream that
+/// could take the process past its memory limit. Manifests and HEADs are not counted.
+#[test]
+fn concurrent_blob_downloads_are_capped_for_the_whole_process() {
+    let w = world::plain();
+    let hf = Hubferry::for_world(w, &["--max-streams", "3"]);
+    let big = w.big_layer();
+    let big_path = format!("/v2/library/big/blobs/{}", big.digest);
+    let big_bearer = pull_token(w, "library/big");
+    let big_headers = [("Authorization", big_bearer.as_str())];
+    let alpine = w.image("library/alpine");
+    let small = alpine.layers().next().unwrap();
+    let small_path = format!("/v2/library/alpine/blobs/{}", small.digest);
+    let small_bearer = pull_token(w, "library/alpine");
+    let small_headers = [("Authorization", small_bearer.as_str())];
+
+    // Three slow downloads of the 100 MiB layer from two clients fill the process.
+    let mut downloads: Vec<RawDownload> = ["127.0.0.1", "127.0.0.2", "127.0.0.2"]
+        .iter()
+        .map(|source| {
+            let mut d = RawDownload::start_from(source, &hf.addr, &big_path, &big_headers);
+            d.read_some(1 << 20);
+            d
+        })
+        .collect();
+    for source in ["127.0.0.1", "127.0.0.3"] {
+        let res = raw_get_from(source, &hf.addr, &small_path, &small_headers);
+        assert_eq!(res.status, 503, "{source}");
+        assert_eq!(error_code(&res), "UNAVAILABLE");
+        assert_eq!(res.header("retry-after"), Some("10"));
+    }
+    assert_eq!(refusals(&hf, "max_streams"), 2.0);
+    // Refused before anything went upstream.
+    let refused_lines: Vec<String> = hf
+        .log_text()
+        .lines()
+        .filter(|l| l.contains(&format!("\"GET {small_path} HTTP/1.1\" 503 ")))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(refused_lines.len(), 2, "{refused_lines:?}");
+    assert!(refused_lines
+        .iter()
+        .all(|l| l.ends_with("upstream=- redirects=0")));
+    // Manifests and HEADs stream no blob: served meanwhile.
+    let head = world_head(&hf.addr, "127.0.0.1", &small_path, &small_bearer);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let manifest = raw_get(
+        &hf.addr,
+        "/v2/library/alpine/manifests/latest",
+        &[
+            ("Authorization", small_bearer.as_str()),
+            ("Accept", "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"),
+        ],
+    );
+    assert_eq!(manifest.status, 200);
+
+    // A client leaves mid-download: its slot is given back.
+    drop(downloads.remove(0));
+    let res = poll_status(&hf.addr, &small_path, &small_headers, 200);
+    assert_eq!(res.body.len() as u64, small.size);
+}
+
 /// Repeats `GET path` until it answers `status` (a slot is given back just after the body's
 /// last byte went out, so the first try may be early).
 fn poll_status(addr: &str, path: &str, headers: &[(&str, &str)], status: u16) -> RawResponse {

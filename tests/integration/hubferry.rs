@@ -2,7 +2,7 @@
 //! free loopback port, with its log in a file the test can read.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Duration,
 };
@@ -37,6 +37,40 @@ impl Hubferry {
     }
 
     pub fn start_with_env(args: &[String], env: &[(&str, &str)]) -> Hubferry {
+        Self::start_prepared(args, env, |_| {})
+    }
+
+    /// As [`Hubferry::start`], in the cgroup whose `cgroup.procs` file is `procs`: the process
+    /// joins it before it runs hubferry, so hubferry sees that cgroup's limits as its own.
+    pub fn start_in_cgroup(args: &[String], procs: &Path) -> Hubferry {
+        use std::os::unix::{ffi::OsStrExt, process::CommandExt};
+        let procs = std::ffi::CString::new(procs.as_os_str().as_bytes()).unwrap();
+        Self::start_prepared(args, &[], move |cmd| {
+            // SAFETY: only async-signal-safe calls (open, write, close) between fork and exec;
+            // writing 0 to cgroup.procs moves the writing process.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                    let error = std::io::Error::last_os_error();
+                    libc::close(fd);
+                    if written != 1 {
+                        return Err(error);
+                    }
+                    Ok(())
+                });
+            }
+        })
+    }
+
+    fn start_prepared(
+        args: &[String],
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&mut Command),
+    ) -> Hubferry {
         // A test that chooses its own listener (`[::]:PORT`, say) reaches it on 127.0.0.1.
         let listen = args
             .iter()
@@ -82,6 +116,7 @@ impl Hubferry {
         for (key, value) in env {
             cmd.env(key, value);
         }
+        prepare(&mut cmd);
         let child = world::spawn_child(cmd);
         assert!(
             world::wait_for_port(&addr, Duration::from_secs(20)),

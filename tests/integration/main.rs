@@ -1,6 +1,8 @@
 //! Integration tests: hubferry against a real registry, CDN and token issuer on 127.0.0.1.
 
 mod access_control;
+mod access_log;
+mod client_mistakes;
 mod config_cli;
 mod containerd;
 mod credentials;
@@ -8,6 +10,7 @@ mod deadlines;
 mod failures;
 mod fakes;
 mod faults;
+mod h2_streams;
 mod header_policy;
 mod hostile;
 mod hostile_upstream;
@@ -19,8 +22,10 @@ mod limits;
 mod log_forgery;
 mod managed_auth;
 mod managed_probing;
+mod memory_limit;
 mod multireg;
 mod operations;
+mod pipelining;
 mod pull;
 mod redirects;
 mod registry_api;
