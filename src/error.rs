@@ -1,25 +1,15 @@
 //! The one error type of the request path, and the one place that decides which status and
 //! registry-style JSON body (`{"errors":[{"code","message","detail"}]}`) each error becomes.
 
-use std::{
-    any::Any,
-    pin::Pin,
-    rc::Rc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{any::Any, rc::Rc, time::Duration};
 
 use actix_web::{
-    body::{BodySize, BoxBody, MessageBody},
-    error::PayloadError,
-    http::StatusCode,
-    HttpResponse, ResponseError,
+    body::BoxBody, error::PayloadError, http::StatusCode, HttpResponse, ResponseError,
 };
-use bytes::Bytes;
 use derive_more::{Display, Error};
 use serde_json::json;
 
-use crate::request_target::Rejection;
+use crate::{held_body::HeldBody, request_target::Rejection};
 
 /// Which upstream host an error came from; named in every message so an operator reading the
 /// log knows where to look.
@@ -126,30 +116,6 @@ impl std::fmt::Debug for UnreadBody {
         } else {
             "UnreadBody(none)"
         })
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// An answer's body that holds the client's unread payload until it is written.
-    struct HoldingBody {
-        #[pin]
-        body: BoxBody,
-        unread: UnreadBody,
-    }
-}
-
-impl MessageBody for HoldingBody {
-    type Error = <BoxBody as MessageBody>::Error;
-
-    fn size(&self) -> BodySize {
-        self.body.size()
-    }
-
-    fn poll_next(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        self.project().body.poll_next(cx)
     }
 }
 
@@ -313,7 +279,7 @@ impl ResponseError for ProxyError {
         match self {
             ProxyError::ClientBody { unread, .. } if unread.0.is_some() => {
                 let unread = unread.clone();
-                res.map_body(|_, body| BoxBody::new(HoldingBody { body, unread }))
+                res.map_body(|_, body| BoxBody::new(HeldBody::new(body, unread)))
             }
             _ => res,
         }

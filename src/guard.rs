@@ -15,28 +15,26 @@ use std::{
     collections::HashMap,
     hash::{BuildHasher, RandomState},
     net::IpAddr,
-    pin::Pin,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard,
     },
-    task::{Context, Poll},
     time::Instant,
 };
 
 use actix_web::{
-    body::{BodySize, EitherBody, MessageBody},
+    body::{EitherBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
     http::{header, Method},
     middleware::Next,
     web, Error, HttpMessage, ResponseError,
 };
-use bytes::Bytes;
 
 use crate::{
     client_ip,
     config::{AccessPolicy, Config},
     error::ProxyError,
+    held_body::HeldBody,
     metrics::Metrics,
     request_target::{self, Endpoint},
 };
@@ -333,7 +331,7 @@ impl Drop for GlobalSlot {
 pub async fn check(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<EitherBody<HeldBody<impl MessageBody>>>, Error> {
+) -> Result<ServiceResponse<EitherBody<HeldBody<impl MessageBody, Slots>>>, Error> {
     let guard = req
         .app_data::<web::Data<Guard>>()
         .expect("Guard state is registered on every App")
@@ -376,17 +374,17 @@ pub async fn check(
     pass(req, next, slots).await
 }
 
+/// A blob download's slots, its client's and the process's, held while its body streams.
+type Slots = (Option<StreamSlot>, Option<GlobalSlot>);
+
 async fn pass<B: MessageBody + 'static>(
     req: ServiceRequest,
     next: Next<B>,
-    slots: (Option<StreamSlot>, Option<GlobalSlot>),
-) -> Result<ServiceResponse<EitherBody<HeldBody<B>>>, Error> {
+    slots: Slots,
+) -> Result<ServiceResponse<EitherBody<HeldBody<B, Slots>>>, Error> {
     let res = next.call(req).await?;
     Ok(res
-        .map_body(move |_, body| HeldBody {
-            body,
-            _slots: slots,
-        })
+        .map_body(move |_, body| HeldBody::new(body, slots))
         .map_into_left_body())
 }
 
@@ -399,31 +397,6 @@ fn refuse<B>(
     guard.metrics.refused(reason);
     req.into_response(error.error_response())
         .map_into_right_body()
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that keeps a blob download's slots (its client's, the process's) taken
-    /// until it is dropped.
-    pub struct HeldBody<B> {
-        #[pin]
-        body: B,
-        _slots: (Option<StreamSlot>, Option<GlobalSlot>),
-    }
-}
-
-impl<B: MessageBody> MessageBody for HeldBody<B> {
-    type Error = B::Error;
-
-    fn size(&self) -> BodySize {
-        self.body.size()
-    }
-
-    fn poll_next(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        self.project().body.poll_next(cx)
-    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod fuzzing;
 mod grant;
 mod guard;
 mod headers;
+mod held_body;
 mod image_policy;
 pub mod log_escape;
 mod login;
