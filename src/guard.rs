@@ -357,11 +357,14 @@ pub async fn check(
     if guard.limits_on() && matches!(*req.method(), Method::GET | Method::HEAD) {
         // An invalid path is refused by its route; it has nothing to count.
         if let Ok(checked) = request_target::registry_path(req.path()) {
-            match guard.admit(client, checked.endpoint, req.method()) {
+            let endpoint = checked.endpoint;
+            // Kept for the route, which would check the same path again.
+            req.extensions_mut().insert(checked);
+            match guard.admit(client, endpoint, req.method()) {
                 Ok(held) => slots.0 = held,
                 Err((error, reason)) => return Ok(refuse(req, &guard, error, reason)),
             }
-            if checked.endpoint == Endpoint::Blob && req.method() == Method::GET {
+            if endpoint == Endpoint::Blob && req.method() == Method::GET {
                 // After the client's own limit: a client over it is told so (429), and holds
                 // no slot of the process's meanwhile.
                 match guard.admit_download() {

@@ -42,6 +42,16 @@ impl<W: io::Write> fmt::Write for Escaping<'_, W> {
 /// character as its escape.
 fn escape<E>(text: &str, mut emit: impl FnMut(&str) -> Result<(), E>) -> Result<(), E> {
     let bytes = text.as_bytes();
+    // Nearly every piece is printable ASCII: tell so a block of bytes at a time (the fold has
+    // no early exit, so it vectorises), and hand it on whole.
+    let printable = bytes.chunks(32).all(|block| {
+        block
+            .iter()
+            .fold(true, |ok, &b| ok & (0x20..0x7f).contains(&b))
+    });
+    if printable {
+        return emit(text);
+    }
     let mut clean_from = 0;
     let mut at = 0;
     while at < bytes.len() {

@@ -164,6 +164,16 @@ fn home<'a>(req: &HttpRequest, config: &'a Config) -> &'a Upstream {
         .home(request_host(req).as_deref(), downstream_proto(req))
 }
 
+/// What of the client's credentials may go to `upstream` in passthrough mode (see
+/// `credentials`). Most requests carry none: they skip working out whose they would be.
+fn client_credentials(req: &HttpRequest, config: &Config, upstream: &Upstream) -> Carried {
+    let headers = req.headers();
+    if !headers.contains_key(header::AUTHORIZATION) && !headers.contains_key(header::COOKIE) {
+        return Carried::nothing();
+    }
+    Carried::client(headers, upstream, home(req, config))
+}
+
 /// The origin clients use to reach us (see `origin::public_base`): the request's `Host`, or
 /// HTTP/2's `:authority`, is only a candidate.
 fn public_base(req: &HttpRequest, config: &Config) -> String {

@@ -5,13 +5,16 @@ use std::borrow::Cow;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use actix_web::HttpMessage;
+
 use super::{
-    checked_query, forward, home, managed, resolve, upstream_url, MirrorView, Proxy, RoutePolicy,
+    checked_query, client_credentials, forward, managed, resolve, upstream_url, MirrorView, Proxy,
+    RoutePolicy,
 };
 use crate::{
     credentials::Carried,
     error::ProxyError,
-    request_target::{self, Endpoint},
+    request_target::{self, Endpoint, RegistryPath},
     scope,
     upstream::RequestBody,
     upstreams::Via,
@@ -26,7 +29,12 @@ pub async fn v2(
     payload: web::Payload,
     proxy: web::Data<Proxy>,
 ) -> Result<HttpResponse, ProxyError> {
-    let checked = request_target::registry_path(req.uri().path())?;
+    // The request filter checked it already when per-client limits or the download cap
+    // needed its endpoint; checked again otherwise.
+    let checked = match req.extensions_mut().remove::<RegistryPath>() {
+        Some(checked) => checked,
+        None => request_target::registry_path(req.uri().path())?,
+    };
     if checked.endpoint == Endpoint::Catalog {
         return Err(ProxyError::CatalogUnsupported);
     }
@@ -102,7 +110,7 @@ pub async fn v2(
             managed::upstream_authorization(&req, &proxy, managed, upstream, scope).await?,
         )),
         (Some(_), None) => Carried::nothing(),
-        (None, _) => Carried::client(req.headers(), upstream, home(&req, &proxy.config)),
+        (None, _) => client_credentials(&req, &proxy.config, upstream),
     };
     let policy = RoutePolicy {
         upstream: "registry",
@@ -145,7 +153,7 @@ pub async fn other(
     let url = upstream_url(&upstream.registry, req.uri().path(), query)?;
     let credentials = match &proxy.managed {
         Some(_) => Carried::nothing(),
-        None => Carried::client(req.headers(), upstream, home(&req, &proxy.config)),
+        None => client_credentials(&req, &proxy.config, upstream),
     };
     let policy = RoutePolicy {
         upstream: "registry",

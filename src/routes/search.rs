@@ -3,7 +3,9 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{checked_query, forward, home, managed, upstream_url, Proxy, RoutePolicy};
+use super::{
+    checked_query, client_credentials, forward, managed, upstream_url, Proxy, RoutePolicy,
+};
 use crate::{credentials::Carried, error::ProxyError, upstream::RequestBody};
 
 pub async fn search(
@@ -21,11 +23,7 @@ pub async fn search(
     // Docker Hub's (see `credentials`).
     let credentials = match &proxy.managed {
         Some(_) => Carried::nothing(),
-        None => Carried::client(
-            req.headers(),
-            proxy.config.registries.docker_hub(),
-            home(&req, &proxy.config),
-        ),
+        None => client_credentials(&req, &proxy.config, proxy.config.registries.docker_hub()),
     };
     let policy = RoutePolicy {
         upstream: "index",
