@@ -130,6 +130,7 @@ fn route_label(pattern: Option<&str>, path: &str) -> &'static str {
     match pattern {
         Some("/v2/_catalog") => "catalog",
         Some("/token") => "token",
+        Some("/token/{upstream}" | "/token/{upstream}/{realm}") => "registry_token",
         Some("/v1/search") => "search",
         _ if path == "/v2" || path.starts_with("/v2/") => "registry",
         _ => "other",
@@ -401,6 +402,14 @@ mod tests {
         );
         assert_eq!(route_label(None, "/v2"), "registry");
         assert_eq!(route_label(Some("/token"), "/token"), "token");
+        assert_eq!(
+            route_label(Some("/token/{upstream}/{realm}"), "/token/ghcr.io/0123"),
+            "registry_token"
+        );
+        assert_eq!(
+            route_label(Some("/token/{upstream}"), "/token/quay.io"),
+            "registry_token"
+        );
         assert_eq!(route_label(Some("/v1/search"), "/v1/search"), "search");
         assert_eq!(route_label(None, "/v2foo"), "other");
         assert_eq!(route_label(None, "/"), "other");

@@ -40,6 +40,11 @@ struct RefusalLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResumeLabels {
     outcome: &'static str,
 }
@@ -94,7 +99,8 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
-            "Client requests, by route (registry, catalog, token, search, other) and status class",
+            "Client requests, by route (registry, catalog, token: Docker Hub's, registry_token: \
+             another registry's, search, other) and status class",
             requests.clone(),
         );
         let response_bytes = Counter::default();
@@ -161,8 +167,21 @@ impl Metrics {
         registry.register(
             "client_refusals",
             "Client requests refused by access control or client limits, by reason \
-             (denied, manifest_rate, blob_streams, table_full, max_streams)",
+             (denied, manifest_rate, blob_streams, table_full, max_streams, login_failures, \
+             login_busy)",
             refusals.clone(),
+        );
+        // The usual way to tell, in queries and dashboards, which version a target runs.
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; its version label is the version of hubferry running",
+            build_info,
         );
         Metrics {
             registry,
@@ -329,6 +348,11 @@ mod tests {
             "hubferry_docker_ratelimit_window_seconds 21600",
             "hubferry_streams_in_flight 1",
             r#"hubferry_client_refusals_total{reason="denied"} 1"#,
+            concat!(
+                r#"hubferry_build_info{version=""#,
+                env!("CARGO_PKG_VERSION"),
+                r#""} 1"#
+            ),
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
