@@ -12,7 +12,7 @@ use std::{
 
 use clap::Parser;
 use rustls::pki_types::CertificateDer;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::image_policy::{ImagePolicy, Pattern};
@@ -288,7 +288,7 @@ impl Flags {
 }
 
 /// Settings as written by the user; strings where the user writes strings, checked by `validate`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawSettings {
     listen: String,
@@ -313,7 +313,7 @@ struct RawSettings {
 }
 
 /// `[auth]`: how clients authenticate (see `clients`, `grant`, `upstream_tokens`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawAuth {
     mode: String,
@@ -343,7 +343,7 @@ impl Default for RawAuth {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawImages {
     allow: RawList,
@@ -377,7 +377,7 @@ impl RawImages {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawAccess {
     allow: RawList,
@@ -387,7 +387,7 @@ struct RawAccess {
 
 /// A list setting: a TOML array, or one string with commas between the items (how environment
 /// variables and flags give it).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(untagged)]
 enum RawList {
     Items(Vec<String>),
@@ -414,7 +414,7 @@ impl RawList {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawTls {
     listen: Option<String>,
@@ -422,7 +422,7 @@ struct RawTls {
     key: Option<PathBuf>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawLimits {
     max_connections: String,
@@ -452,7 +452,7 @@ impl Default for RawLimits {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawUpstream {
     registry: String,
@@ -469,7 +469,7 @@ struct RawUpstream {
 
 /// One `[[upstreams]]` entry. Docker Hub's is configured by `[upstream]`; an entry named
 /// `docker.io` may only add `host_names` (and `library`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawRegistry {
     name: String,
@@ -487,7 +487,7 @@ struct RawRegistry {
     password_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawTimeouts {
     connect: String,
@@ -495,14 +495,14 @@ struct RawTimeouts {
     body_idle: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawRedirect {
     max_hops: String,
     allow_private: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawResume {
     attempts: String,
@@ -582,6 +582,8 @@ impl Default for RawRedirect {
 /// The validated configuration the server runs on.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `HUBFERRY_` environment variables that name no setting, left out (logged at start-up).
+    pub ignored_env: Vec<String>,
     /// Plain HTTP listener; `None` when only TLS is served.
     pub listen: Option<SocketAddr>,
     pub workers: NonZeroUsize,
@@ -756,7 +758,7 @@ impl Config {
             builder = builder
                 .add_source(config::File::from(file.as_path()).format(config::FileFormat::Toml));
         }
-        let env: config::Map<String, String> = env.into_iter().collect();
+        let (env, ignored_env) = settings_in_env(env);
         builder = builder.add_source(
             config::Environment::with_prefix("HUBFERRY")
                 .prefix_separator("_")
@@ -772,8 +774,63 @@ impl Config {
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| ConfigError(e.to_string()))?;
-        raw.validate()
+        let mut config = raw.validate()?;
+        config.ignored_env = ignored_env;
+        Ok(config)
     }
+}
+
+/// The `HUBFERRY_` variables of `env` that name a setting, and the names of those that do not.
+/// Those are left out rather than refused: Kubernetes gives every pod `HUBFERRY_SERVICE_HOST`,
+/// `HUBFERRY_PORT` and more when a Service is called `hubferry`, and none of them is ours. (An
+/// unknown key in the file is still an error: that one was written for hubferry.)
+fn settings_in_env(
+    env: impl IntoIterator<Item = (String, String)>,
+) -> (config::Map<String, String>, Vec<String>) {
+    let known = setting_keys();
+    let mut settings = config::Map::new();
+    let mut ignored = Vec::new();
+    for (name, value) in env {
+        let key = name
+            .strip_prefix("HUBFERRY_")
+            .map(|rest| rest.to_ascii_lowercase().replace("__", "."));
+        if key.is_some_and(|key| known.contains(&key)) {
+            settings.insert(name, value);
+        } else {
+            ignored.push(name);
+        }
+    }
+    ignored.sort();
+    (settings, ignored)
+}
+
+/// Every settings key (`listen`, `upstream.registry` ...), read off the defaults, so that a new
+/// setting is known here the moment it has a default.
+fn setting_keys() -> std::collections::BTreeSet<String> {
+    fn walk(
+        prefix: &str,
+        value: &serde_json::Value,
+        keys: &mut std::collections::BTreeSet<String>,
+    ) {
+        if let serde_json::Value::Object(fields) = value {
+            for (name, value) in fields {
+                let key = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}.{name}")
+                };
+                if value.is_object() {
+                    walk(&key, value, keys);
+                } else {
+                    keys.insert(key);
+                }
+            }
+        }
+    }
+    let defaults = serde_json::to_value(RawSettings::default()).expect("settings serialise");
+    let mut keys = std::collections::BTreeSet::new();
+    walk("", &defaults, &mut keys);
+    keys
 }
 
 impl RawSettings {
@@ -880,6 +937,7 @@ impl RawSettings {
             }
         };
         Ok(Config {
+            ignored_env: Vec::new(),
             listen,
             workers,
             public_url,
@@ -1433,6 +1491,45 @@ mod tests {
         assert!(port < 10_000);
         // Nor the mirror's own default, nor distribution's usual debug port.
         assert!(port != 5000 && port != 5001);
+    }
+
+    /// What Kubernetes puts in every pod of a namespace with a Service called `hubferry`.
+    #[test]
+    fn environment_variables_that_name_no_setting_are_left_out() {
+        let config = load(
+            &[],
+            &[
+                ("HUBFERRY_SERVICE_HOST", "10.96.0.12"),
+                ("HUBFERRY_SERVICE_PORT", "5000"),
+                ("HUBFERRY_PORT", "tcp://10.96.0.12:5000"),
+                ("HUBFERRY_PORT_5000_TCP_ADDR", "10.96.0.12"),
+                ("HUBFERRY_UPSTREAM", "x"),
+                ("HUBFERRY_LISTEN", "127.0.0.1:5999"),
+                ("HUBFERRY_LIMITS__KEEP_ALIVE", "5s"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.listen, Some("127.0.0.1:5999".parse().unwrap()));
+        assert_eq!(config.limits.keep_alive, Duration::from_secs(5));
+        assert_eq!(
+            config.ignored_env,
+            [
+                "HUBFERRY_PORT",
+                "HUBFERRY_PORT_5000_TCP_ADDR",
+                "HUBFERRY_SERVICE_HOST",
+                "HUBFERRY_SERVICE_PORT",
+                "HUBFERRY_UPSTREAM"
+            ]
+        );
+        let keys = setting_keys();
+        for key in [
+            "admin_listen",
+            "auth.tokens",
+            "upstream.password",
+            "limits.max_streams",
+        ] {
+            assert!(keys.contains(key), "{key}");
+        }
     }
 
     #[test]

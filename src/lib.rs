@@ -93,6 +93,12 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         );
     }
     log_stream_cap(config.limits.max_streams);
+    if !config.ignored_env.is_empty() {
+        log::warn!(
+            "ignoring environment variables that name no setting: {}",
+            config.ignored_env.join(", ")
+        );
+    }
     if config.public_url.is_none() && config.server_names.is_empty() {
         log::warn!(
             "neither public_url nor server_names is set: the token realm is built from each \

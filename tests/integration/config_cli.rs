@@ -27,7 +27,6 @@ fn bad_settings_are_named() {
         refused(&[], &[("HUBFERRY_UPSTREAM__REGISTRY", "not a url")]).contains("upstream.registry")
     );
     assert!(refused(&["--index", "ftp://x"], &[]).contains("upstream.index"));
-    assert!(refused(&[], &[("HUBFERRY_BOGUS", "1")]).contains("bogus"));
     assert!(refused(&["--idle-timeout", "forever"], &[]).contains("timeouts.body_idle"));
     assert!(
         refused(&[], &[("HUBFERRY_REDIRECT__ALLOW_PRIVATE", "maybe")])
@@ -42,6 +41,30 @@ fn bad_settings_are_named() {
     let file = dir.path().join("hubferry.toml");
     std::fs::write(&file, "[upstream]\nregistri = \"http://x\"\n").unwrap();
     assert!(refused(&["--config", file.to_str().unwrap()], &[]).contains("registri"));
+}
+
+/// Kubernetes gives every pod of a namespace with a Service called `hubferry` variables such as
+/// `HUBFERRY_SERVICE_HOST` and `HUBFERRY_PORT`: they must not stop start-up. Each is named in a
+/// warning and left out; a misspelt key in the file is still refused (above).
+#[test]
+fn kubernetes_service_variables_do_not_stop_start_up() {
+    let hf = crate::hubferry::Hubferry::start_with_env(
+        &[],
+        &[
+            ("HUBFERRY_SERVICE_HOST", "10.96.0.12"),
+            ("HUBFERRY_SERVICE_PORT", "5000"),
+            ("HUBFERRY_PORT", "tcp://10.96.0.12:5000"),
+            ("HUBFERRY_PORT_5000_TCP", "tcp://10.96.0.12:5000"),
+        ],
+    );
+    let log = hf.log_text();
+    assert!(
+        log.contains(
+            "ignoring environment variables that name no setting: HUBFERRY_PORT, \
+             HUBFERRY_PORT_5000_TCP, HUBFERRY_SERVICE_HOST, HUBFERRY_SERVICE_PORT"
+        ),
+        "{log}"
+    );
 }
 
 #[test]
