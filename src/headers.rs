@@ -48,7 +48,7 @@ pub struct Downstream<'a> {
 /// The request headers an upstream receives: the client's own, untouched, except hop-by-hop
 /// ones, framing (the body we send decides it), `Expect` (answered by us), and the upstream's
 /// own `Host`; plus `X-Real-IP`, `X-Forwarded-For` (appended to) and `X-Forwarded-Proto`, as the
-/// seed's nginx config sets them.
+/// nginx config hubferry replaces sets them.
 pub fn upstream_request_headers(
     incoming: &HeaderMap,
     downstream: Downstream<'_>,

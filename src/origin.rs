@@ -80,7 +80,7 @@ fn split_authority(text: &str) -> Option<(String, Option<u16>)> {
 /// `proto` (`http` or `https`) with `Host` (or HTTP/2 `:authority`) `request_host`:
 /// `public_url` when set, never the request; else the request's host when it is one of
 /// `server_names`; else the first of them. With neither configured, the request's host as it
-/// came (the seed's `$host`; start-up warns about it).
+/// came (nginx's `$host`, as the config hubferry replaces used it; start-up warns about it).
 pub fn public_base(
     public_url: Option<&Url>,
     server_names: &[ServerName],

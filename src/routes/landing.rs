@@ -1,7 +1,7 @@
 //! `GET /` from a browser: a page that says what this mirror is, how to point Docker,
 //! containerd, podman and Kubernetes nodes at it (filled in with its own public URL), and how
-//! it is doing. Registry clients never ask for `text/html`, so they still get what the seed gave
-//! them for `/` (the registry's answer, through `registry::other`).
+//! it is doing. Registry clients never ask for `text/html`, so they still get what the nginx
+//! config hubferry replaces gave them for `/` (the registry's answer, through `registry::other`).
 //!
 //! Everything is rendered here at request time: no JavaScript, no template engine, no external
 //! assets (the mirror may be the only thing its users can reach). Every inserted value is

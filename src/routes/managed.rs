@@ -1,4 +1,4 @@
-//! Managed auth (`auth.mode = "managed"`, issue 6 item 5): hubferry is the token issuer its
+//! Managed auth (`auth.mode = "managed"`): hubferry is the token issuer its
 //! clients see. `/token` authenticates a client against hubferry's own users and issues one of
 //! hubferry's tokens (see `grant`); `/v2` requests must carry one, and go upstream with a token
 //! hubferry got from the upstream's issuer with its own configured account (see

@@ -53,7 +53,7 @@ pub struct UpstreamTrace {
     pub redirects: u32,
 }
 
-/// The seed's locations, in the order nginx would pick them.
+/// The locations of the nginx config hubferry replaces, in the order nginx would pick them.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v2/_catalog", web::to(registry::catalog))
         // A scope, not a regex route: `/v2` and everything below it, matched without a regex.

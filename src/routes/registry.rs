@@ -1,5 +1,5 @@
-//! The registry API (`/v2` and below) and everything no other route claims (the seed's
-//! `location /`), each forwarded to the registry of the upstream the request is for.
+//! The registry API (`/v2` and below) and everything no other route claims (the `location /` of
+//! the nginx config hubferry replaces), each forwarded to the registry of the upstream the request is for.
 
 use std::borrow::Cow;
 

@@ -1,5 +1,5 @@
 //! `/v1/search` (`docker search mirror.example.com/term`): forwarded to `upstream.index` with
-//! the query rewritten as the seed does.
+//! the query rewritten as the nginx config hubferry replaces rewrote it.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
