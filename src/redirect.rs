@@ -24,8 +24,8 @@ pub struct Followed {
     pub upstream: UpstreamName,
 }
 
-/// Statuses we follow. The nginx config hubferry replaces follows only 301/302/307; 303 and 308 mean
-/// the same thing for a GET or HEAD.
+/// Statuses we follow. The nginx config hubferry replaces follows only 301/302/307; 303 and
+/// 308 mean the same thing for a GET or HEAD.
 pub fn is_followed_redirect(status: StatusCode) -> bool {
     matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
 }
