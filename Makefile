@@ -2,8 +2,8 @@
 
 CARGO ?= cargo
 # Debian packages the integration tests drive for real: the upstream registry (distribution),
-# nginx as the blob CDN, skopeo and containerd (ctr) as clients, openssl for test keys and
-# certificates, chromium (headless) to render the landing page.
+# nginx as the blob CDN, skopeo, containerd (ctr), curl and openssl (s_client) as clients,
+# chromium (headless) to render the landing page. Test keys and certificates come from rcgen.
 TEST_PACKAGES := docker-registry nginx-light skopeo containerd openssl curl ca-certificates chromium
 RUN_ARGS ?=
 # What `make bench` adds: load generators (wrk, h2load) besides the test packages.

@@ -277,7 +277,7 @@ fn shared(cell: &'static OnceLock<Result<World, String>>, tls: bool) -> &'static
 
 fn build(tls: bool) -> World {
     let started = Instant::now();
-    for tool in ["docker-registry", "nginx", "skopeo", "openssl"] {
+    for tool in ["docker-registry", "nginx", "skopeo"] {
         require_tool(tool);
     }
     let dir = tempfile::Builder::new()

@@ -214,7 +214,7 @@ pub fn require_tool(name: &str) -> PathBuf {
         .find(|p| p.is_file())
         .unwrap_or_else(|| {
             panic!(
-                "integration tests need `{name}` (docker-registry, nginx, skopeo, openssl): \
+                "integration tests need `{name}` (docker-registry, nginx, skopeo, ...): \
                  run `make test`, which installs them"
             )
         })
