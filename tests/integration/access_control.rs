@@ -335,27 +335,21 @@ fn concurrent_blob_downloads_are_limited_per_client() {
     assert_eq!(res.body.len() as u64, small.size);
     // The other client leaves mid-download: its slot is given back too, so two fit again.
     drop(downloads);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut both = (0..2).map(|_| {
-            let mut d = RawDownload::start(&hf.addr, &big_path, &big_headers);
-            d.read_some(12);
-            d
-        });
-        let first = both.next().unwrap();
-        let second = both.next().unwrap();
-        let ok = [&first, &second]
-            .iter()
-            .all(|d| d.received_starts_with(b"HTTP/1.1 200"));
-        if ok {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "an abandoned download kept its slot"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    assert!(
+        world::wait_until(Duration::from_secs(10), || {
+            let mut both = (0..2).map(|_| {
+                let mut d = RawDownload::start(&hf.addr, &big_path, &big_headers);
+                d.read_some(12);
+                d
+            });
+            let first = both.next().unwrap();
+            let second = both.next().unwrap();
+            [&first, &second]
+                .iter()
+                .all(|d| d.received_starts_with(b"HTTP/1.1 200"))
+        }),
+        "an abandoned download kept its slot"
+    );
 }
 
 /// The process-wide cap (`limits.max_streams`): beyond it every client gets 503 `UNAVAILABLE`
@@ -424,15 +418,16 @@ fn concurrent_blob_downloads_are_capped_for_the_whole_process() {
 /// Repeats `GET path` until it answers `status` (a slot is given back just after the body's
 /// last byte went out, so the first try may be early).
 fn poll_status(addr: &str, path: &str, headers: &[(&str, &str)], status: u16) -> RawResponse {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let mut last = None;
+    let answered = world::wait_for(Duration::from_secs(10), || {
         let res = raw_get(addr, path, headers);
-        if res.status == status || Instant::now() > deadline {
-            assert_eq!(res.status, status);
-            return res;
+        if res.status == status {
+            return Some(res);
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        last = Some(res.status);
+        None
+    });
+    answered.unwrap_or_else(|| panic!("GET {path} still answers {last:?}, not {status}"))
 }
 
 /// Behind a trusted proxy the upstream is told the real client in `X-Real-IP`, while

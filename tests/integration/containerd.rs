@@ -34,15 +34,11 @@ fn containerd(dir: &Path) -> (ManagedChild, String) {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("containerd.log")).unwrap());
     let child = world::spawn_child(cmd);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !socket.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "containerd did not start: {}",
-            std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        world::wait_until(Duration::from_secs(20), || socket.exists()),
+        "containerd did not start: {}",
+        std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default()
+    );
     (child, socket.display().to_string())
 }
 

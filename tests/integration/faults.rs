@@ -283,14 +283,16 @@ fn connect_and_header_timeouts_answer_504_in_time_and_others_are_served() {
     );
 
     // While one request waits on a silent upstream, others are answered.
-    let silent = fakes::silent();
+    let (silent, asked) = fakes::silent_reporting();
     let hf = Hubferry::start_with(&["--registry", &silent, "--response-timeout", "2s"]);
     let url = format!("{}/v2/x/manifests/latest", hf.url);
     let waiting = std::thread::spawn(move || {
         let started = Instant::now();
         (get_text(&url).0, started.elapsed())
     });
-    std::thread::sleep(Duration::from_millis(200));
+    asked
+        .recv_timeout(Duration::from_secs(10))
+        .expect("hubferry never asked the upstream");
     assert_eq!(get_text(&format!("{}/v2/_catalog", hf.url)).0, 404);
     let (status, took) = waiting.join().unwrap();
     assert_eq!(status, 504);
@@ -328,11 +330,13 @@ fn far_more_connections_than_allowed_wait_their_turn_in_bounded_memory() {
             })
         })
         .collect();
+    // Sampled at each look until every client is done.
     let mut peak = baseline;
-    while !clients.iter().all(|c| c.is_finished()) {
+    let done = world::wait_until(Duration::from_secs(90), || {
         peak = peak.max(hf.rss_kib());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        clients.iter().all(|c| c.is_finished())
+    });
+    assert!(done, "the clients never finished");
     let mut served = 0;
     for (i, client) in clients.into_iter().enumerate() {
         let answer = client.join().unwrap().expect("client failed");

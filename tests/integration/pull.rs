@@ -60,14 +60,17 @@ fn skopeo_pulls_every_image_through_hubferry() {
     let dir = skopeo::pull(&registry, &secret.reference(), &["--src-creds", &creds]);
     assert_manifest(&dir, secret);
 
-    // Every blob came through the CDN redirect, followed by hubferry.
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let log = hf.log_text();
+    // Every blob came through the CDN redirect, followed by hubferry (logged once the body is
+    // done, which may be just after skopeo has read it).
     let big = w.big_layer();
+    let redirected =
+        |l: &str| l.contains(&big.digest) && l.contains(" 200 ") && l.contains("redirects=1");
     assert!(
-        log.lines()
-            .any(|l| l.contains(&big.digest) && l.contains(" 200 ") && l.contains("redirects=1")),
-        "no redirected blob GET for the big layer in:\n{log}"
+        world::wait_until(std::time::Duration::from_secs(10), || {
+            hf.log_text().lines().any(redirected)
+        }),
+        "no redirected blob GET for the big layer in:\n{}",
+        hf.log_text()
     );
 }
 

@@ -65,6 +65,8 @@ fn a_slow_client_does_not_make_hubferry_buffer_the_blob() {
     // Read a little, then stop reading for a while: a proxy without backpressure would now
     // pull the whole 100 MiB from the CDN into memory.
     download.read_some(1 << 20);
+    // Not a wait: the client's pause is the test's subject, long enough to pull the whole blob
+    // over loopback many times over.
     std::thread::sleep(Duration::from_secs(3));
     let stalled = hf.rss_kib();
     let grown_mib = stalled.saturating_sub(baseline) / 1024;

@@ -136,8 +136,11 @@ fn resumed(addr: &str, args: &[&str]) -> bool {
         .stderr(Stdio::null())
         .spawn()
         .expect("run openssl s_client");
-    // TLS 1.3 tickets arrive after the handshake: stay connected a moment to read them.
-    std::thread::sleep(Duration::from_millis(500));
+    // TLS 1.3 tickets arrive after the handshake: stay connected until s_client has stored
+    // one (it writes the file as a ticket comes in).
+    world::wait_until(Duration::from_secs(10), || {
+        std::fs::metadata(&session).is_ok_and(|m| m.len() > 0)
+    });
     drop(first.stdin.take());
     first.wait().unwrap();
     let mut args = args.to_vec();
@@ -180,23 +183,11 @@ fn served_certificate(addr: &str) -> String {
     })
 }
 
-/// Call `f` every 100 ms until it is true; false after `timeout`.
-fn wait_until(timeout: Duration, f: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
-}
-
 /// Waits until hubferry's log holds more than `seen` lines containing `text`; returns the count.
 fn wait_for_log(hf: &Hubferry, text: &str, seen: usize) -> usize {
     let count = || hf.log_text().matches(text).count();
     assert!(
-        wait_until(Duration::from_secs(10), || count() > seen),
+        world::wait_until(Duration::from_secs(10), || count() > seen),
         "no new {text:?} in hubferry's log:\n{}",
         hf.log_text()
     );
@@ -416,7 +407,7 @@ fn rotated_certificates_reach_new_connections_without_a_restart() {
     volume.update(&second.cert, &second.key);
     let renewed = Instant::now();
     assert!(
-        wait_until(Duration::from_secs(10), || {
+        world::wait_until(Duration::from_secs(10), || {
             served_certificate(&tls_addr) == certificate_in(&second.cert)
         }),
         "the renewed certificate was never served; log:\n{}",
@@ -464,7 +455,9 @@ fn rotated_certificates_reach_new_connections_without_a_restart() {
         hf.child.try_wait().unwrap().is_none(),
         "SIGHUP ended hubferry"
     );
-    // The poll, a moment later, finds nothing new to load.
+    // The poll, a moment later, finds nothing new to load. Not a wait: what is tested is that
+    // nothing happens over two and a half poll intervals (1 s each), and no event marks a poll
+    // that found nothing.
     std::thread::sleep(Duration::from_millis(2500));
     let log = hf.log_text();
     assert_eq!(log.matches(reloaded).count(), 1, "{log}");
