@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     fakes,
     hubferry::{raw_get, raw_get_from, Hubferry, RawDownload, RawResponse},
@@ -68,7 +69,14 @@ fn allow_and_deny_lists_judge_the_peer() {
 fn skopeo_pulls_when_allowed_and_is_told_denied_otherwise() {
     let w = world::plain();
     let nginx = w.image("library/nginx");
-    let allowed = Hubferry::for_world(w, &["--allow", "127.0.0.1/32,::1"]);
+    let allowed = Hubferry::for_world(
+        w,
+        &[
+            &["--allow", "127.0.0.1/32,::1"],
+            &FOLLOW_LOCAL_REDIRECTS[..],
+        ]
+        .concat(),
+    );
     let registry = skopeo::Registry {
         host: &allowed.addr,
         ca_file: None,
@@ -265,7 +273,14 @@ fn world_head(addr: &str, source: &str, path: &str, bearer: &str) -> String {
 fn skopeo_waits_out_retry_after_and_its_pull_completes() {
     let w = world::plain();
     // 30 a minute: one every 2 s once the burst is spent.
-    let hf = Hubferry::for_world(w, &["--manifests-per-minute", "30"]);
+    let hf = Hubferry::for_world(
+        w,
+        &[
+            &["--manifests-per-minute", "30"],
+            &FOLLOW_LOCAL_REDIRECTS[..],
+        ]
+        .concat(),
+    );
     let alpine = w.image("library/alpine");
     let bearer = pull_token(w, "library/alpine");
     let path = format!("/v2/library/alpine/manifests/{}", alpine.tag);
@@ -297,7 +312,14 @@ fn skopeo_waits_out_retry_after_and_its_pull_completes() {
 #[test]
 fn concurrent_blob_downloads_are_limited_per_client() {
     let w = world::plain();
-    let hf = Hubferry::for_world(w, &["--blob-streams-per-client", "2"]);
+    let hf = Hubferry::for_world(
+        w,
+        &[
+            &["--blob-streams-per-client", "2"],
+            &FOLLOW_LOCAL_REDIRECTS[..],
+        ]
+        .concat(),
+    );
     let big = w.big_layer();
     let big_path = format!("/v2/library/big/blobs/{}", big.digest);
     let big_bearer = pull_token(w, "library/big");
@@ -358,7 +380,10 @@ fn concurrent_blob_downloads_are_limited_per_client() {
 #[test]
 fn concurrent_blob_downloads_are_capped_for_the_whole_process() {
     let w = world::plain();
-    let hf = Hubferry::for_world(w, &["--max-streams", "3"]);
+    let hf = Hubferry::for_world(
+        w,
+        &[&["--max-streams", "3"], &FOLLOW_LOCAL_REDIRECTS[..]].concat(),
+    );
     let big = w.big_layer();
     let big_path = format!("/v2/library/big/blobs/{}", big.digest);
     let big_bearer = pull_token(w, "library/big");

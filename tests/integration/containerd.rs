@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     hubferry::Hubferry,
     world::{self, ManagedChild},
@@ -72,7 +73,14 @@ fn ctr_pulls_two_registries_through_one_mirror() {
         ),
     )
     .unwrap();
-    let hf = Hubferry::for_world(w, &["--config", file.to_str().unwrap()]);
+    let hf = Hubferry::for_world(
+        w,
+        &[
+            &["--config", file.to_str().unwrap()],
+            &FOLLOW_LOCAL_REDIRECTS[..],
+        ]
+        .concat(),
+    );
     let hosts = dir.join("certs.d");
     hosts_toml(&hosts, "docker.io", &hf.addr);
     hosts_toml(&hosts, "ghcr.io", &hf.addr);
@@ -160,7 +168,14 @@ fn ctr_logs_in_to_a_managed_mirror() {
         ),
     )
     .unwrap();
-    let hf = Hubferry::for_world(w, &["--config", file.to_str().unwrap()]);
+    let hf = Hubferry::for_world(
+        w,
+        &[
+            &["--config", file.to_str().unwrap()],
+            &FOLLOW_LOCAL_REDIRECTS[..],
+        ]
+        .concat(),
+    );
     let hosts = dir.join("certs.d");
     hosts_toml(&hosts, "docker.io", &hf.addr);
     hosts_toml(&hosts, "ghcr.io", &hf.addr);

@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     fakes,
     hubferry::Hubferry,
@@ -452,6 +453,8 @@ fn a_client_that_stops_reading_a_download_is_cut_and_the_upstream_released() {
             tls.cert.to_str().unwrap(),
             "--tls-key",
             tls.key.to_str().unwrap(),
+            FOLLOW_LOCAL_REDIRECTS[0],
+            FOLLOW_LOCAL_REDIRECTS[1],
         ],
     );
     assert!(world::wait_for_port(&tls_addr, Duration::from_secs(10)));

@@ -10,6 +10,7 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     fakes,
     hubferry::{Hubferry, RawDownload},
@@ -59,7 +60,14 @@ fn downloads_cut_again_and_again_are_resumed_and_skopeo_gets_every_byte() {
     let hf = Hubferry::for_registry(
         w,
         &registry,
-        &["--idle-timeout", "1s", "--resume-backoff", "50ms"],
+        &[
+            "--idle-timeout",
+            "1s",
+            "--resume-backoff",
+            "50ms",
+            FOLLOW_LOCAL_REDIRECTS[0],
+            FOLLOW_LOCAL_REDIRECTS[1],
+        ],
     );
     let big = w.image("library/big");
     let through = skopeo::Registry {
@@ -103,7 +111,11 @@ fn a_resumed_download_keeps_the_range_the_client_asked_for() {
     let w = world::plain();
     let (_relay, registry, _child) =
         faulty_cdn(w, &[Fault::CutAfter(10 * MB), Fault::CutAfter(30 * MB)]);
-    let hf = Hubferry::for_registry(w, &registry, &["--resume-backoff", "50ms"]);
+    let hf = Hubferry::for_registry(
+        w,
+        &registry,
+        &[&["--resume-backoff", "50ms"], &FOLLOW_LOCAL_REDIRECTS[..]].concat(),
+    );
     let big = w.big_layer();
     let from = 12_345_678u64;
     let res = RawDownload::start(
@@ -153,7 +165,14 @@ fn resume_gives_up_after_its_tries_and_aborts_the_client() {
     let hf = Hubferry::for_registry(
         w,
         &registry,
-        &["--resume-attempts", "2", "--resume-backoff", "20ms"],
+        &[
+            "--resume-attempts",
+            "2",
+            "--resume-backoff",
+            "20ms",
+            FOLLOW_LOCAL_REDIRECTS[0],
+            FOLLOW_LOCAL_REDIRECTS[1],
+        ],
     );
     let big = w.big_layer();
     assert_aborted(
@@ -200,7 +219,7 @@ fn an_upstream_that_ignores_ranges_or_changes_the_blob_aborts_the_client() {
 fn a_client_that_leaves_mid_blob_closes_the_upstream_within_a_second() {
     let w = world::plain();
     let (relay, registry, _child) = faulty_cdn(w, &[]);
-    let hf = Hubferry::for_registry(w, &registry, &[]);
+    let hf = Hubferry::for_registry(w, &registry, &FOLLOW_LOCAL_REDIRECTS);
     let big = w.big_layer();
     let mut download = RawDownload::start(
         &hf.addr,

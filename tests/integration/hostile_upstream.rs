@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix_web::http::header;
 use serde_json::Value;
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     fakes,
     hubferry::{raw_get, Hubferry},
@@ -199,7 +200,13 @@ async fn conflicting_lengths_are_a_502() {
 #[test]
 fn a_short_body_behind_a_redirect_is_never_complete() {
     let upstream = fakes::short_body_behind_redirect();
-    let hf = Hubferry::start_with(&["--registry", upstream.as_str()]);
+    let hf = Hubferry::start_with(
+        &[
+            &["--registry", upstream.as_str()],
+            &FOLLOW_LOCAL_REDIRECTS[..],
+        ]
+        .concat(),
+    );
     let outcome = std::panic::catch_unwind(|| raw_get(&hf.addr, "/v2/cdn-hop/manifests/x", &[]));
     if let Ok(res) = outcome {
         assert_eq!(res.status, 200);

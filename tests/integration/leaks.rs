@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     fakes::{self, echo_of, echoed_header, SIGNATURE},
     hubferry::Hubferry,
@@ -13,7 +14,13 @@ use crate::{
 
 fn start() -> Hubferry {
     let upstream = fakes::upstream();
-    Hubferry::start_with(&["--registry", &upstream])
+    Hubferry::start_with(
+        &[
+            &["--registry", upstream.as_str()],
+            &FOLLOW_LOCAL_REDIRECTS[..],
+        ]
+        .concat(),
+    )
 }
 
 #[actix_rt::test]

@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     hubferry::{Hubferry, RawDownload},
     world,
@@ -88,6 +89,7 @@ fn a_crowd_of_downloads_in_a_small_cgroup_is_refused_not_oom_killed() {
     if let Some(ca) = &w.ca_file {
         args.extend(["--ca-file".into(), ca.display().to_string()]);
     }
+    args.extend(FOLLOW_LOCAL_REDIRECTS.map(String::from));
     let hf = Hubferry::start_in_cgroup(&args, &cgroup.procs);
     let log = hf.log_text();
     assert!(

@@ -10,6 +10,7 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     fakes,
     hubferry::{Hubferry, RawDownload},
@@ -40,7 +41,7 @@ pub fn sample(metrics: &str, name_and_labels: &str) -> f64 {
 #[test]
 fn health_readiness_and_metrics_move_with_a_pull() {
     let w = world::plain();
-    let hf = Hubferry::for_world(w, &[]);
+    let hf = Hubferry::for_world(w, &FOLLOW_LOCAL_REDIRECTS);
     let admin = hf.admin_url.clone().unwrap();
     assert_eq!(
         get_text(&format!("{admin}/healthz")),
@@ -170,7 +171,10 @@ fn upstream_errors_and_docker_rate_limits_are_counted() {
 #[test]
 fn sigterm_lets_a_download_finish_and_refuses_new_connections() {
     let w = world::plain();
-    let mut hf = Hubferry::for_world(w, &["--shutdown-grace", "60s"]);
+    let mut hf = Hubferry::for_world(
+        w,
+        &[&["--shutdown-grace", "60s"], &FOLLOW_LOCAL_REDIRECTS[..]].concat(),
+    );
     let admin = hf.admin_url.clone().unwrap();
     let big = w.big_layer();
     let bearer = format!("Bearer {}", w.token(&["repository:library/big:pull"]));

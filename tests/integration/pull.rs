@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     hubferry::Hubferry,
     skopeo::{self, assert_blobs_copied},
@@ -32,7 +33,7 @@ fn assert_manifest(dir: &Path, image: &TestImage) {
 #[test]
 fn skopeo_pulls_every_image_through_hubferry() {
     let w = world::plain();
-    let hf = Hubferry::for_world(w, &[]);
+    let hf = Hubferry::for_world(w, &FOLLOW_LOCAL_REDIRECTS);
     let registry = through(&hf);
 
     // A multi-arch OCI index, with every platform.
@@ -78,7 +79,7 @@ fn skopeo_pulls_every_image_through_hubferry() {
 fn skopeo_pulls_through_hubferry_from_a_tls_upstream() {
     let w = world::tls();
     assert!(w.registry_url.starts_with("https://") && w.cdn_url.starts_with("https://"));
-    let hf = Hubferry::for_world(w, &[]);
+    let hf = Hubferry::for_world(w, &FOLLOW_LOCAL_REDIRECTS);
     let registry = through(&hf);
     for (repo, extra) in [
         ("library/alpine", &["--all"][..]),
@@ -95,7 +96,7 @@ fn skopeo_pulls_through_hubferry_from_a_tls_upstream() {
 #[test]
 fn skopeo_pushes_through_hubferry() {
     let w = world::plain();
-    let hf = Hubferry::for_world(w, &[]);
+    let hf = Hubferry::for_world(w, &FOLLOW_LOCAL_REDIRECTS);
     let registry = through(&hf);
     let nginx = w.image("library/nginx");
     let source = skopeo::pull(&registry, &nginx.reference(), &[]);

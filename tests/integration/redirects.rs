@@ -4,6 +4,7 @@
 use actix_web::http::Method;
 use serde_json::Value;
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     fakes::{self, echo_of as json, echoed_header},
     hubferry::Hubferry,
@@ -84,7 +85,7 @@ async fn see_other_keeps_head_and_turns_into_get() {
 #[actix_rt::test]
 async fn the_cdn_hop_gets_no_credentials_and_its_own_host() {
     let upstream = fakes::upstream();
-    let hf = start(&upstream, &[]);
+    let hf = start(&upstream, &FOLLOW_LOCAL_REDIRECTS);
     let client = world::client(None);
     let mut res = client
         .get(format!("{}/v2/other-origin/manifests/x", hf.url))

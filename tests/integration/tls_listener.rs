@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     hubferry::Hubferry,
     skopeo::{self, assert_blobs_copied},
@@ -31,9 +32,9 @@ fn new_pair(name: &str) -> TlsFiles {
     world::tls_files(&tempdir(&format!("hubferry-tls-{name}-")))
 }
 
-/// hubferry for the plain world with its TLS listener on a free port; returns it and the TLS
-/// listener's `127.0.0.1:PORT`.
-fn start(cert: &Path, key: &Path) -> (Hubferry, String) {
+/// hubferry for the plain world, plus `extra`, with its TLS listener (`cert`, `key`) on a free
+/// port; returns it and the TLS listener's `127.0.0.1:PORT`.
+fn start(cert: &Path, key: &Path, extra: &[&str]) -> (Hubferry, String) {
     let tls_addr = format!("127.0.0.1:{}", world::free_port());
     let hf = Hubferry::for_world(
         world::plain(),
@@ -44,7 +45,11 @@ fn start(cert: &Path, key: &Path) -> (Hubferry, String) {
             cert.to_str().unwrap(),
             "--tls-key",
             key.to_str().unwrap(),
-        ],
+        ]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect::<Vec<_>>(),
     );
     assert!(
         world::wait_for_port(&tls_addr, Duration::from_secs(10)),
@@ -198,7 +203,7 @@ fn wait_for_log(hf: &Hubferry, text: &str, seen: usize) -> usize {
 fn skopeo_pulls_through_the_tls_listener() {
     let w = world::plain();
     let pair = new_pair("skopeo");
-    let (hf, tls_addr) = start(&pair.cert, &pair.key);
+    let (hf, tls_addr) = start(&pair.cert, &pair.key, &FOLLOW_LOCAL_REDIRECTS);
     // Verified against the test CA: skopeo speaks HTTPS to hubferry, and fetches its token
     // from the `https://` realm hubferry's challenge names.
     let registry = skopeo::Registry {
@@ -227,7 +232,7 @@ fn skopeo_pulls_through_the_tls_listener() {
 fn curl_negotiates_http2_and_is_told_an_https_realm() {
     let w = world::plain();
     let pair = new_pair("curl");
-    let (hf, tls_addr) = start(&pair.cert, &pair.key);
+    let (hf, tls_addr) = start(&pair.cert, &pair.key, &FOLLOW_LOCAL_REDIRECTS);
     let ca = pair.ca_cert.to_str().unwrap();
     let base = format!("https://{tls_addr}");
 
@@ -296,7 +301,7 @@ fn curl_negotiates_http2_and_is_told_an_https_realm() {
 #[test]
 fn tls_1_1_is_refused_while_1_2_and_1_3_are_served_and_resumed() {
     let pair = new_pair("versions");
-    let (_hf, tls_addr) = start(&pair.cert, &pair.key);
+    let (_hf, tls_addr) = start(&pair.cert, &pair.key, &[]);
     // OpenSSL 3 only offers TLS 1.1 at security level 0.
     let tls11 = ["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"];
 
@@ -400,7 +405,7 @@ fn rotated_certificates_reach_new_connections_without_a_restart() {
         &first.cert,
         &first.key,
     );
-    let (mut hf, tls_addr) = start(&volume.cert(), &volume.key());
+    let (mut hf, tls_addr) = start(&volume.cert(), &volume.key(), &[]);
     assert_eq!(served_certificate(&tls_addr), certificate_in(&first.cert));
 
     // A renewal on disk: new connections get the new pair within a few seconds.
