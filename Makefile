@@ -2,8 +2,8 @@
 
 CARGO ?= cargo
 # Debian packages the integration tests drive for real: the upstream registry (distribution),
-# nginx as the blob CDN, skopeo and containerd (ctr) as clients, openssl for test keys and
-# certificates, chromium (headless) to render the landing page.
+# nginx as the blob CDN, skopeo, containerd (ctr), curl and openssl (s_client) as clients,
+# chromium (headless) to render the landing page. Test keys and certificates come from rcgen.
 TEST_PACKAGES := docker-registry nginx-light skopeo containerd openssl curl ca-certificates chromium
 RUN_ARGS ?=
 # What `make bench` adds: load generators (wrk, h2load) besides the test packages.
@@ -17,9 +17,15 @@ build:
 run: build
 	./target/release/hubferry $(RUN_ARGS)
 
+# About a minute warm (README). The integration run ends with its ten slowest tests, and stops,
+# naming the test, when one that started a hubferry runs past its limit
+# (tests/integration/hubferry.rs). cargo-nextest would kill a single test instead, but it runs
+# each test in a process of its own, which builds the test world again for each: 314 s against
+# 62 s measured.
 test: deps validate-deploy
 	$(CARGO) test --locked --lib --bins --tests
 
+# Seconds, rootless, no external tool: test keys and certificates come from rcgen.
 test-unit:
 	$(CARGO) test --locked --lib --bins
 

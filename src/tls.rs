@@ -260,91 +260,84 @@ fn read(key: &str, path: &Path) -> Result<Vec<u8>, String> {
 
 #[cfg(test)]
 mod tests {
-    use std::process::Command;
+    use std::sync::OnceLock;
+
+    use p256::pkcs8::{EncodePrivateKey as _, LineEnding};
+    use rsa::pkcs1::EncodeRsaPrivateKey as _;
+    use rsa::rand_core::OsRng;
 
     use super::*;
 
-    fn openssl(dir: &Path, args: &[&str]) {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run openssl (missing? run `make test`, which installs it)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Key formats as `openssl` writes them, with the PEM label each one carries.
+    /// The key formats certificate tools write, with the PEM label each one carries.
     #[derive(Clone, Copy)]
     enum KeyFormat {
+        /// `PRIVATE KEY`: EC P-256 in PKCS#8 (cert-manager, `openssl genpkey`).
         Pkcs8Ec,
+        /// `RSA PRIVATE KEY`: RSA in PKCS#1 (`openssl genrsa -traditional`, older tools).
         Pkcs1Rsa,
+        /// `EC PRIVATE KEY`: EC P-256 in SEC1 (`openssl ecparam -genkey`, Let's Encrypt clients).
         Sec1Ec,
+    }
+
+    /// One 2048-bit RSA key per test process, as (PKCS#1 PEM, PKCS#8 PEM): generating one
+    /// takes far longer than the EC keys, and no test needs two.
+    fn rsa_key() -> &'static (String, String) {
+        static KEY: OnceLock<(String, String)> = OnceLock::new();
+        KEY.get_or_init(|| {
+            let key = rsa::RsaPrivateKey::new(&mut OsRng, 2048).unwrap();
+            (
+                key.to_pkcs1_pem(LineEnding::LF).unwrap().to_string(),
+                rsa::pkcs8::EncodePrivateKey::to_pkcs8_pem(&key, LineEnding::LF)
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+    }
+
+    /// A fresh key in `format`: the PEM written to the key file, and the same key in PKCS#8
+    /// for rcgen to sign its certificate with (ring reads only PKCS#8).
+    fn key_pem(format: KeyFormat) -> (String, String) {
+        match format {
+            KeyFormat::Pkcs8Ec => {
+                let pem = rcgen::KeyPair::generate().unwrap().serialize_pem();
+                (pem.clone(), pem)
+            }
+            KeyFormat::Pkcs1Rsa => rsa_key().clone(),
+            KeyFormat::Sec1Ec => {
+                let key = p256::SecretKey::random(&mut OsRng);
+                (
+                    key.to_sec1_pem(LineEnding::LF).unwrap().to_string(),
+                    key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+                )
+            }
+        }
     }
 
     /// Writes `<name>.key` in `format` and a self-signed `<name>.crt` for it.
     fn pair(dir: &Path, name: &str, format: KeyFormat) -> TlsListener {
-        let key = format!("{name}.key");
-        let (args, label): (&[&str], _) = match format {
-            KeyFormat::Pkcs8Ec => (
-                &[
-                    "genpkey",
-                    "-algorithm",
-                    "EC",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:P-256",
-                ],
-                "BEGIN PRIVATE KEY",
-            ),
-            KeyFormat::Pkcs1Rsa => (&["genrsa", "-traditional"], "BEGIN RSA PRIVATE KEY"),
-            KeyFormat::Sec1Ec => (
-                &["ecparam", "-name", "prime256v1", "-genkey", "-noout"],
-                "BEGIN EC PRIVATE KEY",
-            ),
+        let label = match format {
+            KeyFormat::Pkcs8Ec => "BEGIN PRIVATE KEY",
+            KeyFormat::Pkcs1Rsa => "BEGIN RSA PRIVATE KEY",
+            KeyFormat::Sec1Ec => "BEGIN EC PRIVATE KEY",
         };
-        let mut args = args.to_vec();
-        args.extend(["-out", &key]);
-        if matches!(format, KeyFormat::Pkcs1Rsa) {
-            args.push("2048");
-        }
-        openssl(dir, &args);
-        let pem = fs::read_to_string(dir.join(&key)).unwrap();
-        assert!(pem.contains(label), "{key} is not {label}: {pem}");
+        let (pem, pkcs8) = key_pem(format);
+        assert!(pem.contains(label), "{name}.key is not {label}: {pem}");
+        let key = dir.join(format!("{name}.key"));
+        fs::write(&key, pem).unwrap();
 
-        // With an extension, so the certificate is X.509 v3: webpki refuses v1.
-        let cnf = dir.join(format!("{name}.cnf"));
-        fs::write(
-            &cnf,
-            format!(
-                "[req]\ndistinguished_name = dn\nprompt = no\nx509_extensions = ext\n\
-                 [dn]\nCN = {name}\n[ext]\nsubjectAltName = DNS:localhost\n"
-            ),
-        )
-        .unwrap();
-        let crt = format!("{name}.crt");
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-new",
-                "-key",
-                &key,
-                "-config",
-                cnf.to_str().unwrap(),
-                "-days",
-                "1",
-                "-out",
-                &crt,
-            ],
-        );
+        // With a subjectAltName extension, so the certificate is X.509 v3: webpki refuses v1.
+        let signer = rcgen::KeyPair::from_pem(&pkcs8).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = dir.join(format!("{name}.crt"));
+        fs::write(&cert, params.self_signed(&signer).unwrap().pem()).unwrap();
         TlsListener {
             listen: "127.0.0.1:0".parse().unwrap(),
-            cert: dir.join(crt),
-            key: dir.join(key),
+            cert,
+            key,
         }
     }
 

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     fakes,
     hubferry::{raw_get, raw_get_from, Hubferry, RawDownload, RawResponse},
@@ -68,7 +69,14 @@ fn allow_and_deny_lists_judge_the_peer() {
 fn skopeo_pulls_when_allowed_and_is_told_denied_otherwise() {
     let w = world::plain();
     let nginx = w.image("library/nginx");
-    let allowed = Hubferry::for_world(w, &["--allow", "127.0.0.1/32,::1"]);
+    let allowed = Hubferry::for_world(
+        w,
+        &[
+            &["--allow", "127.0.0.1/32,::1"],
+            &FOLLOW_LOCAL_REDIRECTS[..],
+        ]
+        .concat(),
+    );
     let registry = skopeo::Registry {
         host: &allowed.addr,
         ca_file: None,
@@ -265,7 +273,14 @@ fn world_head(addr: &str, source: &str, path: &str, bearer: &str) -> String {
 fn skopeo_waits_out_retry_after_and_its_pull_completes() {
     let w = world::plain();
     // 30 a minute: one every 2 s once the burst is spent.
-    let hf = Hubferry::for_world(w, &["--manifests-per-minute", "30"]);
+    let hf = Hubferry::for_world(
+        w,
+        &[
+            &["--manifests-per-minute", "30"],
+            &FOLLOW_LOCAL_REDIRECTS[..],
+        ]
+        .concat(),
+    );
     let alpine = w.image("library/alpine");
     let bearer = pull_token(w, "library/alpine");
     let path = format!("/v2/library/alpine/manifests/{}", alpine.tag);
@@ -297,7 +312,14 @@ fn skopeo_waits_out_retry_after_and_its_pull_completes() {
 #[test]
 fn concurrent_blob_downloads_are_limited_per_client() {
     let w = world::plain();
-    let hf = Hubferry::for_world(w, &["--blob-streams-per-client", "2"]);
+    let hf = Hubferry::for_world(
+        w,
+        &[
+            &["--blob-streams-per-client", "2"],
+            &FOLLOW_LOCAL_REDIRECTS[..],
+        ]
+        .concat(),
+    );
     let big = w.big_layer();
     let big_path = format!("/v2/library/big/blobs/{}", big.digest);
     let big_bearer = pull_token(w, "library/big");
@@ -335,27 +357,21 @@ fn concurrent_blob_downloads_are_limited_per_client() {
     assert_eq!(res.body.len() as u64, small.size);
     // The other client leaves mid-download: its slot is given back too, so two fit again.
     drop(downloads);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut both = (0..2).map(|_| {
-            let mut d = RawDownload::start(&hf.addr, &big_path, &big_headers);
-            d.read_some(12);
-            d
-        });
-        let first = both.next().unwrap();
-        let second = both.next().unwrap();
-        let ok = [&first, &second]
-            .iter()
-            .all(|d| d.received_starts_with(b"HTTP/1.1 200"));
-        if ok {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "an abandoned download kept its slot"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    assert!(
+        world::wait_until(Duration::from_secs(10), || {
+            let mut both = (0..2).map(|_| {
+                let mut d = RawDownload::start(&hf.addr, &big_path, &big_headers);
+                d.read_some(12);
+                d
+            });
+            let first = both.next().unwrap();
+            let second = both.next().unwrap();
+            [&first, &second]
+                .iter()
+                .all(|d| d.received_starts_with(b"HTTP/1.1 200"))
+        }),
+        "an abandoned download kept its slot"
+    );
 }
 
 /// The process-wide cap (`limits.max_streams`): beyond it every client gets 503 `UNAVAILABLE`
@@ -364,7 +380,10 @@ fn concurrent_blob_downloads_are_limited_per_client() {
 #[test]
 fn concurrent_blob_downloads_are_capped_for_the_whole_process() {
     let w = world::plain();
-    let hf = Hubferry::for_world(w, &["--max-streams", "3"]);
+    let hf = Hubferry::for_world(
+        w,
+        &[&["--max-streams", "3"], &FOLLOW_LOCAL_REDIRECTS[..]].concat(),
+    );
     let big = w.big_layer();
     let big_path = format!("/v2/library/big/blobs/{}", big.digest);
     let big_bearer = pull_token(w, "library/big");
@@ -424,15 +443,16 @@ fn concurrent_blob_downloads_are_capped_for_the_whole_process() {
 /// Repeats `GET path` until it answers `status` (a slot is given back just after the body's
 /// last byte went out, so the first try may be early).
 fn poll_status(addr: &str, path: &str, headers: &[(&str, &str)], status: u16) -> RawResponse {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let mut last = None;
+    let answered = world::wait_for(Duration::from_secs(10), || {
         let res = raw_get(addr, path, headers);
-        if res.status == status || Instant::now() > deadline {
-            assert_eq!(res.status, status);
-            return res;
+        if res.status == status {
+            return Some(res);
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        last = Some(res.status);
+        None
+    });
+    answered.unwrap_or_else(|| panic!("GET {path} still answers {last:?}, not {status}"))
 }
 
 /// Behind a trusted proxy the upstream is told the real client in `X-Real-IP`, while

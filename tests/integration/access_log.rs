@@ -1,8 +1,9 @@
 //! Reading hubferry's access log (target `hubferry::access`, text format) from its log file.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::hubferry::{raw_get, Hubferry};
+use crate::world;
 
 /// The access lines written so far that contain `needle`.
 pub fn lines_with(hf: &Hubferry, needle: &str) -> Vec<String> {
@@ -15,14 +16,11 @@ pub fn lines_with(hf: &Hubferry, needle: &str) -> Vec<String> {
 
 /// Waits (10 s at most) until at least `n` access lines contain `needle`, and returns them.
 pub fn wait_for_lines(hf: &Hubferry, needle: &str, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    world::wait_for(Duration::from_secs(10), || {
         let lines = lines_with(hf, needle);
-        if lines.len() >= n || Instant::now() > deadline {
-            return lines;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        (lines.len() >= n).then_some(lines)
+    })
+    .unwrap_or_else(|| lines_with(hf, needle))
 }
 
 /// Every access line containing `needle`, once all of them must have been written: a later

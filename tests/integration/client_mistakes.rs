@@ -4,8 +4,7 @@
 
 use std::{
     io::{ErrorKind, Read, Write},
-    net::{TcpListener, TcpStream},
-    sync::mpsc,
+    net::TcpStream,
     time::Duration,
 };
 
@@ -158,27 +157,12 @@ fn a_malformed_chunked_upload_gets_an_answer_and_one_access_line() {
     }
 }
 
-/// An upstream that accepts connections, reports each accept, and never answers.
-fn silent_reporting() -> (String, mpsc::Receiver<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (accepted, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming().flatten() {
-            held.push(stream);
-            let _ = accepted.send(());
-        }
-    });
-    (format!("http://127.0.0.1:{port}"), rx)
-}
-
 /// A client that resets its connection while hubferry waits for the upstream's answer: the
 /// handler is dropped before any response exists, and today nothing is logged. The line says
 /// 499 (nginx's "client closed request") and names the upstream it was waiting for.
 #[test]
 fn a_request_dropped_before_its_answer_is_logged_once_as_499() {
-    let (upstream, accepted) = silent_reporting();
+    let (upstream, accepted) = fakes::silent_reporting();
     let hf = Hubferry::start_with(&["--registry", &upstream, "--workers", "1"]);
     let target = "/v2/library/alpine/manifests/dropped";
     let mut stream = TcpStream::connect(&hf.addr).unwrap();

@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     hubferry::Hubferry,
     world::{self, ManagedChild},
@@ -34,15 +35,11 @@ fn containerd(dir: &Path) -> (ManagedChild, String) {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("containerd.log")).unwrap());
     let child = world::spawn_child(cmd);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !socket.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "containerd did not start: {}",
-            std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        world::wait_until(Duration::from_secs(20), || socket.exists()),
+        "containerd did not start: {}",
+        std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default()
+    );
     (child, socket.display().to_string())
 }
 
@@ -76,7 +73,14 @@ fn ctr_pulls_two_registries_through_one_mirror() {
         ),
     )
     .unwrap();
-    let hf = Hubferry::for_world(w, &["--config", file.to_str().unwrap()]);
+    let hf = Hubferry::for_world(
+        w,
+        &[
+            &["--config", file.to_str().unwrap()],
+            &FOLLOW_LOCAL_REDIRECTS[..],
+        ]
+        .concat(),
+    );
     let hosts = dir.join("certs.d");
     hosts_toml(&hosts, "docker.io", &hf.addr);
     hosts_toml(&hosts, "ghcr.io", &hf.addr);
@@ -164,7 +168,14 @@ fn ctr_logs_in_to_a_managed_mirror() {
         ),
     )
     .unwrap();
-    let hf = Hubferry::for_world(w, &["--config", file.to_str().unwrap()]);
+    let hf = Hubferry::for_world(
+        w,
+        &[
+            &["--config", file.to_str().unwrap()],
+            &FOLLOW_LOCAL_REDIRECTS[..],
+        ]
+        .concat(),
+    );
     let hosts = dir.join("certs.d");
     hosts_toml(&hosts, "docker.io", &hf.addr);
     hosts_toml(&hosts, "ghcr.io", &hf.addr);

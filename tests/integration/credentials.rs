@@ -8,6 +8,7 @@ use actix_web::http::Method;
 use base64::Engine as _;
 use serde_json::Value;
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     fakes::{self, echo_of, echoed_header},
     hubferry::Hubferry,
@@ -17,7 +18,10 @@ use crate::{
 /// hubferry with the world's registry as docker.io, the second registry as ghcr.io and the echo
 /// upstream as `evil.test` (its realm is the echo too), with `evil_settings` (TOML lines) added
 /// to that entry.
-fn start(evil_settings: &str) -> (&'static World, &'static SecondRegistry, Hubferry) {
+fn start(
+    evil_settings: &str,
+    extra: &[&str],
+) -> (&'static World, &'static SecondRegistry, Hubferry) {
     let w = world::plain();
     let second = world::second();
     let echo = fakes::upstream();
@@ -30,10 +34,12 @@ fn start(evil_settings: &str) -> (&'static World, &'static SecondRegistry, Hubfe
         second.url
     );
     std::fs::write(&file, config).unwrap();
-    let hf = Hubferry::for_world(
-        w,
+    let args = [
         &["--config", file.to_str().unwrap(), "--library", "true"],
-    );
+        extra,
+    ]
+    .concat();
+    let hf = Hubferry::for_world(w, &args);
     (w, second, hf)
 }
 
@@ -59,7 +65,7 @@ fn assert_nothing_of_the_clients(echo: &Value, what: &str) {
 
 #[actix_rt::test]
 async fn a_password_for_docker_hub_never_reaches_another_registrys_token_issuer() {
-    let (_, _, hf) = start("");
+    let (_, _, hf) = start("", &[]);
     let client = world::client(None);
     // docker pings `/v2/` once and sends every token request to that realm (`/token`), with
     // the scope of whatever it pulls: here a repository of `evil.test`, by its path prefix.
@@ -115,11 +121,11 @@ async fn a_password_for_docker_hub_never_reaches_another_registrys_token_issuer(
 
 #[actix_rt::test]
 async fn a_registry_gets_the_clients_credentials_by_its_host_name_or_when_configured() {
-    let (_, _, hf) = start("");
+    let (_, _, hf) = start("", &[]);
     let client = world::client(None);
     let port = hf.addr.rsplit_once(':').unwrap().1;
     // Its own host name: `docker login evil.mirror` typed a password for it.
-    let (_, _, by_host) = start("host_names = [\"localhost\"]\n");
+    let (_, _, by_host) = start("host_names = [\"localhost\"]\n", &[]);
     let by_host_port = by_host.addr.rsplit_once(':').unwrap().1;
     let mut res = client
         .get(format!(
@@ -145,7 +151,7 @@ async fn a_registry_gets_the_clients_credentials_by_its_host_name_or_when_config
     assert_nothing_of_the_clients(&echo_of(&mut res).await, "main host name");
 
     // An operator who knows both are the same account says so.
-    let (_, _, trusting) = start("forward_credentials = true\n");
+    let (_, _, trusting) = start("forward_credentials = true\n", &[]);
     for path in [
         "/token?service=registry.docker.io&scope=repository:evil.test/x/y:pull",
         "/v2/evil.test/x/y/manifests/latest",
@@ -166,7 +172,7 @@ async fn a_registry_gets_the_clients_credentials_by_its_host_name_or_when_config
 
 #[actix_rt::test]
 async fn a_token_one_registrys_issuer_minted_is_never_sent_to_another_registry() {
-    let (w, _, hf) = start("");
+    let (w, _, hf) = start("", &[]);
     let client = world::client(None);
     // A Docker Hub token, with the user's rights, as docker gets it after `docker login`.
     let mut res = client
@@ -226,7 +232,7 @@ async fn a_token_one_registrys_issuer_minted_is_never_sent_to_another_registry()
 /// and the token it mints (marked for it) opens that registry and no other.
 #[actix_rt::test]
 async fn another_registry_is_asked_anonymously_and_its_token_works_there() {
-    let (_, second, hf) = start("");
+    let (_, second, hf) = start("", &FOLLOW_LOCAL_REDIRECTS);
     let client = world::client(None);
     let agent = format!("anonymous-check-{}", std::process::id());
     let mut res = client

@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     fakes,
     hubferry::Hubferry,
@@ -270,7 +271,7 @@ fn an_upload_that_stalls_is_a_408_not_an_upstream_error() {
 /// errors (or nothing, to a client that is gone), never a 502, not counted against the registry.
 #[test]
 fn a_malformed_or_abandoned_upload_is_the_clients_error() {
-    let (registry, heads) = registry_that_reports_heads();
+    let (registry, heads) = fakes::silent_reporting();
     let hf = Hubferry::start_with(&["--registry", &registry, "--idle-timeout", "30s"]);
     let head = |rest: &str| {
         format!(
@@ -336,7 +337,7 @@ fn a_malformed_or_abandoned_upload_is_the_clients_error() {
             .count();
         (malformed, cut)
     };
-    let log = wait_for(SLACK, || {
+    let log = world::wait_for(SLACK, || {
         let log = hf.log_text();
         let (malformed, cut) = client_errors(&log);
         (malformed + cut >= 2).then_some(log)
@@ -345,44 +346,6 @@ fn a_malformed_or_abandoned_upload_is_the_clients_error() {
     assert_eq!(client_errors(&log), (1, 1), "{log}");
     assert!(!log.contains("cannot reach upstream"), "{log}");
     assert_eq!(upstream_errors(&hf, "registry"), 0.0, "{}", metrics(&hf));
-}
-
-/// A registry that reads each request head, reports it, and then reads (and drops) the body
-/// until the connection closes, never answering.
-fn registry_that_reports_heads() -> (String, std::sync::mpsc::Receiver<String>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (heads, reported) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let heads = heads.clone();
-            std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
-                    head.push(byte[0]);
-                }
-                let _ = heads.send(String::from_utf8_lossy(&head).into_owned());
-                let _ = std::io::copy(&mut stream, &mut std::io::sink());
-            });
-        }
-    });
-    (url, reported)
-}
-
-/// What `f` finds, polling every 20 ms for up to `wait`.
-fn wait_for<T>(wait: Duration, f: impl Fn() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + wait;
-    loop {
-        if let Some(found) = f() {
-            return Some(found);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A registry that reads the request head and never answers: an upload's whole body sent, the
@@ -490,6 +453,8 @@ fn a_client_that_stops_reading_a_download_is_cut_and_the_upstream_released() {
             tls.cert.to_str().unwrap(),
             "--tls-key",
             tls.key.to_str().unwrap(),
+            FOLLOW_LOCAL_REDIRECTS[0],
+            FOLLOW_LOCAL_REDIRECTS[1],
         ],
     );
     assert!(world::wait_for_port(&tls_addr, Duration::from_secs(10)));
@@ -517,7 +482,8 @@ fn a_client_that_stops_reading_a_download_is_cut_and_the_upstream_released() {
         client.flush().unwrap();
         // The CDN is asked, and then (the client reading nothing) the connection to it is
         // closed: buffers fill, the window stays shut for the idle limit, the kernel cuts.
-        let asked = wait_for(SLACK, || (relay.connections() > number).then_some(())).is_some();
+        let asked =
+            world::wait_for(SLACK, || (relay.connections() > number).then_some(())).is_some();
         assert!(asked, "{what}: the CDN was never asked");
         let started = Instant::now();
         let closed = relay.wait_closed(number, LIMIT_TIME + SLACK + Duration::from_secs(4));
@@ -533,7 +499,7 @@ fn a_client_that_stops_reading_a_download_is_cut_and_the_upstream_released() {
             "{what}: the whole blob was fetched"
         );
         // The response was dropped: its access line is written, a 200 cut short.
-        let logged = wait_for(SLACK, || {
+        let logged = world::wait_for(SLACK, || {
             let lines = hf.log_text();
             let cut = lines
                 .lines()

@@ -110,9 +110,10 @@ fn a_short_upstream_body_is_never_complete_downstream() {
     let short = fakes::short_body();
     let hf = start(&short, &[]);
     assert_cut_short(&hf);
-    std::thread::sleep(Duration::from_millis(200));
     assert!(
-        hf.log_text().contains("ended after 10 of 1000 bytes"),
+        world::wait_until(Duration::from_secs(10), || {
+            hf.log_text().contains("ended after 10 of 1000 bytes")
+        }),
         "{}",
         hf.log_text()
     );

@@ -281,6 +281,7 @@ pub fn odd_token_issuer() -> String {
                     if stream.write_all(&[*byte]).is_err() {
                         return;
                     }
+                    // Not a wait: the trickle is the point.
                     std::thread::sleep(Duration::from_secs(1));
                 }
             }
@@ -290,7 +291,32 @@ pub fn odd_token_issuer() -> String {
 
 /// Accepts, reads the request, and never answers.
 pub fn silent() -> String {
+    // Not a wait: the upstream's silence is what the tests that use it are about.
     raw_server(|_| std::thread::sleep(Duration::from_secs(120)))
+}
+
+/// An upstream that reads each request head, reports it, and then reads (and drops) the body
+/// until the connection closes, never answering.
+pub fn silent_reporting() -> (String, std::sync::mpsc::Receiver<String>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (heads, reported) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let heads = heads.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let _ = heads.send(String::from_utf8_lossy(&head).into_owned());
+                let _ = std::io::copy(&mut stream, &mut std::io::sink());
+            });
+        }
+    });
+    (url, reported)
 }
 
 /// Promises 1000 bytes, sends 10 and closes the connection.
@@ -304,6 +330,7 @@ pub fn short_body() -> String {
 pub fn stalled_body() -> String {
     raw_server(|s| {
         let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789");
+        // Not a wait: the stall is what the tests that use it are about.
         std::thread::sleep(Duration::from_secs(120));
     })
 }

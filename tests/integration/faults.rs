@@ -10,6 +10,7 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     fakes,
     hubferry::{Hubferry, RawDownload},
@@ -59,7 +60,14 @@ fn downloads_cut_again_and_again_are_resumed_and_skopeo_gets_every_byte() {
     let hf = Hubferry::for_registry(
         w,
         &registry,
-        &["--idle-timeout", "1s", "--resume-backoff", "50ms"],
+        &[
+            "--idle-timeout",
+            "1s",
+            "--resume-backoff",
+            "50ms",
+            FOLLOW_LOCAL_REDIRECTS[0],
+            FOLLOW_LOCAL_REDIRECTS[1],
+        ],
     );
     let big = w.image("library/big");
     let through = skopeo::Registry {
@@ -103,7 +111,11 @@ fn a_resumed_download_keeps_the_range_the_client_asked_for() {
     let w = world::plain();
     let (_relay, registry, _child) =
         faulty_cdn(w, &[Fault::CutAfter(10 * MB), Fault::CutAfter(30 * MB)]);
-    let hf = Hubferry::for_registry(w, &registry, &["--resume-backoff", "50ms"]);
+    let hf = Hubferry::for_registry(
+        w,
+        &registry,
+        &[&["--resume-backoff", "50ms"], &FOLLOW_LOCAL_REDIRECTS[..]].concat(),
+    );
     let big = w.big_layer();
     let from = 12_345_678u64;
     let res = RawDownload::start(
@@ -153,7 +165,14 @@ fn resume_gives_up_after_its_tries_and_aborts_the_client() {
     let hf = Hubferry::for_registry(
         w,
         &registry,
-        &["--resume-attempts", "2", "--resume-backoff", "20ms"],
+        &[
+            "--resume-attempts",
+            "2",
+            "--resume-backoff",
+            "20ms",
+            FOLLOW_LOCAL_REDIRECTS[0],
+            FOLLOW_LOCAL_REDIRECTS[1],
+        ],
     );
     let big = w.big_layer();
     assert_aborted(
@@ -200,7 +219,7 @@ fn an_upstream_that_ignores_ranges_or_changes_the_blob_aborts_the_client() {
 fn a_client_that_leaves_mid_blob_closes_the_upstream_within_a_second() {
     let w = world::plain();
     let (relay, registry, _child) = faulty_cdn(w, &[]);
-    let hf = Hubferry::for_registry(w, &registry, &[]);
+    let hf = Hubferry::for_registry(w, &registry, &FOLLOW_LOCAL_REDIRECTS);
     let big = w.big_layer();
     let mut download = RawDownload::start(
         &hf.addr,
@@ -283,14 +302,16 @@ fn connect_and_header_timeouts_answer_504_in_time_and_others_are_served() {
     );
 
     // While one request waits on a silent upstream, others are answered.
-    let silent = fakes::silent();
+    let (silent, asked) = fakes::silent_reporting();
     let hf = Hubferry::start_with(&["--registry", &silent, "--response-timeout", "2s"]);
     let url = format!("{}/v2/x/manifests/latest", hf.url);
     let waiting = std::thread::spawn(move || {
         let started = Instant::now();
         (get_text(&url).0, started.elapsed())
     });
-    std::thread::sleep(Duration::from_millis(200));
+    asked
+        .recv_timeout(Duration::from_secs(10))
+        .expect("hubferry never asked the upstream");
     assert_eq!(get_text(&format!("{}/v2/_catalog", hf.url)).0, 404);
     let (status, took) = waiting.join().unwrap();
     assert_eq!(status, 504);
@@ -328,11 +349,13 @@ fn far_more_connections_than_allowed_wait_their_turn_in_bounded_memory() {
             })
         })
         .collect();
+    // Sampled at each look until every client is done.
     let mut peak = baseline;
-    while !clients.iter().all(|c| c.is_finished()) {
+    let done = world::wait_until(Duration::from_secs(90), || {
         peak = peak.max(hf.rss_kib());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        clients.iter().all(|c| c.is_finished())
+    });
+    assert!(done, "the clients never finished");
     let mut served = 0;
     for (i, client) in clients.into_iter().enumerate() {
         let answer = client.join().unwrap().expect("client failed");

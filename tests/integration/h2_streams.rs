@@ -15,6 +15,7 @@ use std::{
 use bytes::Bytes;
 use h2::{client::SendRequest, Reason};
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     hubferry::Hubferry,
     world::{self, TlsFiles},
@@ -118,7 +119,8 @@ fn one_connection_cannot_hold_more_streams_than_allowed() {
     const LIMIT: usize = 10;
     const OPENED: usize = 200;
     let limit = LIMIT.to_string();
-    let (hf, addr, tls) = start(&["--h2-max-streams", &limit]);
+    let (hf, addr, tls) =
+        start(&[&["--h2-max-streams", &limit], &FOLLOW_LOCAL_REDIRECTS[..]].concat());
     let world = world::plain();
     let blob = world.big_layer().digest.clone();
     let token = format!("Bearer {}", world.token(&["repository:library/big:pull"]));

@@ -9,6 +9,11 @@ use std::{
 
 use crate::world::{self, ManagedChild, World};
 
+/// The arguments a test adds when its hubferry must follow redirects to this machine (the test
+/// world's CDN, a fake's own 127.0.0.1): production refuses redirects to private addresses
+/// (`redirect.allow_private` is off by default), and so does every other test's hubferry.
+pub const FOLLOW_LOCAL_REDIRECTS: [&str; 2] = ["--allow-private-redirects", "true"];
+
 pub struct Hubferry {
     pub child: ManagedChild,
     /// `http://127.0.0.1:PORT`
@@ -19,13 +24,94 @@ pub struct Hubferry {
     /// the test switched it off or chose its own.
     pub admin_url: Option<String>,
     pub log: PathBuf,
+    _time_limit: TimeLimit,
+}
+
+/// How long a test may run once it has started a hubferry. The slowest tests take about 15 s on
+/// a loaded two-core machine; a test still running long after that hangs, and would otherwise
+/// hold the whole run until CI gives up on it.
+pub const TEST_TIME_LIMIT: Duration = Duration::from_secs(180);
+
+/// Ends the test process, naming the test, if the test that started a hubferry is still
+/// running [`TEST_TIME_LIMIT`] later; dropped (with its hubferry) when the test ends, when it
+/// notes how long the test ran with it for the slowest-tests report.
+struct TimeLimit {
+    test: String,
+    started: std::time::Instant,
+    _done: std::sync::mpsc::Sender<()>,
+}
+
+/// The longest each test ran with a hubferry, printed (slowest first) when the process exits.
+static DURATIONS: std::sync::Mutex<Vec<(String, Duration)>> = std::sync::Mutex::new(Vec::new());
+
+/// How many of the slowest tests the report names.
+const SLOWEST_SHOWN: usize = 10;
+
+extern "C" fn report_slowest() {
+    use std::io::Write;
+    let mut durations = std::mem::take(&mut *DURATIONS.lock().unwrap_or_else(|e| e.into_inner()));
+    durations.sort_by_key(|(_, took)| std::cmp::Reverse(*took));
+    let mut report = format!(
+        "\nslowest tests (time with a hubferry running), of {}:\n",
+        durations.len()
+    );
+    for (test, took) in durations.iter().take(SLOWEST_SHOWN) {
+        report.push_str(&format!("  {:>7.2}s  {test}\n", took.as_secs_f64()));
+    }
+    // Straight to the file descriptor: libtest captures eprintln! of test threads.
+    let _ = std::io::stderr().write_all(report.as_bytes());
+}
+
+impl Drop for TimeLimit {
+    fn drop(&mut self) {
+        let took = self.started.elapsed();
+        let mut durations = DURATIONS.lock().unwrap_or_else(|e| e.into_inner());
+        match durations.iter_mut().find(|(test, _)| *test == self.test) {
+            Some((_, longest)) => *longest = (*longest).max(took),
+            None => durations.push((self.test.clone(), took)),
+        }
+    }
+}
+
+impl TimeLimit {
+    fn start() -> TimeLimit {
+        static REPORT: std::sync::Once = std::sync::Once::new();
+        // SAFETY: registering a plain extern "C" fn with no captured state.
+        REPORT.call_once(|| unsafe {
+            libc::atexit(report_slowest);
+        });
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        // libtest runs each test on a thread named after it.
+        let test = std::thread::current().name().unwrap_or("a test").to_owned();
+        let named = test.clone();
+        std::thread::spawn(move || {
+            let test = named;
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                finished.recv_timeout(TEST_TIME_LIMIT)
+            {
+                use std::io::Write;
+                // Straight to the file descriptor: libtest captures eprintln! of test threads.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\n{test} is still running after its limit of {}s: stopping the test run",
+                    TEST_TIME_LIMIT.as_secs()
+                );
+                std::process::exit(101);
+            }
+        });
+        TimeLimit {
+            test,
+            started: std::time::Instant::now(),
+            _done: done,
+        }
+    }
 }
 
 impl Hubferry {
     /// Starts hubferry with `args` (plus `--listen` on a free loopback port and 2 workers unless
-    /// given).
-    /// Redirects to private addresses are allowed unless `args` say otherwise: every upstream,
-    /// CDN and fake of the tests is on 127.0.0.1.
+    /// given), otherwise with production's defaults: a test whose hubferry must follow a
+    /// redirect to the test world's CDN or a fake, all on 127.0.0.1, passes
+    /// [`FOLLOW_LOCAL_REDIRECTS`].
     pub fn start(args: &[String]) -> Hubferry {
         Self::start_with_env(args, &[])
     }
@@ -95,9 +181,6 @@ impl Hubferry {
         if !args.iter().any(|a| a == "--workers") {
             cmd.args(["--workers", "2"]);
         }
-        if !args.iter().any(|a| a == "--allow-private-redirects") {
-            cmd.args(["--allow-private-redirects", "true"]);
-        }
         // Tests run in parallel: each hubferry gets its own admin port.
         let admin_url = if args.iter().any(|a| a == "--admin-listen") {
             None
@@ -117,6 +200,7 @@ impl Hubferry {
             cmd.env(key, value);
         }
         prepare(&mut cmd);
+        let time_limit = TimeLimit::start();
         let child = world::spawn_child(cmd);
         assert!(
             world::wait_for_port(&addr, Duration::from_secs(20)),
@@ -129,6 +213,7 @@ impl Hubferry {
             addr,
             admin_url,
             log,
+            _time_limit: time_limit,
         }
     }
 

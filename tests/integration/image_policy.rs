@@ -1,6 +1,7 @@
 //! Image allow and deny lists (issue 6, item 8): refused images get 403 `DENIED` with the
 //! operator's message at every endpoint of the repository, and nothing goes upstream for them.
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     hubferry::{raw_get, Hubferry},
     skopeo, world,
@@ -20,6 +21,8 @@ fn only_allowed_images_are_served_and_denied_ones_never_go_upstream() {
             "library/nginx",
             "--denied-message",
             MESSAGE,
+            FOLLOW_LOCAL_REDIRECTS[0],
+            FOLLOW_LOCAL_REDIRECTS[1],
         ],
     );
     let through = skopeo::Registry {

@@ -67,7 +67,10 @@ fn the_page_shows_live_status() {
     // The fake upstream answers like Docker Hub: with its rate-limit headers.
     let res = raw_get(&hf.addr, "/v2/library/nginx/manifests/latest", &[]);
     assert_eq!(res.status, 200);
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // The figures are taken once the response is done, which may be just after it was read.
+    world::wait_until(std::time::Duration::from_secs(10), || {
+        page(&hf).contains("76 of 100 pulls left per 6 h")
+    });
     let html = page(&hf);
     assert!(html.contains("76 of 100 pulls left per 6 h"), "{html}");
     assert!(!html.contains("<td>0 bytes</td>"), "{html}");

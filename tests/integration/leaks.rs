@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     fakes::{self, echo_of, echoed_header, SIGNATURE},
     hubferry::Hubferry,
@@ -13,7 +14,13 @@ use crate::{
 
 fn start() -> Hubferry {
     let upstream = fakes::upstream();
-    Hubferry::start_with(&["--registry", &upstream])
+    Hubferry::start_with(
+        &[
+            &["--registry", upstream.as_str()],
+            &FOLLOW_LOCAL_REDIRECTS[..],
+        ]
+        .concat(),
+    )
 }
 
 #[actix_rt::test]
@@ -40,14 +47,10 @@ async fn a_signed_cdn_url_is_never_shown_to_the_client_or_the_log() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let log = loop {
-        let log = hf.log_text();
-        if log.contains("/v2/signed/manifests/x") || std::time::Instant::now() > deadline {
-            break log;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    world::wait_until(std::time::Duration::from_secs(10), || {
+        hf.log_text().contains("/v2/signed/manifests/x")
+    });
+    let log = hf.log_text();
     assert!(log.contains("/cdn/signed"), "the redirect is logged: {log}");
     for secret in [SIGNATURE, "cdnpass", "cdnuser"] {
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");

@@ -3,7 +3,7 @@
 //! the text log. The attacks go over raw sockets to the real binary, whose log is a file; each
 //! must leave a log where every line is one record and no control character is left.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 
@@ -87,18 +87,16 @@ fn post_form(hf: &Hubferry, fields: &[(&str, &str)]) -> RawResponse {
 /// The log once it holds `records` access records (each is written once its response body is
 /// done, which may be just after the client has read it).
 fn log_with_access_records(hf: &Hubferry, records: usize) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = hf.log_text();
-        let written = log
-            .lines()
+    let written = |log: &str| {
+        log.lines()
             .filter(|l| l.contains(" hubferry::access] "))
-            .count();
-        if written >= records || Instant::now() > deadline {
-            return log;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+            .count()
+    };
+    world::wait_for(Duration::from_secs(10), || {
+        let log = hf.log_text();
+        (written(&log) >= records).then_some(log)
+    })
+    .unwrap_or_else(|| hf.log_text())
 }
 
 /// Every line is one record of hubferry's text format, none is the forged one, and no control

@@ -13,6 +13,7 @@ use actix_web::http::header;
 use base64::Engine as _;
 use serde_json::Value;
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     hubferry::{raw_get, Hubferry},
     skopeo::{self, assert_blobs_copied},
@@ -107,7 +108,7 @@ fn assert_no_upstream_secret(text: &str, what: &str) {
 fn anonymous_clients_pull_private_repos_with_the_mirrors_account_and_its_tokens_are_cached() {
     let _one = one_managed_mirror_at_a_time();
     let w = world::plain();
-    let hf = managed(w, world::PASSWORD, &[]);
+    let hf = managed(w, world::PASSWORD, &FOLLOW_LOCAL_REDIRECTS);
     let secret = w.image("private/secret");
     let scope = "repository:private/secret:pull";
     // Other managed mirrors (one at a time, see above) may have asked before this one.
@@ -153,6 +154,8 @@ fn htpasswd_users_pull_and_everyone_else_is_refused() {
             users.to_str().unwrap(),
             "--anonymous",
             "false",
+            FOLLOW_LOCAL_REDIRECTS[0],
+            FOLLOW_LOCAL_REDIRECTS[1],
         ],
     );
     let image = w.image("someorg/tool");

@@ -91,23 +91,17 @@ async fn registry_saw(w: &World, marker: &str) -> Vec<String> {
         .send()
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let seen = world::wait_for(Duration::from_secs(10), || {
         let seen: Vec<String> = w
             .registry_requests()
             .into_iter()
             .map(|r| r.uri)
             .filter(|uri| uri.contains(marker))
             .collect();
-        if seen.contains(&flush) {
-            return seen.into_iter().filter(|uri| *uri != flush).collect();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the registry never logged {flush}"
-        );
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
+        seen.contains(&flush).then_some(seen)
+    })
+    .unwrap_or_else(|| panic!("the registry never logged {flush}"));
+    seen.into_iter().filter(|uri| *uri != flush).collect()
 }
 
 #[test]

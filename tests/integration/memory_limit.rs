@@ -7,9 +7,10 @@ use std::{
     io::{Read, Write},
     net::TcpStream,
     path::PathBuf,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     hubferry::{Hubferry, RawDownload},
     world,
@@ -88,6 +89,7 @@ fn a_crowd_of_downloads_in_a_small_cgroup_is_refused_not_oom_killed() {
     if let Some(ca) = &w.ca_file {
         args.extend(["--ca-file".into(), ca.display().to_string()]);
     }
+    args.extend(FOLLOW_LOCAL_REDIRECTS.map(String::from));
     let hf = Hubferry::start_in_cgroup(&args, &cgroup.procs);
     let log = hf.log_text();
     assert!(
@@ -137,18 +139,13 @@ fn a_crowd_of_downloads_in_a_small_cgroup_is_refused_not_oom_killed() {
     // The crowd leaves: downloads are served again.
     drop(crowd);
     let headers = [("Authorization", bearer.as_str())];
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut download = RawDownload::start(&hf.addr, &path, &headers);
-        download.read_some(12);
-        if download.received_starts_with(b"HTTP/1.1 200") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the crowd's slots were not given back"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        world::wait_until(Duration::from_secs(20), || {
+            let mut download = RawDownload::start(&hf.addr, &path, &headers);
+            download.read_some(12);
+            download.received_starts_with(b"HTTP/1.1 200")
+        }),
+        "the crowd's slots were not given back"
+    );
     assert!(alive(&hf));
 }

@@ -5,11 +5,12 @@ use std::{
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use sha2::{Digest, Sha256};
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     fakes,
     hubferry::{Hubferry, RawDownload},
@@ -40,7 +41,7 @@ pub fn sample(metrics: &str, name_and_labels: &str) -> f64 {
 #[test]
 fn health_readiness_and_metrics_move_with_a_pull() {
     let w = world::plain();
-    let hf = Hubferry::for_world(w, &[]);
+    let hf = Hubferry::for_world(w, &FOLLOW_LOCAL_REDIRECTS);
     let admin = hf.admin_url.clone().unwrap();
     assert_eq!(
         get_text(&format!("{admin}/healthz")),
@@ -56,10 +57,17 @@ fn health_readiness_and_metrics_move_with_a_pull() {
         ca_file: None,
     };
     skopeo::pull(&registry, &nginx.reference(), &[]);
-    std::thread::sleep(Duration::from_millis(300));
 
-    let (status, metrics) = get_text(&format!("{admin}/metrics"));
-    assert_eq!(status, 200);
+    // A request is counted once its response is done, which may be just after skopeo has read
+    // it: wait for the last blob's bytes to be counted.
+    let blob_bytes: u64 = nginx.blobs.iter().map(|b| b.size).sum();
+    let mut metrics = String::new();
+    world::wait_until(Duration::from_secs(10), || {
+        let (status, text) = get_text(&format!("{admin}/metrics"));
+        assert_eq!(status, 200);
+        metrics = text;
+        sample(&metrics, "hubferry_response_body_bytes_total") >= blob_bytes as f64
+    });
     assert!(
         sample(
             &metrics,
@@ -81,7 +89,6 @@ fn health_readiness_and_metrics_move_with_a_pull() {
         ) >= 1.0,
         "{metrics}"
     );
-    let blob_bytes: u64 = nginx.blobs.iter().map(|b| b.size).sum();
     assert!(
         sample(&metrics, "hubferry_response_body_bytes_total") >= blob_bytes as f64,
         "{metrics}"
@@ -164,7 +171,10 @@ fn upstream_errors_and_docker_rate_limits_are_counted() {
 #[test]
 fn sigterm_lets_a_download_finish_and_refuses_new_connections() {
     let w = world::plain();
-    let mut hf = Hubferry::for_world(w, &["--shutdown-grace", "60s"]);
+    let mut hf = Hubferry::for_world(
+        w,
+        &[&["--shutdown-grace", "60s"], &FOLLOW_LOCAL_REDIRECTS[..]].concat(),
+    );
     let admin = hf.admin_url.clone().unwrap();
     let big = w.big_layer();
     let bearer = format!("Bearer {}", w.token(&["repository:library/big:pull"]));
@@ -176,18 +186,12 @@ fn sigterm_lets_a_download_finish_and_refuses_new_connections() {
     // SAFETY: signalling our own child by pid.
     unsafe { libc::kill(hf.child.id() as i32, libc::SIGTERM) };
     // Draining: not ready any more, and no new connections.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let refused = std::net::TcpStream::connect(&hf.addr).is_err();
-        if refused {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still accepting connections after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        world::wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(&hf.addr).is_err()
+        }),
+        "still accepting connections after SIGTERM"
+    );
     assert_eq!(get_text(&format!("{admin}/readyz")).0, 503);
 
     // The download started before the signal completes, byte for byte.
@@ -199,14 +203,12 @@ fn sigterm_lets_a_download_finish_and_refuses_new_connections() {
     );
 
     // Then the process exits by itself.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while hf.child.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "hubferry did not exit after the drain"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        world::wait_until(Duration::from_secs(20), || {
+            hf.child.try_wait().unwrap().is_some()
+        }),
+        "hubferry did not exit after the drain"
+    );
     assert!(hf.log_text().contains("shutting down"));
 }
 
@@ -227,7 +229,11 @@ fn json_access_log_is_one_object_per_line() {
         .0,
         200
     );
-    std::thread::sleep(Duration::from_millis(200));
+    // The access record is written once the response is done, which may be just after the
+    // client has read it.
+    world::wait_until(Duration::from_secs(10), || {
+        hf.log_text().contains("\"type\":\"access\"")
+    });
     let log = hf.log_text();
     let mut access = None;
     for line in log.lines() {

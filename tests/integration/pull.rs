@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     hubferry::Hubferry,
     skopeo::{self, assert_blobs_copied},
@@ -32,7 +33,7 @@ fn assert_manifest(dir: &Path, image: &TestImage) {
 #[test]
 fn skopeo_pulls_every_image_through_hubferry() {
     let w = world::plain();
-    let hf = Hubferry::for_world(w, &[]);
+    let hf = Hubferry::for_world(w, &FOLLOW_LOCAL_REDIRECTS);
     let registry = through(&hf);
 
     // A multi-arch OCI index, with every platform.
@@ -60,14 +61,17 @@ fn skopeo_pulls_every_image_through_hubferry() {
     let dir = skopeo::pull(&registry, &secret.reference(), &["--src-creds", &creds]);
     assert_manifest(&dir, secret);
 
-    // Every blob came through the CDN redirect, followed by hubferry.
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let log = hf.log_text();
+    // Every blob came through the CDN redirect, followed by hubferry (logged once the body is
+    // done, which may be just after skopeo has read it).
     let big = w.big_layer();
+    let redirected =
+        |l: &str| l.contains(&big.digest) && l.contains(" 200 ") && l.contains("redirects=1");
     assert!(
-        log.lines()
-            .any(|l| l.contains(&big.digest) && l.contains(" 200 ") && l.contains("redirects=1")),
-        "no redirected blob GET for the big layer in:\n{log}"
+        world::wait_until(std::time::Duration::from_secs(10), || {
+            hf.log_text().lines().any(redirected)
+        }),
+        "no redirected blob GET for the big layer in:\n{}",
+        hf.log_text()
     );
 }
 
@@ -75,7 +79,7 @@ fn skopeo_pulls_every_image_through_hubferry() {
 fn skopeo_pulls_through_hubferry_from_a_tls_upstream() {
     let w = world::tls();
     assert!(w.registry_url.starts_with("https://") && w.cdn_url.starts_with("https://"));
-    let hf = Hubferry::for_world(w, &[]);
+    let hf = Hubferry::for_world(w, &FOLLOW_LOCAL_REDIRECTS);
     let registry = through(&hf);
     for (repo, extra) in [
         ("library/alpine", &["--all"][..]),
@@ -92,7 +96,7 @@ fn skopeo_pulls_through_hubferry_from_a_tls_upstream() {
 #[test]
 fn skopeo_pushes_through_hubferry() {
     let w = world::plain();
-    let hf = Hubferry::for_world(w, &[]);
+    let hf = Hubferry::for_world(w, &FOLLOW_LOCAL_REDIRECTS);
     let registry = through(&hf);
     let nginx = w.image("library/nginx");
     let source = skopeo::pull(&registry, &nginx.reference(), &[]);

@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix_web::http::{header, Method};
 use serde_json::Value;
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     hubferry::Hubferry,
     world::{self, World},
@@ -29,8 +30,17 @@ async fn token(client: &awc::Client, hf: &Hubferry, repo: &str) -> String {
 }
 
 fn started() -> (&'static World, Hubferry, awc::Client) {
+    started_with(&[])
+}
+
+/// As [`started`], with hubferry following the registry's blob redirects to the world's CDN.
+fn started_following() -> (&'static World, Hubferry, awc::Client) {
+    started_with(&FOLLOW_LOCAL_REDIRECTS)
+}
+
+fn started_with(extra: &[&str]) -> (&'static World, Hubferry, awc::Client) {
     let w = world::plain();
-    let hf = Hubferry::for_world(w, &[]);
+    let hf = Hubferry::for_world(w, extra);
     (w, hf, world::client(None))
 }
 
@@ -194,7 +204,7 @@ async fn private_repos_are_refused_without_credentials() {
 
 #[actix_rt::test]
 async fn blobs_come_through_the_cdn_without_credentials() {
-    let (w, hf, client) = started();
+    let (w, hf, client) = started_following();
     let nginx = w.image("library/nginx");
     let layer = nginx.layers().next().unwrap();
     let data = layer.data.as_ref().unwrap();
@@ -248,7 +258,7 @@ async fn blobs_come_through_the_cdn_without_credentials() {
 
 #[actix_rt::test]
 async fn ranges_reach_the_cdn_and_come_back_as_206() {
-    let (w, hf, client) = started();
+    let (w, hf, client) = started_following();
     let layer = w.image("library/nginx").layers().next().unwrap();
     let data = layer.data.as_ref().unwrap();
     let bearer = format!("Bearer {}", token(&client, &hf, "library/nginx").await);

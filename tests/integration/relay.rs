@@ -11,6 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::world;
+
 /// A fault for the relay to inject. The plan is a queue: the first connection whose answer
 /// bytes (upstream → hubferry, heads included, counted per connection) reach the head fault's
 /// count takes that fault off the queue and suffers it. Connections that stay below it (small
@@ -81,21 +83,16 @@ impl Relay {
 
     /// When hubferry closed connection `number`, waiting up to `timeout` for it.
     pub fn wait_closed(&self, number: usize, timeout: Duration) -> Option<Instant> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let seen = self
-                .shared
+        // The relay notes the moment itself: the wait's pace does not blur it.
+        world::wait_for(timeout, || {
+            self.shared
                 .lock()
                 .unwrap()
                 .closed
                 .iter()
                 .find(|(n, _)| *n == number)
-                .map(|(_, at)| *at);
-            if seen.is_some() || Instant::now() >= deadline {
-                return seen;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+                .map(|(_, at)| *at)
+        })
     }
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     hubferry::{raw_get, Hubferry, RawDownload},
     world,
@@ -17,7 +18,7 @@ fn pull_token(w: &world::World, repo: &str) -> String {
 #[test]
 fn a_known_length_is_kept_not_chunked() {
     let w = world::plain();
-    let hf = Hubferry::for_world(w, &[]);
+    let hf = Hubferry::for_world(w, &FOLLOW_LOCAL_REDIRECTS);
     let nginx = w.image("library/nginx");
     let layer = nginx.layers().next().unwrap();
     let bearer = pull_token(w, "library/nginx");
@@ -52,7 +53,10 @@ fn a_known_length_is_kept_not_chunked() {
 #[test]
 fn a_slow_client_does_not_make_hubferry_buffer_the_blob() {
     let w = world::plain();
-    let hf = Hubferry::for_world(w, &["--workers", "1"]);
+    let hf = Hubferry::for_world(
+        w,
+        &[&["--workers", "1"], &FOLLOW_LOCAL_REDIRECTS[..]].concat(),
+    );
     let big = w.big_layer();
     let bearer = pull_token(w, "library/big");
     // Warm up (first connection, TLS-free client set-up) so the baseline is honest.
@@ -65,6 +69,8 @@ fn a_slow_client_does_not_make_hubferry_buffer_the_blob() {
     // Read a little, then stop reading for a while: a proxy without backpressure would now
     // pull the whole 100 MiB from the CDN into memory.
     download.read_some(1 << 20);
+    // Not a wait: the client's pause is the test's subject, long enough to pull the whole blob
+    // over loopback many times over.
     std::thread::sleep(Duration::from_secs(3));
     let stalled = hf.rss_kib();
     let grown_mib = stalled.saturating_sub(baseline) / 1024;

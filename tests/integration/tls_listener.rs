@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
     hubferry::Hubferry,
     skopeo::{self, assert_blobs_copied},
@@ -31,9 +32,9 @@ fn new_pair(name: &str) -> TlsFiles {
     world::tls_files(&tempdir(&format!("hubferry-tls-{name}-")))
 }
 
-/// hubferry for the plain world with its TLS listener on a free port; returns it and the TLS
-/// listener's `127.0.0.1:PORT`.
-fn start(cert: &Path, key: &Path) -> (Hubferry, String) {
+/// hubferry for the plain world, plus `extra`, with its TLS listener (`cert`, `key`) on a free
+/// port; returns it and the TLS listener's `127.0.0.1:PORT`.
+fn start(cert: &Path, key: &Path, extra: &[&str]) -> (Hubferry, String) {
     let tls_addr = format!("127.0.0.1:{}", world::free_port());
     let hf = Hubferry::for_world(
         world::plain(),
@@ -44,7 +45,11 @@ fn start(cert: &Path, key: &Path) -> (Hubferry, String) {
             cert.to_str().unwrap(),
             "--tls-key",
             key.to_str().unwrap(),
-        ],
+        ]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect::<Vec<_>>(),
     );
     assert!(
         world::wait_for_port(&tls_addr, Duration::from_secs(10)),
@@ -136,8 +141,11 @@ fn resumed(addr: &str, args: &[&str]) -> bool {
         .stderr(Stdio::null())
         .spawn()
         .expect("run openssl s_client");
-    // TLS 1.3 tickets arrive after the handshake: stay connected a moment to read them.
-    std::thread::sleep(Duration::from_millis(500));
+    // TLS 1.3 tickets arrive after the handshake: stay connected until s_client has stored
+    // one (it writes the file as a ticket comes in).
+    world::wait_until(Duration::from_secs(10), || {
+        std::fs::metadata(&session).is_ok_and(|m| m.len() > 0)
+    });
     drop(first.stdin.take());
     first.wait().unwrap();
     let mut args = args.to_vec();
@@ -180,23 +188,11 @@ fn served_certificate(addr: &str) -> String {
     })
 }
 
-/// Call `f` every 100 ms until it is true; false after `timeout`.
-fn wait_until(timeout: Duration, f: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
-}
-
 /// Waits until hubferry's log holds more than `seen` lines containing `text`; returns the count.
 fn wait_for_log(hf: &Hubferry, text: &str, seen: usize) -> usize {
     let count = || hf.log_text().matches(text).count();
     assert!(
-        wait_until(Duration::from_secs(10), || count() > seen),
+        world::wait_until(Duration::from_secs(10), || count() > seen),
         "no new {text:?} in hubferry's log:\n{}",
         hf.log_text()
     );
@@ -207,7 +203,7 @@ fn wait_for_log(hf: &Hubferry, text: &str, seen: usize) -> usize {
 fn skopeo_pulls_through_the_tls_listener() {
     let w = world::plain();
     let pair = new_pair("skopeo");
-    let (hf, tls_addr) = start(&pair.cert, &pair.key);
+    let (hf, tls_addr) = start(&pair.cert, &pair.key, &FOLLOW_LOCAL_REDIRECTS);
     // Verified against the test CA: skopeo speaks HTTPS to hubferry, and fetches its token
     // from the `https://` realm hubferry's challenge names.
     let registry = skopeo::Registry {
@@ -236,7 +232,7 @@ fn skopeo_pulls_through_the_tls_listener() {
 fn curl_negotiates_http2_and_is_told_an_https_realm() {
     let w = world::plain();
     let pair = new_pair("curl");
-    let (hf, tls_addr) = start(&pair.cert, &pair.key);
+    let (hf, tls_addr) = start(&pair.cert, &pair.key, &FOLLOW_LOCAL_REDIRECTS);
     let ca = pair.ca_cert.to_str().unwrap();
     let base = format!("https://{tls_addr}");
 
@@ -305,7 +301,7 @@ fn curl_negotiates_http2_and_is_told_an_https_realm() {
 #[test]
 fn tls_1_1_is_refused_while_1_2_and_1_3_are_served_and_resumed() {
     let pair = new_pair("versions");
-    let (_hf, tls_addr) = start(&pair.cert, &pair.key);
+    let (_hf, tls_addr) = start(&pair.cert, &pair.key, &[]);
     // OpenSSL 3 only offers TLS 1.1 at security level 0.
     let tls11 = ["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"];
 
@@ -409,14 +405,14 @@ fn rotated_certificates_reach_new_connections_without_a_restart() {
         &first.cert,
         &first.key,
     );
-    let (mut hf, tls_addr) = start(&volume.cert(), &volume.key());
+    let (mut hf, tls_addr) = start(&volume.cert(), &volume.key(), &[]);
     assert_eq!(served_certificate(&tls_addr), certificate_in(&first.cert));
 
     // A renewal on disk: new connections get the new pair within a few seconds.
     volume.update(&second.cert, &second.key);
     let renewed = Instant::now();
     assert!(
-        wait_until(Duration::from_secs(10), || {
+        world::wait_until(Duration::from_secs(10), || {
             served_certificate(&tls_addr) == certificate_in(&second.cert)
         }),
         "the renewed certificate was never served; log:\n{}",
@@ -464,7 +460,9 @@ fn rotated_certificates_reach_new_connections_without_a_restart() {
         hf.child.try_wait().unwrap().is_none(),
         "SIGHUP ended hubferry"
     );
-    // The poll, a moment later, finds nothing new to load.
+    // The poll, a moment later, finds nothing new to load. Not a wait: what is tested is that
+    // nothing happens over two and a half poll intervals (1 s each), and no event marks a poll
+    // that found nothing.
     std::thread::sleep(Duration::from_millis(2500));
     let log = hf.log_text();
     assert_eq!(log.matches(reloaded).count(), 1, "{log}");

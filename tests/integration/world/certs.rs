@@ -1,14 +1,16 @@
-//! Keys and certificates made with the `openssl` CLI: the token issuer's RSA signing
+//! Keys and certificates made in-process with rcgen: the token issuer's RSA signing
 //! certificate (trusted by the registry through `rootcertbundle`) and, for the TLS world, a
-//! test CA with one leaf certificate for 127.0.0.1 / localhost.
+//! test CA with one leaf certificate for 127.0.0.1 / localhost. No openssl CLI: a missing or
+//! different openssl cannot break the world's set-up.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use base64::Engine as _;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use rsa::pkcs8::{EncodePrivateKey as _, LineEnding};
 use sha2::{Digest, Sha256};
-
-use super::process::require_tool;
 
 /// The issuer's signing key: the registry trusts `cert_path`, tokens carry `kid`.
 pub struct IssuerKey {
@@ -26,72 +28,46 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
-    let out = Command::new(require_tool("openssl"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+/// Certificate parameters with `cn` as the whole subject, valid for two days from an hour ago.
+fn params(cn: &str, subject_alt_names: &[&str]) -> CertificateParams {
+    let names = subject_alt_names
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>();
+    let mut params = CertificateParams::new(names).expect("valid subject alt names");
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    let now = std::time::SystemTime::now();
+    params.not_before = (now - std::time::Duration::from_secs(3600)).into();
+    params.not_after = (now + std::time::Duration::from_secs(2 * 24 * 3600)).into();
+    params
 }
 
-/// A private config so the host's /etc/ssl/openssl.cnf cannot add or clash with extensions.
-fn write_config(dir: &Path, name: &str, cn: &str, extensions: &str) -> PathBuf {
+fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
     let path = dir.join(name);
-    let text = format!(
-        "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = {cn}\n[ext]\n{extensions}\n"
-    );
-    std::fs::write(&path, text).expect("write openssl config");
+    std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     path
 }
 
+/// Docker Hub signs its tokens RS256, so the test issuer does too. ring signs with RSA but
+/// cannot generate a key: the `rsa` crate does.
 pub fn issuer_key(dir: &Path) -> IssuerKey {
-    let cnf = write_config(
-        dir,
-        "issuer.cnf",
-        "hubferry-test-issuer",
-        "basicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n",
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-config",
-            cnf.to_str().unwrap(),
-            "-extensions",
-            "ext",
-            "-keyout",
-            "issuer.key",
-            "-out",
-            "issuer.crt",
-        ],
-    );
-    let pubkey_pem = openssl(dir, &["x509", "-in", "issuer.crt", "-pubkey", "-noout"]);
+    let rsa_key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("RSA key");
+    let key_pem = rsa_key
+        .to_pkcs8_pem(LineEnding::LF)
+        .expect("PKCS#8 PEM")
+        .to_string();
+    let key = KeyPair::from_pem(&key_pem).expect("rcgen reads the RSA key");
+    let mut params = params("hubferry-test-issuer", &[]);
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let cert = params.self_signed(&key).expect("issuer certificate");
+    write(dir, "issuer.key", &key_pem);
     IssuerKey {
-        key_pem: std::fs::read(dir.join("issuer.key")).expect("read issuer.key"),
-        cert_path: dir.join("issuer.crt"),
-        kid: libtrust_key_id(&pem_body(&pubkey_pem)),
+        key_pem: key_pem.into_bytes(),
+        cert_path: write(dir, "issuer.crt", &cert.pem()),
+        kid: libtrust_key_id(&key.public_key_der()),
     }
-}
-
-/// The DER bytes inside a single-block PEM document.
-fn pem_body(pem: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8_lossy(pem);
-    let b64: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .expect("PEM body is base64")
 }
 
 /// libtrust's key ID, which distribution looks tokens' `kid` up by: SHA-256 of the DER
@@ -128,65 +104,25 @@ fn base32_nopad(data: &[u8]) -> String {
 /// A test CA and a leaf for `IP:127.0.0.1, DNS:localhost`. EC P-256 keys: fast to generate,
 /// accepted by Go (registry, skopeo), nginx and rustls.
 pub fn tls_files(dir: &Path) -> TlsFiles {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let ca_cnf = write_config(
-        dir,
-        "ca.cnf",
-        "hubferry test CA",
-        "basicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\n\
-         subjectKeyIdentifier = hash\n",
-    );
-    let mut args = vec!["req", "-x509", "-days", "2"];
-    args.extend(ec);
-    args.extend(["-config", ca_cnf.to_str().unwrap(), "-extensions", "ext"]);
-    args.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
-    openssl(dir, &args);
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = params("hubferry test CA", &[]);
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
 
-    let leaf_cnf = write_config(
-        dir,
-        "leaf.cnf",
-        "127.0.0.1",
-        "basicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n\
-         extendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1,DNS:localhost\n\
-         subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n",
-    );
-    let mut args = vec!["req", "-new"];
-    args.extend(ec);
-    args.extend(["-config", leaf_cnf.to_str().unwrap()]);
-    args.extend(["-keyout", "leaf.key", "-out", "leaf.csr"]);
-    openssl(dir, &args);
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-days",
-            "2",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-extfile",
-            leaf_cnf.to_str().unwrap(),
-            "-extensions",
-            "ext",
-            "-out",
-            "leaf.crt",
-        ],
-    );
+    let leaf_key = KeyPair::generate().expect("leaf key");
+    let mut leaf = params("127.0.0.1", &["127.0.0.1", "localhost"]);
+    leaf.is_ca = IsCa::ExplicitNoCa;
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.use_authority_key_identifier_extension = true;
+    let leaf_cert = leaf
+        .signed_by(&leaf_key, &ca_cert, &ca_key)
+        .expect("leaf certificate");
     TlsFiles {
-        ca_cert: dir.join("ca.crt"),
-        cert: dir.join("leaf.crt"),
-        key: dir.join("leaf.key"),
+        ca_cert: write(dir, "ca.crt", &ca_cert.pem()),
+        cert: write(dir, "leaf.crt", &leaf_cert.pem()),
+        key: write(dir, "leaf.key", &leaf_key.serialize_pem()),
     }
 }
 

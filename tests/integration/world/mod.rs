@@ -20,6 +20,7 @@ mod push;
 mod registry;
 mod second;
 mod token;
+mod wait;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -47,6 +48,8 @@ pub use registry::RegistryRequest;
 pub use second::{second, SecondRegistry, SECOND_SERVICE};
 #[allow(unused_imports)]
 pub use token::{Access, ISSUER, PASSWORD, SERVICE, USERNAME};
+#[allow(unused_imports)]
+pub use wait::{wait_for, wait_for_async, wait_until, POLL_INTERVAL};
 
 use issuer::Issuer;
 use token::Minter;
@@ -134,7 +137,7 @@ impl World {
         timeout: Duration,
         pred: impl Fn(&CdnLogEntry) -> bool,
     ) -> Option<CdnLogEntry> {
-        poll(timeout, || self.cdn_log().into_iter().find(|e| pred(e)))
+        wait_for(timeout, || self.cdn_log().into_iter().find(|e| pred(e)))
     }
 
     /// Requests the registry received so far, from its access log.
@@ -148,7 +151,7 @@ impl World {
         timeout: Duration,
         pred: impl Fn(&RegistryRequest) -> bool,
     ) -> Option<RegistryRequest> {
-        poll(timeout, || {
+        wait_for(timeout, || {
             self.registry_requests().into_iter().find(|r| pred(r))
         })
     }
@@ -224,20 +227,6 @@ impl World {
     }
 }
 
-/// Call `f` every 20 ms until it finds something or `timeout` passes.
-fn poll<T>(timeout: Duration, f: impl Fn() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(found) = f() {
-            return Some(found);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn host_of(url: &str) -> &str {
     url.split_once("://").map_or(url, |(_, rest)| rest)
 }
@@ -277,7 +266,7 @@ fn shared(cell: &'static OnceLock<Result<World, String>>, tls: bool) -> &'static
 
 fn build(tls: bool) -> World {
     let started = Instant::now();
-    for tool in ["docker-registry", "nginx", "skopeo", "openssl"] {
+    for tool in ["docker-registry", "nginx", "skopeo"] {
         require_tool(tool);
     }
     let dir = tempfile::Builder::new()
@@ -382,18 +371,25 @@ fn push_all(
 
 /// The registry is ready when `/v2/` answers 401 (token auth is on).
 async fn wait_for_registry(client: &awc::Client, registry: &registry::Registry) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = String::new();
-    while Instant::now() < deadline {
+    let last = std::cell::RefCell::new(String::new());
+    let ready = wait_for_async(Duration::from_secs(20), || async {
         match client.get(format!("{}/v2/", registry.url)).send().await {
-            Ok(r) if r.status().as_u16() == 401 => return,
-            Ok(r) => last = format!("status {}", r.status()),
-            Err(e) => last = e.to_string(),
+            Ok(r) if r.status().as_u16() == 401 => Some(()),
+            Ok(r) => {
+                *last.borrow_mut() = format!("status {}", r.status());
+                None
+            }
+            Err(e) => {
+                *last.borrow_mut() = e.to_string();
+                None
+            }
         }
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "registry /v2/ never answered 401 ({last}); log:\n{}",
+    })
+    .await;
+    assert!(
+        ready.is_some(),
+        "registry /v2/ never answered 401 ({}); log:\n{}",
+        last.borrow(),
         read_lossy(&registry.log)
     );
 }

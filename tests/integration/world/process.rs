@@ -12,7 +12,7 @@ use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::{mpsc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
 
@@ -189,18 +189,11 @@ pub fn wait_for_port(addr: impl ToSocketAddrs, timeout: Duration) -> bool {
         Ok(a) => a.collect(),
         Err(_) => return false,
     };
-    let deadline = Instant::now() + timeout;
-    loop {
-        for a in &addrs {
-            if TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok() {
-                return true;
-            }
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    super::wait_until(timeout, || {
+        addrs
+            .iter()
+            .any(|a| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok())
+    })
 }
 
 /// Path of a required external tool; panics (never skips) when it is missing.
@@ -214,7 +207,7 @@ pub fn require_tool(name: &str) -> PathBuf {
         .find(|p| p.is_file())
         .unwrap_or_else(|| {
             panic!(
-                "integration tests need `{name}` (docker-registry, nginx, skopeo, openssl): \
+                "integration tests need `{name}` (docker-registry, nginx, skopeo, ...): \
                  run `make test`, which installs them"
             )
         })
