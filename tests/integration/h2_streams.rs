@@ -162,10 +162,12 @@ fn one_connection_cannot_hold_more_streams_than_allowed() {
             assert_eq!(response.status(), 200);
         }
         // Each served download holds a CDN connection, and its registry request may have left
-        // an idle one in the pool: two per stream, and a few for the listener's own.
+        // an idle one in the pool: two per stream, and a few for the listener's own. Twice
+        // that leaves room for a busy machine's timing (sockets still closing) and still tells
+        // 10 downloads from the 200 (some 400 descriptors) an unbounded connection opens.
         let during = open_descriptors(&hf);
         assert!(
-            during <= before + 2 * LIMIT + 10,
+            during <= before + 4 * LIMIT + 10,
             "descriptors went from {before} to {during}"
         );
         assert_eq!(advertised.get(), LIMIT);
