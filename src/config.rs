@@ -2,13 +2,7 @@
 //! variables and flags (in rising precedence), then `validate` turns it into the typed [`Config`]
 //! the server runs on. Every problem is reported as one line naming the key.
 
-use std::{
-    fmt,
-    net::SocketAddr,
-    num::NonZeroUsize,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{fmt, net::SocketAddr, num::NonZeroUsize, path::PathBuf, time::Duration};
 
 use clap::Parser;
 use rustls::pki_types::CertificateDer;
@@ -809,7 +803,7 @@ impl RawSettings {
                 .map_err(|e| invalid("upstream.index", e))?,
             extra_roots: match &self.upstream.ca_file {
                 Some(path) if !path.as_os_str().is_empty() => {
-                    load_ca_file(path).map_err(|e| invalid("upstream.ca_file", e))?
+                    crate::pem::certificates(path).map_err(|e| invalid("upstream.ca_file", e))?
                 }
                 _ => Vec::new(),
             },
@@ -1393,17 +1387,6 @@ fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
         return Err(invalid(key, "must be longer than zero"));
     }
     Ok(duration)
-}
-
-fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{} is not valid PEM: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
-    }
-    Ok(certs)
 }
 
 #[cfg(test)]
