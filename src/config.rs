@@ -9,7 +9,7 @@ use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
 use url::Url;
 
-use crate::image_policy::{ImagePolicy, Pattern};
+use crate::image_policy::{ImagePolicy, Pattern, PatternList};
 use crate::{
     capacity,
     client_ip::Cidr,
@@ -358,10 +358,12 @@ impl Default for RawImages {
 impl RawImages {
     fn validate(&self) -> Result<ImagePolicy, ConfigError> {
         let patterns = |key: &str, list: &RawList| {
-            list.items()
+            let parsed = list
+                .items()
                 .into_iter()
                 .map(|p| Pattern::parse(p).map_err(|e| invalid(key, e)))
-                .collect::<Result<Vec<_>, _>>()
+                .collect::<Result<Vec<_>, _>>()?;
+            PatternList::compile(&parsed).map_err(|e| invalid(key, e))
         };
         Ok(ImagePolicy {
             allow: patterns("images.allow", &self.allow)?,
