@@ -7,18 +7,16 @@
 
 use std::{
     fmt,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
 };
+
+use ipnet::{IpNet, Ipv6Net};
 
 use crate::embedded_ipv4::embedded_ipv4;
 
 /// A network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`); a bare address is a /32 (/128).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    /// Host bits already cleared.
-    network: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(IpNet);
 
 impl Cidr {
     pub fn parse(text: &str) -> Result<Cidr, String> {
@@ -29,44 +27,30 @@ impl Cidr {
             Some((addr, prefix)) => (addr, Some(prefix)),
             None => (text, None),
         };
+        // The address by std's parser, not ipnet's: ipnet reads `010.0.0.1` as 10.0.0.1, where
+        // other tools read a leading zero as octal (8.0.0.1); std refuses it, and so do we.
         let addr: IpAddr = addr.parse().map_err(|_| bad())?;
-        let max = match addr {
-            IpAddr::V4(_) => 32,
-            IpAddr::V6(_) => 128,
-        };
-        let prefix = match prefix {
-            None => max,
+        let net = match prefix {
+            None => IpNet::from(addr),
             Some(digits) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
-                digits
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|p| *p <= max)
-                    .ok_or_else(bad)?
+                let prefix = digits.parse::<u8>().map_err(|_| bad())?;
+                IpNet::new(addr, prefix).map_err(|_| bad())?
             }
             Some(_) => return Err(bad()),
         };
-        Ok(Cidr {
-            network: mask(addr, prefix),
-            prefix,
-        })
+        Ok(Cidr(net.trunc()))
     }
 
     /// Whether `ip` is in this network. An IPv4 address written as IPv6 (`::ffff:10.1.2.3`, as
     /// a dual-stack listener reports IPv4 peers) is matched as the IPv4 address it is.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        match (self.network, ip) {
-            (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
-                mask(ip, self.prefix) == self.network
-            }
-            _ => false,
-        }
+        self.0.contains(&ip.to_canonical())
     }
 }
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
+        self.0.fmt(f)
     }
 }
 
@@ -94,30 +78,6 @@ pub fn admitted(allow: &[Cidr], deny: &[Cidr], client: IpAddr) -> bool {
     };
     let denied = any_contains(deny, client) || carried.is_some_and(|v4| any_contains(deny, v4));
     !denied && (allow.is_empty() || any_contains(allow, client))
-}
-
-/// `ip` with everything after the first `prefix` bits cleared.
-fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => {
-            let bits = u32::from(v4);
-            let kept = if prefix == 0 {
-                0
-            } else {
-                bits & (u32::MAX << (32 - u32::from(prefix)))
-            };
-            IpAddr::V4(Ipv4Addr::from(kept))
-        }
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6);
-            let kept = if prefix == 0 {
-                0
-            } else {
-                bits & (u128::MAX << (128 - u32::from(prefix)))
-            };
-            IpAddr::V6(Ipv6Addr::from(kept))
-        }
-    }
 }
 
 /// The client's address: `peer` itself unless it is a trusted proxy; then, reading the
@@ -167,7 +127,7 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 pub fn limit_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         v4 @ IpAddr::V4(_) => v4,
-        v6 @ IpAddr::V6(_) => mask(v6, 64),
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Net::new_assert(v6, 64).network()),
     }
 }
 
@@ -207,6 +167,9 @@ mod tests {
             "example.com",
             "[::1]",
             "10.0.0.0/-1",
+            "10.0.0.0/ 8",
+            // Octal to some readers (8.0.0.0/8): refused, not guessed at.
+            "010.0.0.0/8",
         ] {
             assert!(Cidr::parse(bad).is_err(), "{bad:?} accepted");
         }

@@ -2,20 +2,14 @@
 //! variables and flags (in rising precedence), then `validate` turns it into the typed [`Config`]
 //! the server runs on. Every problem is reported as one line naming the key.
 
-use std::{
-    fmt,
-    net::SocketAddr,
-    num::NonZeroUsize,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{fmt, net::SocketAddr, num::NonZeroUsize, path::PathBuf, time::Duration};
 
 use clap::Parser;
 use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::image_policy::{ImagePolicy, Pattern};
+use crate::image_policy::{ImagePolicy, Pattern, PatternList};
 use crate::{
     capacity,
     client_ip::Cidr,
@@ -364,10 +358,12 @@ impl Default for RawImages {
 impl RawImages {
     fn validate(&self) -> Result<ImagePolicy, ConfigError> {
         let patterns = |key: &str, list: &RawList| {
-            list.items()
+            let parsed = list
+                .items()
                 .into_iter()
                 .map(|p| Pattern::parse(p).map_err(|e| invalid(key, e)))
-                .collect::<Result<Vec<_>, _>>()
+                .collect::<Result<Vec<_>, _>>()?;
+            PatternList::compile(&parsed).map_err(|e| invalid(key, e))
         };
         Ok(ImagePolicy {
             allow: patterns("images.allow", &self.allow)?,
@@ -866,7 +862,7 @@ impl RawSettings {
                 .map_err(|e| invalid("upstream.index", e))?,
             extra_roots: match &self.upstream.ca_file {
                 Some(path) if !path.as_os_str().is_empty() => {
-                    load_ca_file(path).map_err(|e| invalid("upstream.ca_file", e))?
+                    crate::pem::certificates(path).map_err(|e| invalid("upstream.ca_file", e))?
                 }
                 _ => Vec::new(),
             },
@@ -1451,17 +1447,6 @@ fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
         return Err(invalid(key, "must be longer than zero"));
     }
     Ok(duration)
-}
-
-fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{} is not valid PEM: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
-    }
-    Ok(certs)
 }
 
 #[cfg(test)]

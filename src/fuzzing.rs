@@ -9,7 +9,11 @@ use std::borrow::Cow;
 use actix_web::http::header::HeaderValue;
 use url::{form_urlencoded, Url};
 
-use crate::{egress, headers, redirect, request_target, routes};
+use crate::{
+    egress, headers,
+    image_policy::{complete_library, ImagePolicy, Pattern, PatternList},
+    redirect, request_target, routes,
+};
 
 /// A fuzz target: takes any bytes, panics only on a broken invariant.
 pub type Target = fn(&[u8]);
@@ -22,6 +26,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("upstream_url", upstream_url),
     ("address", address),
     ("registry_path", registry_path),
+    ("image_policy", image_policy),
 ];
 
 fn text(data: &[u8]) -> Cow<'_, str> {
@@ -174,4 +179,92 @@ pub fn registry_path(data: &[u8]) {
     let url = routes::upstream_url(&base, path, None)
         .unwrap_or_else(|e| panic!("{raw:?} passed but cannot be forwarded: {e}"));
     assert_eq!(url.path(), path, "{raw:?}");
+}
+
+/// Image allow and deny lists: the compiled lists decide every name exactly as the backtracking
+/// glob matcher they replaced ([`reference_glob_match`]) did. The input is lines: the name, then
+/// patterns, a `!` before a deny pattern (no pattern holds a `!`). Each name is checked as of
+/// Docker Hub and of every upstream a pattern names, in its own case and in capitals.
+pub fn image_policy(data: &[u8]) {
+    // The reference takes exponential time in the `*`s of a pattern: keep each case small.
+    const MAX_NAME: usize = 64;
+    const MAX_STARS: usize = 4;
+    let text = text(data);
+    let mut lines = text.split('\n');
+    let name = lines.next().unwrap_or_default();
+    let (mut allow, mut deny) = (Vec::new(), Vec::new());
+    for line in lines.take(4) {
+        let (list, line) = match line.strip_prefix('!') {
+            Some(line) => (&mut deny, line),
+            None => (&mut allow, line),
+        };
+        let Ok(pattern) = Pattern::parse(line) else {
+            continue;
+        };
+        if pattern.glob().matches('*').count() > MAX_STARS {
+            return;
+        }
+        list.push(pattern);
+    }
+    if name.len() > MAX_NAME {
+        return;
+    }
+    let policy = ImagePolicy {
+        allow: PatternList::compile(&allow).expect("parsed patterns compile"),
+        deny: PatternList::compile(&deny).expect("parsed patterns compile"),
+        message: "refused".into(),
+    };
+    let mut upstreams = vec![crate::upstreams::DOCKER_HUB.to_owned()];
+    for pattern in allow.iter().chain(&deny) {
+        upstreams.push(pattern.upstream().to_owned());
+        upstreams.push(pattern.upstream().to_ascii_uppercase());
+    }
+    for upstream in &upstreams {
+        assert_eq!(
+            policy.check(upstream, name).is_ok(),
+            reference_check(&allow, &deny, upstream, name),
+            "{upstream} {name:?} against allow {allow:?}, deny {deny:?}"
+        );
+    }
+}
+
+/// `ImagePolicy::check` as it was, pattern by pattern with [`reference_glob_match`].
+fn reference_check(allow: &[Pattern], deny: &[Pattern], upstream: &str, name: &str) -> bool {
+    if allow.is_empty() && deny.is_empty() {
+        return true;
+    }
+    let name = complete_library(upstream, name);
+    let matches = |p: &Pattern| {
+        p.upstream().eq_ignore_ascii_case(upstream) && reference_glob_match(p.glob(), &name)
+    };
+    let denied = deny.iter().any(matches) || (!allow.is_empty() && !allow.iter().any(matches));
+    !denied
+}
+
+/// The component-aware glob matcher image patterns were first matched with: `*` and `?` never
+/// cross a `/`, `**` does. Kept only as the reference the compiled lists are checked against;
+/// it backtracks, and takes time exponential in the number of `*`s (`*a*a*a*a*b` against a
+/// long run of `a`s).
+pub fn reference_glob_match(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match p {
+            [] => n.is_empty(),
+            [b'*', b'*', rest @ ..] => {
+                // `**/` may also match nothing at all: `a/**/b` matches `a/b`.
+                if let [b'/', after @ ..] = rest {
+                    if go(after, n) {
+                        return true;
+                    }
+                }
+                (0..=n.len()).any(|i| go(rest, &n[i..]))
+            }
+            [b'*', rest @ ..] => {
+                let component = n.iter().position(|&c| c == b'/').unwrap_or(n.len());
+                (0..=component).any(|i| go(rest, &n[i..]))
+            }
+            [b'?', rest @ ..] => matches!(n, [c, tail @ ..] if *c != b'/' && go(rest, tail)),
+            [c, rest @ ..] => matches!(n, [d, tail @ ..] if c == d && go(rest, tail)),
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
 }

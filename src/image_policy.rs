@@ -8,6 +8,10 @@
 //! within one path component, `**` across components, `?` one character of a component.
 //! Docker Hub names are matched in full: `nginx` is `library/nginx`.
 
+use std::borrow::Cow;
+
+use regex::bytes::{Regex, RegexBuilder};
+
 /// The upstream a pattern without one is about.
 pub use crate::upstreams::DOCKER_HUB as DEFAULT_UPSTREAM;
 
@@ -40,7 +44,7 @@ impl Pattern {
         let glob = if glob.contains("**") {
             glob.to_owned()
         } else {
-            complete_library(upstream, glob)
+            complete_library(upstream, glob).into_owned()
         };
         Ok(Pattern {
             upstream: upstream.to_ascii_lowercase(),
@@ -48,8 +52,14 @@ impl Pattern {
         })
     }
 
-    fn matches(&self, upstream: &str, name: &str) -> bool {
-        self.upstream.eq_ignore_ascii_case(upstream) && glob_match(&self.glob, name)
+    /// The upstream the pattern is about, lower-cased.
+    pub fn upstream(&self) -> &str {
+        &self.upstream
+    }
+
+    /// The repository glob, `library/` already added where Docker Hub's rule asks for it.
+    pub fn glob(&self) -> &str {
+        &self.glob
     }
 }
 
@@ -66,44 +76,95 @@ fn is_registry_host(component: &str) -> bool {
 }
 
 /// Docker Hub's official images live under `library/`: `nginx` means `library/nginx`.
-fn complete_library(upstream: &str, name: &str) -> String {
+pub(crate) fn complete_library<'a>(upstream: &str, name: &'a str) -> Cow<'a, str> {
     if upstream == DEFAULT_UPSTREAM && !name.contains('/') {
-        format!("library/{name}")
+        Cow::Owned(format!("library/{name}"))
     } else {
-        name.to_owned()
+        Cow::Borrowed(name)
     }
 }
 
-/// Component-aware glob matching: `*` and `?` never cross a `/`, `**` does.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    fn go(p: &[u8], n: &[u8]) -> bool {
-        match p {
-            [] => n.is_empty(),
-            [b'*', b'*', rest @ ..] => {
-                // `**/` may also match nothing at all: `a/**/b` matches `a/b`.
-                if let [b'/', after @ ..] = rest {
-                    if go(after, n) {
-                        return true;
-                    }
-                }
-                (0..=n.len()).any(|i| go(rest, &n[i..]))
-            }
-            [b'*', rest @ ..] => {
-                let component = n.iter().position(|&c| c == b'/').unwrap_or(n.len());
-                (0..=component).any(|i| go(rest, &n[i..]))
-            }
-            [b'?', rest @ ..] => matches!(n, [c, tail @ ..] if *c != b'/' && go(rest, tail)),
-            [c, rest @ ..] => matches!(n, [d, tail @ ..] if c == d && go(rest, tail)),
-        }
+/// A glob as an unanchored regex: `**/` is "nothing, or anything ending in `/`" (so
+/// `a/**/b` matches `a/b`), `**` anything, `*` anything but `/`, `?` one byte but `/`, every
+/// other character itself.
+fn glob_regex(glob: &str) -> String {
+    let mut regex = String::with_capacity(glob.len() * 2);
+    let mut rest = glob;
+    while let Some(c) = rest.chars().next() {
+        let (piece, len) = if rest.starts_with("**/") {
+            ("(?:.*/)?", 3)
+        } else if rest.starts_with("**") {
+            (".*", 2)
+        } else if c == '*' {
+            ("[^/]*", 1)
+        } else if c == '?' {
+            ("[^/]", 1)
+        } else {
+            regex.push_str(&regex::escape(&rest[..c.len_utf8()]));
+            rest = &rest[c.len_utf8()..];
+            continue;
+        };
+        regex.push_str(piece);
+        rest = &rest[len..];
     }
-    go(pattern.as_bytes(), name.as_bytes())
+    regex
+}
+
+/// One list (allow or deny), compiled at start-up: per upstream it names, one anchored regex
+/// that is every glob of that upstream as one alternation. A name is checked in time linear
+/// in its length whatever the patterns; a backtracking glob matcher takes exponential time on
+/// patterns like `*a*a*a*a*b` (see `fuzzing::reference_glob_match`), and this runs on every
+/// manifest and blob request. The upstream is compared apart, as a whole word and ASCII
+/// case-insensitively (host names are), so only the glob goes into the regex.
+#[derive(Debug, Clone, Default)]
+pub struct PatternList {
+    by_upstream: Vec<(String, Regex)>,
+}
+
+impl PatternList {
+    pub fn compile(patterns: &[Pattern]) -> Result<PatternList, String> {
+        let mut upstreams: Vec<&str> = patterns.iter().map(|p| p.upstream.as_str()).collect();
+        upstreams.sort_unstable();
+        upstreams.dedup();
+        let by_upstream = upstreams
+            .into_iter()
+            .map(|upstream| {
+                let globs: Vec<String> = patterns
+                    .iter()
+                    .filter(|p| p.upstream == upstream)
+                    .map(|p| glob_regex(&p.glob))
+                    .collect();
+                // Bytes, without Unicode: `?` is one byte and `.` any byte, newline included,
+                // exactly as the globs were always read.
+                let regex = RegexBuilder::new(&format!("^(?:{})$", globs.join("|")))
+                    .unicode(false)
+                    .dot_matches_new_line(true)
+                    .build()
+                    .map_err(|e| format!("the {upstream} patterns do not compile: {e}"))?;
+                Ok((upstream.to_owned(), regex))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(PatternList { by_upstream })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_upstream.is_empty()
+    }
+
+    /// Whether repository `name` (already completed with `library/`) of `upstream` matches
+    /// one of the patterns.
+    fn matches(&self, upstream: &str, name: &str) -> bool {
+        self.by_upstream
+            .iter()
+            .any(|(u, regex)| u.eq_ignore_ascii_case(upstream) && regex.is_match(name.as_bytes()))
+    }
 }
 
 /// The operator's lists. Deny wins over allow; an empty allow list allows everything.
 #[derive(Debug, Clone, Default)]
 pub struct ImagePolicy {
-    pub allow: Vec<Pattern>,
-    pub deny: Vec<Pattern>,
+    pub allow: PatternList,
+    pub deny: PatternList,
     /// What a refused client is told.
     pub message: String,
 }
@@ -119,8 +180,8 @@ impl ImagePolicy {
             return Ok(());
         }
         let name = complete_library(upstream, name);
-        let denied = self.deny.iter().any(|p| p.matches(upstream, &name))
-            || (!self.allow.is_empty() && !self.allow.iter().any(|p| p.matches(upstream, &name)));
+        let denied = self.deny.matches(upstream, &name)
+            || (!self.allow.is_empty() && !self.allow.matches(upstream, &name));
         if denied {
             Err(self.message.clone())
         } else {
@@ -132,6 +193,17 @@ impl ImagePolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One glob, compiled as the lists compile theirs.
+    fn glob_match(glob: &str, name: &str) -> bool {
+        let pattern = Pattern {
+            upstream: "registry.example".into(),
+            glob: glob.into(),
+        };
+        PatternList::compile(&[pattern])
+            .unwrap()
+            .matches("registry.example", name)
+    }
 
     #[test]
     fn globs_respect_components() {
@@ -147,6 +219,50 @@ mod tests {
         assert!(glob_match("**", "anything/at/all"));
         assert!(!glob_match("library/nginx", "library/nginx2"));
         assert!(glob_match("*/*", "someorg/tool"));
+        // Regex syntax in a glob is itself: `.` is a dot, not any character.
+        assert!(!glob_match("library/a.b", "library/axb"));
+        assert!(glob_match("a/**/", "a/"));
+        assert!(glob_match("a/**/", "a/b/c/"));
+        assert!(!glob_match("a/**/", "a/b"));
+        assert!(glob_match("a/***", "a/b/c"));
+    }
+
+    #[test]
+    fn globs_become_regexes_one_piece_at_a_time() {
+        assert_eq!(glob_regex("library/*"), "library/[^/]*");
+        assert_eq!(glob_regex("a/**/b?.c"), "a/(?:.*/)?b[^/]\\.c");
+        assert_eq!(glob_regex("**"), ".*");
+        assert_eq!(glob_regex("***"), ".*[^/]*");
+    }
+
+    #[test]
+    fn a_list_holds_one_regex_per_upstream_it_names() {
+        let patterns: Vec<Pattern> = ["library/*", "bitnami/**", "GHCR.io/org/*", "ghcr.io/x"]
+            .iter()
+            .map(|p| Pattern::parse(p).unwrap())
+            .collect();
+        let list = PatternList::compile(&patterns).unwrap();
+        let upstreams: Vec<&str> = list.by_upstream.iter().map(|(u, _)| u.as_str()).collect();
+        assert_eq!(upstreams, ["docker.io", "ghcr.io"]);
+        assert!(list.matches("ghcr.io", "org/tool"));
+        assert!(list.matches("GHCR.IO", "x"));
+        assert!(!list.matches("ghcr.io", "library/alpine"));
+        assert!(list.matches("docker.io", "bitnami/charts/redis"));
+    }
+
+    /// The names a backtracking glob matcher takes exponential time on: every way of placing
+    /// the `*`s is tried before the final `b` fails to match. With 8 of them and a 200-byte
+    /// component that is beyond 10^13 tries.
+    #[test]
+    fn a_pathological_pattern_is_answered_at_once() {
+        let p = policy(&["*a*a*a*a*a*a*a*a*b"], &["**/*a*a*a*a*a*a*a*a*c"]);
+        let name = "a".repeat(200);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(p.check("docker.io", &name)).unwrap());
+        let answer = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("no answer within 10 s: the matcher backtracks");
+        assert_eq!(answer, Err("not here".into()));
     }
 
     #[test]
@@ -172,9 +288,16 @@ mod tests {
     }
 
     fn policy(allow: &[&str], deny: &[&str]) -> ImagePolicy {
+        let list = |patterns: &[&str]| {
+            let parsed: Vec<Pattern> = patterns
+                .iter()
+                .map(|p| Pattern::parse(p).unwrap())
+                .collect();
+            PatternList::compile(&parsed).unwrap()
+        };
         ImagePolicy {
-            allow: allow.iter().map(|p| Pattern::parse(p).unwrap()).collect(),
-            deny: deny.iter().map(|p| Pattern::parse(p).unwrap()).collect(),
+            allow: list(allow),
+            deny: list(deny),
             message: "not here".into(),
         }
     }

@@ -24,6 +24,7 @@ pub mod log_escape;
 mod login;
 mod metrics;
 mod origin;
+mod pem;
 mod realms;
 mod redirect;
 mod request_target;

@@ -20,7 +20,7 @@ use rustls::{
     Error as TlsError, InconsistentKeys, ServerConfig,
 };
 
-use crate::config::TlsListener;
+use crate::{config::TlsListener, pem};
 
 /// How often the certificate files are looked at. A change is loaded once the files have
 /// looked the same for one whole interval, so a tool that writes the certificate and then the
@@ -209,17 +209,7 @@ fn load_pair(
     provider: &CryptoProvider,
 ) -> Result<CertifiedKey, String> {
     let chain = load_chain(cert_path)?;
-    let key_der = {
-        let pem = read("tls.key", key_path)?;
-        rustls_pemfile::private_key(&mut pem.as_slice())
-            .map_err(|e| format!("tls.key: {} is not valid PEM: {e}", key_path.display()))?
-            .ok_or_else(|| {
-                format!(
-                    "tls.key: {} holds no PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC)",
-                    key_path.display()
-                )
-            })?
-    };
+    let key_der = pem::private_key(key_path).map_err(|e| format!("tls.key: {e}"))?;
     let key = provider
         .key_provider
         .load_private_key(key_der)
@@ -241,21 +231,7 @@ fn load_pair(
 }
 
 fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = read("tls.cert", path)?;
-    let chain = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("tls.cert: {} is not valid PEM: {e}", path.display()))?;
-    if chain.is_empty() {
-        return Err(format!(
-            "tls.cert: {} holds no PEM certificate",
-            path.display()
-        ));
-    }
-    Ok(chain)
-}
-
-fn read(key: &str, path: &Path) -> Result<Vec<u8>, String> {
-    fs::read(path).map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))
+    pem::certificates(path).map_err(|e| format!("tls.cert: {e}"))
 }
 
 #[cfg(test)]

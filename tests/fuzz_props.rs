@@ -2,7 +2,7 @@
 //! bounded fuzz of every parser that sees hostile input; `make fuzz` runs them for longer under
 //! libFuzzer. 256 inputs per target by default; `PROPTEST_CASES=N` changes that.
 
-use hubferry::fuzzing::TARGETS;
+use hubferry::fuzzing::{self, TARGETS};
 use proptest::prelude::*;
 
 /// Bytes the parsers care about: their delimiters, quotes, escapes, control characters and
@@ -61,6 +61,29 @@ fn hostile_bytes() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(piece, 0..16).prop_map(|pieces| pieces.concat())
 }
 
+/// Input for `fuzzing::image_policy` (a name, then allow and `!`deny patterns, one a line)
+/// over the few characters that decide a glob match, so that names match often and in every
+/// way: random bytes almost never make a valid pattern that matches anything.
+fn image_lists_and_a_name() -> impl Strategy<Value = Vec<u8>> {
+    let glob = prop::collection::vec(
+        prop::sample::select(vec!["*", "**", "?", "/", "**/", "a", "b", ".", "-"]),
+        1..7,
+    )
+    .prop_map(|pieces| pieces.concat());
+    let upstream = prop::sample::select(vec!["", "", "ghcr.io/", "Quay.IO/", "localhost/"]);
+    let pattern = (prop::bool::weighted(0.3), upstream, glob).prop_map(|(deny, upstream, glob)| {
+        format!("{}{upstream}{glob}", if deny { "!" } else { "" })
+    });
+    let name = "[ab./-]{0,6}(/[ab./-]{0,6}){0,2}";
+    (name, prop::collection::vec(pattern, 1..4)).prop_map(|(name, patterns)| {
+        std::iter::once(name)
+            .chain(patterns)
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into_bytes()
+    })
+}
+
 proptest! {
     // ProptestConfig::default() reads PROPTEST_CASES.
     #![proptest_config(ProptestConfig::default())]
@@ -77,5 +100,10 @@ proptest! {
         for (_, target) in TARGETS {
             target(&data);
         }
+    }
+
+    #[test]
+    fn image_lists_decide_as_the_reference_glob_matcher(data in image_lists_and_a_name()) {
+        fuzzing::image_policy(&data);
     }
 }

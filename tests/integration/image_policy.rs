@@ -1,9 +1,10 @@
-//! Image allow and deny lists (issue 6, item 8): refused images get 403 `DENIED` with the
+//! Image allow and deny lists: refused images get 403 `DENIED` with the
 //! operator's message at every endpoint of the repository, and nothing goes upstream for them.
 
-use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
+use std::{sync::mpsc, time::Duration};
+
 use crate::{
-    hubferry::{raw_get, Hubferry},
+    hubferry::{raw_get, Hubferry, RawDownload, FOLLOW_LOCAL_REDIRECTS},
     skopeo, world,
 };
 
@@ -81,4 +82,51 @@ fn only_allowed_images_are_served_and_denied_ones_never_go_upstream() {
         "{refused:#?}"
     );
     assert!(hf.log_text().contains(MESSAGE));
+}
+
+/// An operator's pattern with several `*`s, and clients that send names built to make a
+/// backtracking glob matcher try every way of placing them: `*a*a*a*a*a*a*a*a*b` against
+/// `someorg/` and 200 `a`s is beyond 10^13 tries, on a worker thread, before the name is refused.
+/// Twice as many such requests as there are workers would take the mirror down for good. Each
+/// is refused at once instead, and the mirror goes on serving.
+#[test]
+fn names_built_to_make_a_pattern_backtrack_are_refused_at_once() {
+    let w = world::plain();
+    let hf = Hubferry::for_world(
+        w,
+        &[
+            "--workers",
+            "2",
+            "--allow-image",
+            "library/*,someorg/*a*a*a*a*a*a*a*a*b",
+        ],
+    );
+    let path = format!("/v2/someorg/{}/manifests/latest", "a".repeat(200));
+    let (answered, answers) = mpsc::channel();
+    for _ in 0..4 {
+        let download = RawDownload::start(&hf.addr, &path, &[]);
+        let answered = answered.clone();
+        std::thread::spawn(move || answered.send(download.finish()));
+    }
+    // Generous: the compiled lists answer in microseconds; the backtracking matcher, never.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for _ in 0..4 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let res = answers
+            .recv_timeout(left)
+            .expect("a crafted name was not answered within 20 s: the worker is still matching");
+        assert_eq!(res.status, 403);
+        let body: serde_json::Value = serde_json::from_slice(&res.body).unwrap();
+        assert_eq!(body["errors"][0]["code"], "DENIED");
+    }
+
+    // And the mirror still serves what it allows.
+    let alpine = w.image("library/alpine");
+    let bearer = format!("Bearer {}", w.token(&["repository:library/alpine:pull"]));
+    let res = raw_get(
+        &hf.addr,
+        &format!("/v2/library/alpine/manifests/{}", alpine.digest),
+        &[("Authorization", &bearer), ("Accept", &alpine.media_type)],
+    );
+    assert_eq!(res.status, 200, "{}", String::from_utf8_lossy(&res.body));
 }

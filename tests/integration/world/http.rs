@@ -4,6 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::{pem::PemObject, CertificateDer};
+
 /// A client that follows no redirects (tests must see the registry's 307) and trusts
 /// `ca_file` when given. The timeout is long because the big layer is uploaded in one request.
 pub fn client(ca_file: Option<&Path>) -> awc::Client {
@@ -25,9 +27,8 @@ pub fn client(ca_file: Option<&Path>) -> awc::Client {
 /// A rustls client config trusting only the PEM certificates in `ca_file`. HTTP/1.1 only (no
 /// ALPN), like most registry clients.
 pub fn rustls_config(ca_file: &Path) -> rustls::ClientConfig {
-    let pem = std::fs::read(ca_file).expect("read CA file");
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for cert in CertificateDer::pem_file_iter(ca_file).expect("read CA file") {
         roots.add(cert.expect("CA PEM")).expect("add CA");
     }
     // Explicit provider: feature unification might enable a second one, and then
