@@ -32,7 +32,7 @@ test-unit:
 test-integration: deps
 	$(CARGO) test --locked --test integration
 
-# hubferry vs the seed's nginx config vs no proxy on the test world; report and chart in
+# hubferry vs the nginx config it replaces vs no proxy on the test world; report and chart in
 # target/bench/ (docs/benchmarks.md). BENCH_QUICK=1 for one short repetition. 500 slow clients
 # need file descriptors: raise the limit as far as allowed.
 bench:

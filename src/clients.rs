@@ -1,4 +1,4 @@
-//! Managed auth (issue 6, item 5): who hubferry's own clients are. Users come from an htpasswd
+//! Managed auth: who hubferry's own clients are. Users come from an htpasswd
 //! file (bcrypt entries only) and a list of static tokens; a client proves itself with HTTP
 //! Basic credentials at `/token` (a static token is a password, with any user name, the way
 //! Docker Hub takes access tokens). Also the `Secret` wrapper that keeps passwords out of

@@ -325,7 +325,7 @@ impl Default for RawAuth {
             mode: "passthrough".into(),
             htpasswd: None,
             tokens: RawList::default(),
-            // The point of managed mode (issue 6, item 5): anonymous clients pull under the
+            // The point of managed mode: anonymous clients pull under the
             // account's rate limit.
             anonymous: "true".into(),
             // Docker Hub's own tokens live 300 s.

@@ -1,7 +1,7 @@
 //! The TLS listener: a rustls server configuration (TLS 1.2 and 1.3 only, ALPN `h2` and
 //! `http/1.1`, session resumption) whose certificate comes from [`Certificates`], which loads
 //! the PEM pair again when the files change on disk or on SIGHUP, so a renewal (cert-manager,
-//! acme.sh) needs no restart (issue 3, "TLS and HTTP/2").
+//! acme.sh) needs no restart.
 
 use std::{
     fs, io,

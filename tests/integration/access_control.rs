@@ -1,4 +1,4 @@
-//! Access control and per-client limits (issue 6, items 6 and 7), from real sockets: the test
+//! Access control and per-client limits, from real sockets: the test
 //! is client 127.0.0.1, and a socket bound to 127.0.0.2 is a second client; a trusted proxy's
 //! `X-Forwarded-For` stands in for clients elsewhere (IPv4 and IPv6).
 

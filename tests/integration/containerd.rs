@@ -1,6 +1,5 @@
 //! containerd's own client (`ctr`, with a private containerd daemon) pulling through hubferry
-//! as the `hosts.toml` mirror of two registries: every request carries `?ns=<registry>`
-//! (issue 6, item 2).
+//! as the `hosts.toml` mirror of two registries: every request carries `?ns=<registry>`.
 
 use std::{
     path::Path,
@@ -137,7 +136,7 @@ fn ctr_pulls_two_registries_through_one_mirror() {
         .any(|r| r.uri.starts_with("/v2/owner/image/") && r.uri.ends_with("?ns=ghcr.io")));
 }
 
-/// Managed auth (issue 6, item 5) with containerd's own token client: with `--user` it asks
+/// Managed auth with containerd's own token client: with `--user` it asks
 /// hubferry's `/token` with the OAuth2 password form, and hubferry pulls Docker Hub with its
 /// own account and the second registry (no account) with anonymous tokens from the realm that
 /// registry names.

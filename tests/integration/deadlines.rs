@@ -1,4 +1,4 @@
-//! Every phase has a deadline (issue 5, "safe on the open internet", items 5 and 9), attacked
+//! Every phase has a deadline, attacked
 //! over raw sockets so that no client library's own timeouts or eager reads hide a hang: request
 //! bodies that stall or break, upstreams that take a body and never answer, a token issuer that
 //! stops half-way through its answer, and clients that stop reading a download.

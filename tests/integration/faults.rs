@@ -1,4 +1,4 @@
-//! Faults survived (issue 5, items 1–4), injected for real: a relay between hubferry and the
+//! Faults survived, injected for real: a relay between hubferry and the
 //! CDN resets or stalls connections mid-blob, upstreams that never accept or never answer,
 //! clients that leave, and far more connections than allowed.
 

@@ -1,6 +1,6 @@
-//! Hostile input, sent over raw sockets because awc and curl refuse to send most of it (items 5, 6
-//! and 8 of the faults issue): heads that trickle, overflow or do not parse; paths and queries
-//! that read two ways; forged `Host` headers aimed at the token realm.
+//! Hostile input, sent over raw sockets because awc and curl refuse to send most of it: heads
+//! that trickle, overflow or do not parse; paths and queries that read two ways; forged `Host`
+//! headers aimed at the token realm.
 
 use std::{
     io::{ErrorKind, Read, Write},
@@ -90,7 +90,7 @@ fn echo_upstream() -> (String, Hubferry) {
     (upstream, hf)
 }
 
-// Item 5. The request head is parsed by actix-http before hubferry's App sees the request, so
+// Request heads. The request head is parsed by actix-http before hubferry's App sees the request, so
 // these answers are actix-http's own: a status and no JSON body, which is what a protocol-level
 // error can have (the client did not speak HTTP well enough to be a registry client).
 
@@ -190,7 +190,7 @@ fn malformed_request_heads_get_400_and_the_connection_closes() {
     assert_still_serving(&hf);
 }
 
-// Item 6.
+// Paths and queries that read two ways.
 
 /// The registry JSON error a refused request got; the echo upstream would have answered 200
 /// with a report of the request instead.
@@ -357,7 +357,7 @@ fn legitimate_registry_traffic_goes_up_exactly_as_checked() {
     }
 }
 
-// Item 8: the realm (and every `Location` pointed back at us) against a forged `Host`, from the
+// Forged `Host`: the realm (and every `Location` pointed back at us) against a forged `Host`, from the
 // real registry's challenges and upload answers.
 
 fn realm_for_host(hf: &Hubferry, host: &str) -> String {

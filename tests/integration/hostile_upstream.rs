@@ -1,4 +1,4 @@
-//! Upstream answers that could hurt (issue 5, item 7): redirects into the mirror's own network,
+//! Upstream answers that could hurt: redirects into the mirror's own network,
 //! malformed challenges, and bodies that disagree with their `Content-Length`. Redirect loops
 //! and non-http(s) `Location`s are in `redirects`, a body shorter than its length in `failures`.
 

@@ -1,4 +1,4 @@
-//! The landing page (issue 6, item 9): browsers asking for `/` get a page filled in with the
+//! The landing page: browsers asking for `/` get a page filled in with the
 //! mirror's public URL and live status; registry clients still get the registry's answer. A
 //! real browser (Debian's headless `chromium`) renders it: its DOM holds the set-up text, and
 //! its screenshot is a page, not a blank.
@@ -38,7 +38,8 @@ fn browsers_get_the_page_registry_clients_the_registry() {
         assert!(html.contains(text), "missing {text} in\n{html}");
     }
 
-    // Without text/html, `/` is forwarded as the seed forwards it: the registry's own answer.
+    // Without text/html, `/` is forwarded as the nginx config hubferry replaces forwards it:
+    // the registry's own answer.
     let direct = raw_get(w.registry_host(), "/", &[]);
     for accept in [None, Some("*/*"), Some("application/json")] {
         let headers: Vec<(&str, &str)> = accept.map(|a| ("Accept", a)).into_iter().collect();

@@ -1,4 +1,4 @@
-//! Nothing a client sends forges a log line (security issue, item 8): CR, LF, ESC and the rest of
+//! Nothing a client sends forges a log line: CR, LF, ESC and the rest of
 //! C0 and C1 in a token realm id, a `/v2` path, an OAuth2 `scope` or a user name are escaped in
 //! the text log. The attacks go over raw sockets to the real binary, whose log is a file; each
 //! must leave a log where every line is one record and no control character is left.

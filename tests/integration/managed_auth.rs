@@ -1,4 +1,4 @@
-//! Managed auth (issue 6, item 5) against the real world: hubferry is the token issuer its
+//! Managed auth against the real world: hubferry is the token issuer its
 //! clients see, and pulls from the world's registry with its own account (the world's only
 //! user), so `private/secret`, which anonymous clients cannot pull in passthrough mode (see
 //! `registry_api::private_repos_are_refused_without_credentials`), becomes pullable.

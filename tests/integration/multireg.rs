@@ -1,4 +1,4 @@
-//! Many registries through one hubferry (issue 6, items 1–4): the test world's registry as
+//! Many registries through one hubferry: the test world's registry as
 //! docker.io and a second registry (its own storage, CDN, token issuer and service name) as
 //! ghcr.io, reached by containerd's `?ns=`, by a host name and by a path prefix; token realms
 //! learned per upstream; Docker Hub's `library/` completion of paths and token scopes.
@@ -63,7 +63,7 @@ fn realm_of(challenge: &str) -> String {
     rest[..rest.find('"').unwrap()].to_owned()
 }
 
-// Item 4: `library/` completion, with the real client.
+// `library/` completion, with the real client.
 #[test]
 fn skopeo_pulls_a_short_name_as_library() {
     let (w, _, hf) = start(&FOLLOW_LOCAL_REDIRECTS);
@@ -90,7 +90,7 @@ fn skopeo_pulls_a_short_name_as_library() {
     );
 }
 
-// Item 4: every `scope` of a token request is completed, in the query and in an OAuth2 form.
+// Every `scope` of a token request is completed, in the query and in an OAuth2 form.
 #[actix_rt::test]
 async fn every_scope_of_a_token_request_is_completed() {
     let (w, _, hf) = start(&[]);
@@ -142,7 +142,7 @@ async fn every_scope_of_a_token_request_is_completed() {
     );
 }
 
-// Items 2 and 3: the path-prefix form, with the real client. The second registry's own realm
+// The path-prefix form, with the real client. The second registry's own realm
 // is reached through `/token/ghcr.io/<id>`, with the prefix stripped from skopeo's scopes.
 #[test]
 fn skopeo_pulls_through_a_path_prefix() {
@@ -173,7 +173,7 @@ fn skopeo_pulls_through_a_path_prefix() {
         .any(|r| r.uri == "/v2/owner/image/manifests/v1"));
 }
 
-// Item 2: a host name mapped to an upstream (`localhost` → ghcr.io), with the real client.
+// A host name mapped to an upstream (`localhost` → ghcr.io), with the real client.
 #[test]
 fn skopeo_pulls_by_host_name() {
     let (_, second, hf) = start(&FOLLOW_LOCAL_REDIRECTS);
@@ -188,7 +188,7 @@ fn skopeo_pulls_by_host_name() {
     assert_blobs_copied(&dir, &image.blobs);
 }
 
-// Items 2 and 3 as containerd does it (hosts.toml mirror): `?ns=` on every request, no `/v2/`
+// Registries by `?ns=` and their realms, as containerd asks (hosts.toml mirror): `?ns=` on every request, no `/v2/`
 // first, HEAD to resolve, the token from the realm the challenge named, then the blob.
 #[actix_rt::test]
 async fn containerd_requests_with_ns_reach_their_registry() {
@@ -302,7 +302,7 @@ async fn containerd_requests_with_ns_reach_their_registry() {
     assert_eq!(body["errors"][0]["code"], "NAME_UNKNOWN");
 }
 
-// Item 2: the path prefix is stripped going up and put back on what comes down.
+// The path prefix is stripped going up and put back on what comes down.
 #[actix_rt::test]
 async fn the_path_prefix_is_put_back_on_challenge_scopes() {
     let (_, _, hf) = start(&FOLLOW_LOCAL_REDIRECTS);
@@ -341,7 +341,7 @@ async fn the_path_prefix_is_put_back_on_challenge_scopes() {
     assert_eq!(res.status(), 200);
 }
 
-// Item 3: `/token/<upstream>/<id>` reaches only a realm that upstream named. A hubferry that
+// `/token/<upstream>/<id>` reaches only a realm that upstream named. A hubferry that
 // never relayed a challenge (another worker, another replica) learns it from the upstream.
 #[actix_rt::test]
 async fn token_realms_are_only_those_an_upstream_named() {
