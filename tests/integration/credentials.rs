@@ -25,15 +25,11 @@ fn start(
     let w = world::plain();
     let second = world::second();
     let echo = fakes::upstream();
-    let dir = tempfile::tempdir().unwrap().keep();
-    world::remove_at_exit(dir.clone());
-    let file = dir.join("hubferry.toml");
-    let config = format!(
+    let file = world::config_file(&format!(
         "[[upstreams]]\nname = \"ghcr.io\"\nregistry = \"{}\"\n\n\
          [[upstreams]]\nname = \"evil.test\"\nregistry = \"{echo}\"\nrealm = \"{echo}/token\"\n{evil_settings}",
         second.url
-    );
-    std::fs::write(&file, config).unwrap();
+    ));
     let args = [
         &["--config", file.to_str().unwrap(), "--library", "true"],
         extra,
@@ -289,17 +285,10 @@ async fn another_registry_is_asked_anonymously_and_its_token_works_there() {
 async fn a_token_answer_that_cannot_be_marked_is_not_passed_on() {
     let issuer = fakes::odd_token_issuer();
     let echo = fakes::upstream();
-    let dir = tempfile::tempdir().unwrap().keep();
-    world::remove_at_exit(dir.clone());
-    let file = dir.join("hubferry.toml");
-    std::fs::write(
-        &file,
-        format!(
+    let file = world::config_file(&format!(
             "[[upstreams]]\nname = \"coded.test\"\nregistry = \"{echo}\"\nrealm = \"{issuer}/coded\"\n\n\
              [[upstreams]]\nname = \"trickle.test\"\nregistry = \"{echo}\"\nrealm = \"{issuer}/trickle\"\n"
-        ),
-    )
-    .unwrap();
+    ));
     let hf = Hubferry::start_with(&["--config", file.to_str().unwrap(), "--idle-timeout", "2s"]);
     let client = world::client(None);
     for (registry, status) in [("coded.test", 502), ("trickle.test", 504)] {

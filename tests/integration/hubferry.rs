@@ -225,6 +225,14 @@ impl Hubferry {
     /// As [`Hubferry::for_world`], with another registry on the world's storage (see
     /// `World::registry_redirecting_to`).
     pub fn for_registry(world: &World, registry_url: &str, extra: &[&str]) -> Hubferry {
+        let mut args = Self::world_args(world, registry_url);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::start(&args)
+    }
+
+    /// The flags that point hubferry at `registry_url` and the world's token issuer and search
+    /// index (and its CA, in the TLS world).
+    pub fn world_args(world: &World, registry_url: &str) -> Vec<String> {
         let mut args = vec![
             "--registry".to_owned(),
             registry_url.to_owned(),
@@ -237,8 +245,7 @@ impl Hubferry {
             args.push("--ca-file".to_owned());
             args.push(ca.display().to_string());
         }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Self::start(&args)
+        args
     }
 
     pub fn log_text(&self) -> String {

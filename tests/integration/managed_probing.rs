@@ -47,14 +47,7 @@ fn managed(w: &World, users: &[(&str, &str)], cost: u32, extra: &[&str]) -> Hubf
         file.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let mut full: Vec<String> = vec![
-        "--registry".into(),
-        w.registry_url.clone(),
-        "--auth".into(),
-        w.issuer_url.clone(),
-        "--index".into(),
-        w.issuer_url.clone(),
-    ];
+    let mut full = Hubferry::world_args(w, &w.registry_url);
     full.extend(args.iter().map(|s| s.to_string()));
     Hubferry::start_with_env(&full, &[("HUBFERRY_AUTH__TOKENS", STATIC_TOKEN)])
 }

@@ -78,17 +78,7 @@ fn a_crowd_of_downloads_in_a_small_cgroup_is_refused_not_oom_killed() {
         return;
     };
     let w = world::plain();
-    let mut args: Vec<String> = vec![
-        "--registry".into(),
-        w.registry_url.clone(),
-        "--auth".into(),
-        w.issuer_url.clone(),
-        "--index".into(),
-        w.issuer_url.clone(),
-    ];
-    if let Some(ca) = &w.ca_file {
-        args.extend(["--ca-file".into(), ca.display().to_string()]);
-    }
+    let mut args = Hubferry::world_args(w, &w.registry_url);
     args.extend(FOLLOW_LOCAL_REDIRECTS.map(String::from));
     let hf = Hubferry::start_in_cgroup(&args, &cgroup.procs);
     let log = hf.log_text();

@@ -24,14 +24,10 @@ const CONTAINERD_ACCEPT: &str = "application/vnd.docker.distribution.manifest.v2
 fn start(extra: &[&str]) -> (&'static World, &'static SecondRegistry, Hubferry) {
     let w = world::plain();
     let second = world::second();
-    let dir = tempfile::tempdir().unwrap().keep();
-    world::remove_at_exit(dir.clone());
-    let file = dir.join("hubferry.toml");
-    let config = format!(
+    let file = world::config_file(&format!(
         "[[upstreams]]\nname = \"ghcr.io\"\nregistry = \"{}\"\nhost_names = [\"localhost\"]\n",
         second.url
-    );
-    std::fs::write(&file, config).unwrap();
+    ));
     let args = [
         &["--config", file.to_str().unwrap(), "--library", "true"],
         extra,

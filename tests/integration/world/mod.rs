@@ -39,8 +39,8 @@ pub use images::*;
 pub use issuer::IssuerRecord;
 #[allow(unused_imports)]
 pub use process::{
-    free_port, remove_at_exit, require_tool, reset_on_close, spawn_child, try_spawn_child,
-    wait_for_port, ManagedChild,
+    config_file, free_port, remove_at_exit, require_tool, reset_on_close, spawn_child,
+    try_spawn_child, wait_for_port, ManagedChild,
 };
 #[allow(unused_imports)]
 pub use registry::RegistryRequest;

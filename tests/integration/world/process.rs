@@ -144,6 +144,15 @@ pub fn try_spawn_child(cmd: Command) -> io::Result<ManagedChild> {
 
 /// Remove `dir` (recursively) when the test process exits normally, unless
 /// `HUBFERRY_KEEP_WORLD` is set (to read logs after a failure).
+/// A `hubferry.toml` holding `toml`, in a scratch directory removed at exit.
+pub fn config_file(toml: &str) -> PathBuf {
+    let dir = tempfile::tempdir().expect("create a scratch dir").keep();
+    remove_at_exit(dir.clone());
+    let file = dir.join("hubferry.toml");
+    std::fs::write(&file, toml).expect("write hubferry.toml");
+    file
+}
+
 pub fn remove_at_exit(dir: PathBuf) {
     if std::env::var_os("HUBFERRY_KEEP_WORLD").is_some() {
         eprintln!("HUBFERRY_KEEP_WORLD: keeping {}", dir.display());
