@@ -9,7 +9,7 @@ use actix_web::{
 use derive_more::{Display, Error};
 use serde_json::json;
 
-use crate::{held_body::HeldBody, request_target::Rejection};
+use crate::{held_body::HeldBody, proxy::target::Rejection};
 
 /// Which upstream host an error came from; named in every message so an operator reading the
 /// log knows where to look.
@@ -59,7 +59,7 @@ pub enum ProxyError {
     /// The client's address is not allowed to use this mirror (`access.allow`/`access.deny`).
     #[display("access from {client} is not allowed by this mirror")]
     Denied { client: std::net::IpAddr },
-    /// The client is over one of its limits (see `crate::guard`); `retry_after` in seconds.
+    /// The client is over one of its limits (see `crate::middleware::access_control`); `retry_after` in seconds.
     #[display("too many requests from {client}: {limit}; retry in {retry_after}s")]
     TooManyRequests {
         client: std::net::IpAddr,

@@ -10,9 +10,9 @@ use actix_web::http::header::HeaderValue;
 use url::{form_urlencoded, Url};
 
 use crate::{
-    egress, headers,
-    image_policy::{complete_library, ImagePolicy, Pattern, PatternList},
-    redirect, request_target, routes,
+    upstream::egress, proxy::headers,
+    policy::images::{complete_library, ImagePolicy, Pattern, PatternList},
+    upstream::redirect, proxy::target, routes,
 };
 
 /// A fuzz target: takes any bytes, panics only on a broken invariant.
@@ -160,7 +160,7 @@ pub fn address(data: &[u8]) {
 /// as forwarded, with the same endpoint, and reach the upstream unchanged.
 pub fn registry_path(data: &[u8]) {
     let raw = format!("/v2/{}", text(data));
-    let Ok(checked) = request_target::registry_path(&raw) else {
+    let Ok(checked) = target::registry_path(&raw) else {
         return;
     };
     let path = &checked.path;
@@ -172,7 +172,7 @@ pub fn registry_path(data: &[u8]) {
         !path.contains('\\') && !path.bytes().any(|b| b.is_ascii_control()),
         "{raw:?} -> {path:?}"
     );
-    let again = request_target::registry_path(path)
+    let again = target::registry_path(path)
         .unwrap_or_else(|e| panic!("{raw:?} passed, its forwarded form {path:?} did not: {e:?}"));
     assert_eq!(again.endpoint, checked.endpoint, "{raw:?}");
     let base = Url::parse("https://registry.example").unwrap();
@@ -214,7 +214,7 @@ pub fn image_policy(data: &[u8]) {
         deny: PatternList::compile(&deny).expect("parsed patterns compile"),
         message: "refused".into(),
     };
-    let mut upstreams = vec![crate::upstreams::DOCKER_HUB.to_owned()];
+    let mut upstreams = vec![crate::upstream::registries::DOCKER_HUB.to_owned()];
     for pattern in allow.iter().chain(&deny) {
         upstreams.push(pattern.upstream().to_owned());
         upstreams.push(pattern.upstream().to_ascii_uppercase());

@@ -271,7 +271,7 @@ impl Metrics {
         }
     }
 
-    /// A client request refused by `crate::guard`.
+    /// A client request refused by `crate::middleware::access_control`.
     pub fn refused(&self, reason: &'static str) {
         self.refusals.get_or_create(&RefusalLabels { reason }).inc();
     }

@@ -13,15 +13,15 @@ use serde_json::json;
 
 use super::{checked_query, public_base, token, Proxy};
 use crate::{
-    clients::{self, Secret, Subject},
+    auth::users::{self, Secret, Subject},
     config::ManagedAuth,
     error::ProxyError,
-    grant::{self, Grant, TokenKey},
-    guard, headers,
-    login::{Logins, Refusal},
-    upstream::{self, Outgoing, RequestBody},
-    upstream_tokens::UpstreamTokens,
-    upstreams::Upstream,
+    auth::grant::{self, Grant, TokenKey},
+    middleware::access_control, proxy::headers,
+    auth::login::{Logins, Refusal},
+    upstream::client::{self, Outgoing, RequestBody},
+    auth::upstream_tokens::UpstreamTokens,
+    upstream::registries::Upstream,
 };
 
 /// The `service` hubferry's challenges name: its own tokens are for itself.
@@ -105,7 +105,7 @@ pub async fn token(
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(clients::parse_basic),
+            .and_then(users::parse_basic),
     };
     let subject = match credentials {
         Some((user, password)) => log_in(req, proxy, managed, &user, &password).await?,
@@ -201,7 +201,7 @@ pub async fn log_in(
 /// forwarded for.
 fn client_of(req: &HttpRequest) -> std::net::IpAddr {
     req.extensions()
-        .get::<guard::ClientIp>()
+        .get::<access_control::ClientIp>()
         .map(|client| client.0)
         .or_else(|| req.peer_addr().map(|addr| addr.ip()))
         .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into())
@@ -234,7 +234,7 @@ pub fn admit(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(clients::parse_bearer);
+        .and_then(users::parse_bearer);
     let problem = match bearer {
         None => None,
         // A static token used directly (`curl -H "Authorization: Bearer ..."`).
@@ -287,7 +287,7 @@ pub async fn admit_search(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(clients::parse_basic);
+        .and_then(users::parse_basic);
     match basic {
         Some((user, password)) => log_in(req, proxy, managed, &user, &password)
             .await
@@ -372,7 +372,7 @@ async fn fetch_upstream_token(
         headers,
     };
     let config = &proxy.config;
-    let mut response = upstream::send(
+    let mut response = client::send(
         &proxy.client,
         &out,
         RequestBody::None,
@@ -402,7 +402,7 @@ async fn fetch_upstream_token(
             proxy.metrics.upstream_error(out.upstream, "body");
             return Err(ProxyError::Timeout {
                 upstream: out.upstream,
-                url: crate::redirect::shown(&out.url),
+                url: crate::upstream::redirect::shown(&out.url),
                 phase: "send its token answer",
                 limit,
             });

@@ -17,21 +17,21 @@ use actix_web::{
 use url::Url;
 
 use crate::{
-    access,
+    middleware::access_log,
     config::Config,
-    credentials::Carried,
+    proxy::credentials::Carried,
     error::{ProxyError, UpstreamName},
-    guard,
-    headers::{self, Downstream},
+    middleware::access_control,
+    proxy::headers::{self, Downstream},
     metrics::Metrics,
-    origin,
-    realms::{self, Realms},
-    redirect,
-    request_target::{self, Rejection},
-    resume::{self, Resumer},
-    scope,
-    upstream::{self, Outgoing, RequestBody},
-    upstreams::{self, Upstream, Via},
+    net::origin,
+    upstream::realms::{self, Realms},
+    upstream::redirect,
+    proxy::target::{self, Rejection},
+    stream::resume::{self, Resumer},
+    proxy::scope,
+    upstream::client::{self, Outgoing, RequestBody},
+    upstream::registries::{self, Upstream, Via},
 };
 
 /// What each worker holds: its own upstream client (awc clients are not `Send`) and the
@@ -111,7 +111,7 @@ fn resolve<'a>(
     query: Option<&str>,
     name: Option<&str>,
 ) -> Result<(&'a Upstream, Via), ProxyError> {
-    let ns = upstreams::ns_param(query);
+    let ns = registries::ns_param(query);
     config
         .registries
         .resolve(
@@ -152,7 +152,7 @@ pub(crate) fn upstream_url(base: &Url, path: &str, query: Option<&str>) -> Resul
 fn checked_query(req: &HttpRequest) -> Result<Option<&str>, ProxyError> {
     let query = req.uri().query();
     if let Some(query) = query {
-        request_target::query(query)?;
+        target::query(query)?;
     }
     Ok(query)
 }
@@ -205,7 +205,7 @@ async fn forward(
     let downstream = Downstream {
         peer_ip: req.peer_addr().map(|addr| addr.ip()),
         // Set by the guard when trusted proxies name another client.
-        client_ip: req.extensions().get::<guard::ClientIp>().map(|c| c.0),
+        client_ip: req.extensions().get::<access_control::ClientIp>().map(|c| c.0),
         proto: downstream_proto(req),
     };
     let mut upstream_headers =
@@ -226,7 +226,7 @@ async fn forward(
         upstream: policy.upstream,
         redirects: 0,
     };
-    access::Notes::trace(req, trace);
+    access_log::Notes::trace(req, trace);
     let followable =
         matches!(body, RequestBody::None) && matches!(out.method, Method::GET | Method::HEAD);
     // Only GETs of blobs by digest: the same bytes whenever asked (see `resume`).
@@ -253,11 +253,11 @@ async fn forward(
         .await?;
         proxy.metrics.redirects_followed(followed.hops);
         trace.redirects = followed.hops;
-        access::Notes::trace(req, trace);
+        access_log::Notes::trace(req, trace);
         from_cdn = followed.upstream == redirect::CDN;
         followed.response
     } else {
-        upstream::send(&proxy.client, &out, body, &config.timeouts, &proxy.metrics).await?
+        client::send(&proxy.client, &out, body, &config.timeouts, &proxy.metrics).await?
     };
 
     let upstream_headers = response.headers();
@@ -274,7 +274,7 @@ async fn forward(
     if let Some(view) = policy.rewrite_to_mirror {
         rewrite_to_mirror(&mut headers, req, config, &proxy.realms, view);
     }
-    Ok(upstream::relay(
+    Ok(client::relay(
         response,
         req.head(),
         headers,

@@ -12,12 +12,12 @@ use super::{
     RoutePolicy,
 };
 use crate::{
-    credentials::Carried,
+    proxy::credentials::Carried,
     error::ProxyError,
-    request_target::{self, Endpoint, RegistryPath},
-    scope,
-    upstream::RequestBody,
-    upstreams::Via,
+    proxy::target::{self, Endpoint, RegistryPath},
+    proxy::scope,
+    upstream::client::RequestBody,
+    upstream::registries::Via,
 };
 
 /// Request filter: only paths of the registry API, checked against its grammar, go up, in the
@@ -33,7 +33,7 @@ pub async fn v2(
     // needed its endpoint; checked again otherwise.
     let checked = match req.extensions_mut().remove::<RegistryPath>() {
         Some(checked) => checked,
-        None => request_target::registry_path(req.uri().path())?,
+        None => target::registry_path(req.uri().path())?,
     };
     if checked.endpoint == Endpoint::Catalog {
         return Err(ProxyError::CatalogUnsupported);
@@ -143,7 +143,7 @@ pub async fn other(
     payload: web::Payload,
     proxy: web::Data<Proxy>,
 ) -> Result<HttpResponse, ProxyError> {
-    request_target::plain_path(req.uri().path())?;
+    target::plain_path(req.uri().path())?;
     // In managed mode nothing reaches an upstream before admission, whatever the path.
     if let Some(managed) = &proxy.managed {
         managed::admit(&req, &proxy, managed, None)?;

@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::{
     checked_query, client_credentials, forward, managed, upstream_url, Proxy, RoutePolicy,
 };
-use crate::{credentials::Carried, error::ProxyError, upstream::RequestBody};
+use crate::{proxy::credentials::Carried, error::ProxyError, upstream::client::RequestBody};
 
 pub async fn search(
     req: HttpRequest,

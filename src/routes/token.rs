@@ -18,15 +18,15 @@ use url::Url;
 
 use super::{checked_query, forward, home, managed, upstream_url, Proxy, RoutePolicy};
 use crate::{
-    credentials::{self, Carried},
+    proxy::credentials::{self, Carried},
     error::{BodyFault, ProxyError, UnreadBody},
-    headers,
-    realms::parse_realm,
-    redirect,
-    request_target::Rejection,
-    scope,
-    upstream::{self, Outgoing, RequestBody},
-    upstreams::Upstream,
+    proxy::headers,
+    upstream::realms::parse_realm,
+    upstream::redirect,
+    proxy::target::Rejection,
+    proxy::scope,
+    upstream::client::{self, Outgoing, RequestBody},
+    upstream::registries::Upstream,
 };
 
 /// Largest OAuth2 form body read to map its scopes (a real one is well under 1 KiB).
@@ -119,7 +119,7 @@ async fn learn_realms(
         headers,
     };
     let config = &proxy.config;
-    let response = upstream::send(
+    let response = client::send(
         &proxy.client,
         &out,
         RequestBody::None,

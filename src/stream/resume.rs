@@ -24,8 +24,8 @@ use crate::{
     config::Config,
     error::ProxyError,
     metrics::{Metrics, StreamInFlight},
-    redirect,
-    upstream::{IdleGuard, Outgoing, UpstreamResponse},
+    upstream::redirect,
+    upstream::client::{IdleGuard, Outgoing, UpstreamResponse},
 };
 
 /// Longest wait between two tries, however many failed in a row.

@@ -2,6 +2,9 @@
 //! variables and flags (in rising precedence), then `validate` turns it into the typed [`Config`]
 //! the server runs on. Every problem is reported as one line naming the key.
 
+pub mod capacity;
+pub mod pem;
+
 use std::{fmt, net::SocketAddr, num::NonZeroUsize, path::PathBuf, time::Duration};
 
 use clap::Parser;
@@ -9,15 +12,14 @@ use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::image_policy::{ImagePolicy, Pattern, PatternList};
+use crate::policy::images::{ImagePolicy, Pattern, PatternList};
 use crate::{
-    capacity,
-    client_ip::Cidr,
-    clients::{Credentials, Secret, Users},
-    grant::TokenKey,
-    origin::ServerName,
-    request_target::is_name_component,
-    upstreams::{self, Registries, Upstream, DOCKER_HUB},
+    middleware::client_addr::Cidr,
+    auth::users::{Credentials, Secret, Users},
+    auth::grant::TokenKey,
+    net::origin::ServerName,
+    proxy::target::is_name_component,
+    upstream::registries::{self, Registries, Upstream, DOCKER_HUB},
 };
 
 /// Where the admin listener binds unless told otherwise: loopback, on a port that no exporter in
@@ -621,7 +623,7 @@ pub struct ManagedAuth {
     pub login_failures_per_minute: u32,
 }
 
-/// Who may use the mirror (see `crate::guard`); empty lists: everyone.
+/// Who may use the mirror (see `crate::middleware::access_control`); empty lists: everyone.
 #[derive(Debug, Clone, Default)]
 pub struct AccessPolicy {
     /// When not empty, only these networks are served.
@@ -706,7 +708,7 @@ pub struct RedirectPolicy {
     pub allow_private: bool,
 }
 
-/// How broken downloads are resumed (see `crate::resume`).
+/// How broken downloads are resumed (see `crate::stream::resume`).
 #[derive(Debug, Clone, Copy)]
 pub struct ResumePolicy {
     /// Tries in a row without progress; 0: resume is off.
@@ -862,7 +864,7 @@ impl RawSettings {
                 .map_err(|e| invalid("upstream.index", e))?,
             extra_roots: match &self.upstream.ca_file {
                 Some(path) if !path.as_os_str().is_empty() => {
-                    crate::pem::certificates(path).map_err(|e| invalid("upstream.ca_file", e))?
+                    crate::config::pem::certificates(path).map_err(|e| invalid("upstream.ca_file", e))?
                 }
                 _ => Vec::new(),
             },
@@ -991,7 +993,7 @@ fn registries(
         forward_credentials: false,
         credentials: hub_credentials,
     }];
-    for (name, url) in upstreams::BUILT_IN {
+    for (name, url) in registries::BUILT_IN {
         list.push(Upstream {
             name: name.into(),
             registry: Url::parse(url).expect("built-in URLs parse"),
@@ -1699,7 +1701,7 @@ mod tests {
 
     #[test]
     fn the_readme_example_config_is_valid() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let example = readme
             .split("An example `hubferry.toml`:")
             .nth(1)
@@ -1716,7 +1718,7 @@ mod tests {
 
     #[test]
     fn the_readme_access_control_example_is_valid() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let example = readme
             .split("### Access control and client limits")
             .nth(1)
@@ -1735,7 +1737,7 @@ mod tests {
 
     #[test]
     fn the_readme_many_registry_example_is_valid() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let example = readme
             .split("A many-registry `hubferry.toml`")
             .nth(1)
@@ -1766,11 +1768,11 @@ mod tests {
         for (name, text) in [
             (
                 "kubernetes.toml",
-                include_str!("../deploy/kubernetes/hubferry.toml"),
+                include_str!("../../deploy/kubernetes/hubferry.toml"),
             ),
             (
                 "systemd.toml",
-                include_str!("../deploy/systemd/hubferry.toml"),
+                include_str!("../../deploy/systemd/hubferry.toml"),
             ),
         ] {
             let file = dir.join(name);
@@ -2171,7 +2173,7 @@ host_names = ["hub.mirror.test"]
 
     #[test]
     fn the_readme_managed_auth_example_is_valid() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let example = readme
             .split("### Managed auth")
             .nth(1)

@@ -12,7 +12,7 @@ use std::{
 
 use ipnet::{IpNet, Ipv6Net};
 
-use crate::embedded_ipv4::embedded_ipv4;
+use crate::net::embedded_ipv4::embedded_ipv4;
 
 /// A network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`); a bare address is a /32 (/128).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,9 +8,9 @@ use url::Url;
 use crate::{
     config::{RedirectPolicy, Timeouts},
     error::{ProxyError, UpstreamName},
-    headers,
+    proxy::headers,
     metrics::Metrics,
-    upstream::{self, Outgoing, RequestBody, UpstreamResponse},
+    upstream::client::{self, Outgoing, RequestBody, UpstreamResponse},
 };
 
 /// What the hops to another origin than the registry's are called: the blob CDN.
@@ -131,7 +131,7 @@ pub async fn follow(
     let mut hops = 0;
     loop {
         let mut response =
-            upstream::send(client, &current, RequestBody::None, timeouts, metrics).await?;
+            client::send(client, &current, RequestBody::None, timeouts, metrics).await?;
         let status = response.status();
         if !is_followed_redirect(status) {
             return Ok(Followed {

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::clients::Secret;
+use crate::auth::users::Secret;
 
 /// Keys kept before expired slots are swept: a client cannot grow the table without bound by
 /// asking for many repositories.

@@ -7,7 +7,7 @@
 
 use url::Url;
 
-use crate::{clients::Credentials, origin::ServerName};
+use crate::{auth::users::Credentials, net::origin::ServerName};
 
 /// The name of Docker Hub's entry: configured by the `[upstream]` section (and its flags), the
 /// only one `/token` without a suffix and `/v1/search` serve.

@@ -23,7 +23,7 @@ use awc::http::Uri;
 use futures_util::future::LocalBoxFuture;
 use url::Url;
 
-use crate::{config::Config, embedded_ipv4::embedded_ipv4};
+use crate::{config::Config, net::embedded_ipv4::embedded_ipv4};
 
 /// Why `ip` is not a public unicast address (its kind, for error messages), or `None` when it
 /// is one. IPv4 inside IPv6 (mapped `::ffff:a.b.c.d`, compatible `::a.b.c.d`, NAT64

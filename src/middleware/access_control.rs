@@ -31,12 +31,12 @@ use actix_web::{
 };
 
 use crate::{
-    client_ip,
+    middleware::client_addr,
     config::{AccessPolicy, Config},
     error::ProxyError,
     held_body::HeldBody,
     metrics::Metrics,
-    request_target::{self, Endpoint},
+    proxy::target::{self, Endpoint},
 };
 
 /// Shards of the client table, so workers seldom wait on each other's lock.
@@ -76,9 +76,9 @@ impl Guard {
         }
     }
 
-    /// Whether `client` may use the mirror at all (see [`client_ip::admitted`]).
+    /// Whether `client` may use the mirror at all (see [`client_addr::admitted`]).
     fn allows(&self, client: IpAddr) -> bool {
-        client_ip::admitted(&self.access.allow, &self.access.deny, client)
+        client_addr::admitted(&self.access.allow, &self.access.deny, client)
     }
 
     fn limits_on(&self) -> bool {
@@ -121,7 +121,7 @@ impl Guard {
         endpoint: Endpoint,
         method: &Method,
     ) -> Result<Option<StreamSlot>, (ProxyError, &'static str)> {
-        let key = client_ip::limit_key(client);
+        let key = client_addr::limit_key(client);
         let now = Instant::now();
         let per_minute = self.manifests_per_minute;
         let too_many = |limit: String, retry_after: u64| ProxyError::TooManyRequests {
@@ -341,14 +341,14 @@ pub async fn check(
         return pass(req, next, (None, None)).await; // no socket (in-process tests): nothing to judge
     };
     let forwarded = req.headers().get_all(header::X_FORWARDED_FOR);
-    let client = client_ip::client_ip(
+    let client = client_addr::client_ip(
         peer,
         forwarded.filter_map(|v| v.to_str().ok()),
         &guard.access.trusted_proxies,
     );
     if client != peer.to_canonical() {
         req.extensions_mut().insert(ClientIp(client));
-        crate::access::Notes::client(&req, client);
+        crate::middleware::access_log::Notes::client(&req, client);
     }
     if !guard.allows(client) {
         return Ok(refuse(req, &guard, ProxyError::Denied { client }, "denied"));
@@ -356,7 +356,7 @@ pub async fn check(
     let mut slots = (None, None);
     if guard.limits_on() && matches!(*req.method(), Method::GET | Method::HEAD) {
         // An invalid path is refused by its route; it has nothing to count.
-        if let Ok(checked) = request_target::registry_path(req.path()) {
+        if let Ok(checked) = target::registry_path(req.path()) {
             let endpoint = checked.endpoint;
             // Kept for the route, which would check the same path again.
             req.extensions_mut().insert(checked);

@@ -27,14 +27,14 @@ use rustls::{pki_types::CertificateDer, ClientConfig, RootCertStore};
 use url::Url;
 
 use crate::{
-    chunking::ClientChunks,
+    stream::chunking::ClientChunks,
     config::Timeouts,
-    egress,
+    upstream::egress,
     error::{ProxyError, UpstreamName},
     metrics::Metrics,
-    redirect,
-    resume::{Download, Resume, Resumer},
-    upload,
+    upstream::redirect,
+    stream::resume::{Download, Resume, Resumer},
+    stream::upload,
 };
 
 /// TLS settings shared by every worker's client: the standard web roots (so a fresh machine

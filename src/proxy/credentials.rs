@@ -16,7 +16,7 @@
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 
-use crate::upstreams::Upstream;
+use crate::upstream::registries::Upstream;
 
 /// What starts a marked token; never part of a registry name, which is a single name component.
 const MARK: &str = "hf~";
@@ -147,7 +147,7 @@ pub fn token_form(form: &str, upstream: &Upstream, trusted: bool) -> Option<Stri
         Some(refresh) => {
             let inner = token_for(&refresh, upstream, trusted)?.to_owned();
             Some(
-                crate::scope::map_form_values(form, "refresh_token", |_| inner.clone())
+                crate::proxy::scope::map_form_values(form, "refresh_token", |_| inner.clone())
                     .into_owned(),
             )
         }

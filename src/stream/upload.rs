@@ -85,7 +85,7 @@ where
         idle: timeouts.body_idle,
         headers: timeouts.response_headers,
         upstream,
-        url: crate::redirect::shown(url),
+        url: crate::upstream::redirect::shown(url),
     };
     (body, deadline)
 }

@@ -23,7 +23,7 @@ use std::{
 
 use tokio::sync::Semaphore;
 
-use crate::clients::{Subject, Users};
+use crate::auth::users::{Subject, Users};
 
 /// Clients (and, separately, user names) whose failures are remembered; beyond it the one
 /// seen longest ago is forgotten. A few MiB at most.
@@ -94,7 +94,7 @@ impl Logins {
         user: &str,
         password: &str,
     ) -> Result<Subject, Refusal> {
-        let client = crate::client_ip::limit_key(client);
+        let client = crate::middleware::client_addr::limit_key(client);
         let name = counted_name(user);
         let now = Instant::now();
         let reservation = self.reserve(client, &name, now)?;
@@ -280,7 +280,7 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clients::Secret;
+    use crate::auth::users::Secret;
     use std::time::Duration;
 
     fn users() -> Users {

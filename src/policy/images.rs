@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use regex::bytes::{Regex, RegexBuilder};
 
 /// The upstream a pattern without one is about.
-pub use crate::upstreams::DOCKER_HUB as DEFAULT_UPSTREAM;
+pub use crate::upstream::registries::DOCKER_HUB as DEFAULT_UPSTREAM;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pattern {

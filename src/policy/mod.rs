@@ -1,0 +1,3 @@
+//! Which images the mirror serves.
+
+pub mod images;
