@@ -9,7 +9,29 @@ use actix_web::{
 use derive_more::{Display, Error};
 use serde_json::json;
 
-use crate::{held_body::HeldBody, proxy::target::Rejection};
+use crate::held_body::HeldBody;
+
+/// Why a request target is refused (`proxy::target` finds these).
+#[derive(Debug, Clone, PartialEq, Eq, Display)]
+pub enum Rejection {
+    /// The target cannot be read one way only: bad percent-encoding, an encoded slash, a dot
+    /// segment, a backslash, a control character (NUL, CR, LF...), or a query that is not
+    /// well formed.
+    #[display("ambiguous request target: {_0}")]
+    Ambiguous(String),
+    #[display("invalid repository name: {_0}")]
+    Name(String),
+    /// A manifest reference that is neither a tag nor a digest.
+    #[display("invalid manifest reference: {_0}")]
+    Reference(String),
+    #[display("invalid digest: {_0}")]
+    Digest(String),
+    #[display("invalid upload session: {_0}")]
+    Upload(String),
+    /// Well formed, but not a registry API endpoint hubferry carries.
+    #[display("not a registry API endpoint: {_0}")]
+    Unsupported(String),
+}
 
 /// Which upstream host an error came from; named in every message so an operator reading the
 /// log knows where to look.

@@ -10,9 +10,12 @@ use actix_web::http::header::HeaderValue;
 use url::{form_urlencoded, Url};
 
 use crate::{
-    upstream::egress, proxy::headers,
     policy::images::{complete_library, ImagePolicy, Pattern, PatternList},
-    upstream::redirect, proxy::target, routes,
+    proxy::target,
+    proxy::{challenge, location},
+    routes,
+    upstream::egress,
+    upstream::redirect,
 };
 
 /// A fuzz target: takes any bytes, panics only on a broken invariant.
@@ -40,8 +43,8 @@ const REALM: &str = "https://mirror.example.com/token";
 /// valid header value stays one.
 pub fn challenge(data: &[u8]) {
     let value = text(data);
-    let parsed = headers::parse_challenge(&value);
-    let rewritten = headers::rewrite_challenge(&value, REALM);
+    let parsed = challenge::parse_challenge(&value);
+    let rewritten = challenge::rewrite_challenge(&value, REALM);
     if let Some(c) = &parsed {
         assert_eq!(
             rewritten.is_some(),
@@ -50,7 +53,7 @@ pub fn challenge(data: &[u8]) {
         );
     }
     let Some(out) = rewritten else { return };
-    let again = headers::parse_challenge(&out)
+    let again = challenge::parse_challenge(&out)
         .unwrap_or_else(|| panic!("rewritten {value:?} does not parse: {out:?}"));
     assert_eq!(again.scheme, "Bearer");
     assert_eq!(again.params[0], ("realm".to_owned(), REALM.to_owned()));
@@ -110,7 +113,7 @@ pub fn location(data: &[u8]) {
     }
     let upstream = Url::parse("https://registry.example").unwrap();
     let public = "http://mirror.example:5000";
-    if let Some(out) = headers::public_location(&location, &upstream, public) {
+    if let Some(out) = location::public_location(&location, &upstream, public) {
         assert!(out.starts_with("http://mirror.example:5000/"), "{out}");
         let url = Url::parse(&out).unwrap_or_else(|e| panic!("{out:?}: {e}"));
         assert_eq!(url.host_str(), Some("mirror.example"), "{out}");

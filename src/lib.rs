@@ -22,5 +22,6 @@ mod routes;
 mod server;
 mod stream;
 mod upstream;
+mod worker;
 
 pub use server::serve;

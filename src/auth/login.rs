@@ -94,7 +94,7 @@ impl Logins {
         user: &str,
         password: &str,
     ) -> Result<Subject, Refusal> {
-        let client = crate::middleware::client_addr::limit_key(client);
+        let client = crate::net::client_addr::limit_key(client);
         let name = counted_name(user);
         let now = Instant::now();
         let reservation = self.reserve(client, &name, now)?;

@@ -2,5 +2,6 @@
 
 pub mod grant;
 pub mod login;
+pub mod managed;
 pub mod upstream_tokens;
 pub mod users;

@@ -5,6 +5,13 @@
 pub mod capacity;
 pub mod pem;
 
+// Built here, defined where they are used.
+pub use crate::{
+    auth::managed::ManagedAuth,
+    stream::resume::ResumePolicy,
+    upstream::{client::Timeouts, redirect::RedirectPolicy},
+};
+
 use std::{fmt, net::SocketAddr, num::NonZeroUsize, path::PathBuf, time::Duration};
 
 use clap::Parser;
@@ -14,9 +21,9 @@ use url::Url;
 
 use crate::policy::images::{ImagePolicy, Pattern, PatternList};
 use crate::{
-    middleware::client_addr::Cidr,
-    auth::users::{Credentials, Secret, Users},
     auth::grant::TokenKey,
+    auth::users::{Credentials, Secret, Users},
+    net::client_addr::Cidr,
     net::origin::ServerName,
     proxy::target::is_name_component,
     upstream::registries::{self, Registries, Upstream, DOCKER_HUB},
@@ -608,21 +615,6 @@ pub struct Config {
     pub managed: Option<ManagedAuth>,
 }
 
-/// Managed auth (see `routes::managed`): hubferry authenticates its clients, issues its own
-/// tokens and talks to each upstream with that upstream's configured credentials.
-#[derive(Debug, Clone)]
-pub struct ManagedAuth {
-    pub users: Users,
-    /// Clients without credentials get a token too.
-    pub anonymous: bool,
-    /// Lifetime of the tokens hubferry issues.
-    pub token_ttl: Duration,
-    /// From `auth.token_key_file`; `None`: a random key per process.
-    pub token_key: Option<TokenKey>,
-    /// Failed logins per minute per client and per user name (see `login`); 0: no limit.
-    pub login_failures_per_minute: u32,
-}
-
 /// Who may use the mirror (see `crate::middleware::access_control`); empty lists: everyone.
 #[derive(Debug, Clone, Default)]
 pub struct AccessPolicy {
@@ -694,29 +686,6 @@ pub struct Upstreams {
     pub extra_roots: Vec<CertificateDer<'static>>,
 }
 
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    pub connect: Duration,
-    pub response_headers: Duration,
-    pub body_idle: Duration,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct RedirectPolicy {
-    pub max_hops: u32,
-    /// Redirects may lead to loopback, link-local and private addresses.
-    pub allow_private: bool,
-}
-
-/// How broken downloads are resumed (see `crate::stream::resume`).
-#[derive(Debug, Clone, Copy)]
-pub struct ResumePolicy {
-    /// Tries in a row without progress; 0: resume is off.
-    pub attempts: u32,
-    /// Wait before the first try, doubled per further try in a row.
-    pub backoff: Duration,
-}
-
 /// A configuration problem, always naming the key it is about.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ConfigError(String);
@@ -734,6 +703,25 @@ fn invalid(key: &str, problem: impl fmt::Display) -> ConfigError {
 }
 
 impl Config {
+    /// Where the upstream client may connect without the public-address check: Docker Hub's
+    /// URLs, every configured registry and every configured realm (see `upstream::egress`).
+    pub fn egress_policy(&self) -> crate::upstream::egress::Policy {
+        let hub = [
+            &self.upstream.registry,
+            &self.upstream.auth,
+            &self.upstream.index,
+        ];
+        let registries = self
+            .registries
+            .all()
+            .iter()
+            .flat_map(|u| std::iter::once(&u.registry).chain(u.realm.as_ref()));
+        crate::upstream::egress::Policy::new(
+            self.redirect.allow_private,
+            hub.into_iter().chain(registries),
+        )
+    }
+
     /// Loads defaults < file < environment < flags and validates the result.
     pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
         let env = std::env::vars().filter(|(k, _)| k.starts_with("HUBFERRY_"));
@@ -864,7 +852,8 @@ impl RawSettings {
                 .map_err(|e| invalid("upstream.index", e))?,
             extra_roots: match &self.upstream.ca_file {
                 Some(path) if !path.as_os_str().is_empty() => {
-                    crate::config::pem::certificates(path).map_err(|e| invalid("upstream.ca_file", e))?
+                    crate::config::pem::certificates(path)
+                        .map_err(|e| invalid("upstream.ca_file", e))?
                 }
                 _ => Vec::new(),
             },

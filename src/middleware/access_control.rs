@@ -31,11 +31,11 @@ use actix_web::{
 };
 
 use crate::{
-    middleware::client_addr,
     config::{AccessPolicy, Config},
     error::ProxyError,
     held_body::HeldBody,
     metrics::Metrics,
+    net::client_addr,
     proxy::target::{self, Endpoint},
 };
 

@@ -19,10 +19,15 @@ use actix_web::{
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::{
-    config::LogFormat,
-    routes::{Proxy, UpstreamTrace},
-};
+use crate::{config::LogFormat, error::UpstreamName, worker::Worker};
+
+/// Which upstream answered a request and how many redirects were followed, for the access log
+/// (the route fills it in as it forwards).
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTrace {
+    pub upstream: UpstreamName,
+    pub redirects: u32,
+}
 
 /// Everything one access-log line says.
 #[derive(Debug, Clone)]
@@ -167,20 +172,20 @@ pub async fn observe(
         // handlers answer their own errors, so this is only a middleware's).
         Err(err) => {
             let status = err.as_response_error().status_code().as_u16();
-            if let Some((record, started, proxy)) = pending.answered(status, None) {
-                write(record, started, &proxy);
+            if let Some((record, started, worker)) = pending.answered(status, None) {
+                write(record, started, &worker);
             }
             return Err(err);
         }
     };
-    let (record, started, proxy) = pending
+    let (record, started, worker) = pending
         .answered(res.status().as_u16(), Some(res.request()))
         .expect("a request is answered once");
     Ok(res.map_body(move |_, body| LoggedBody {
         body,
         record: Some(record),
         started,
-        proxy,
+        worker,
     }))
 }
 
@@ -213,14 +218,14 @@ struct Pending {
     notes: Rc<Notes>,
     started: Instant,
     record: Option<AccessRecord>,
-    proxy: web::Data<Proxy>,
+    worker: web::Data<Worker>,
 }
 
 impl Pending {
     fn new(req: &ServiceRequest) -> Pending {
-        let proxy = req
-            .app_data::<web::Data<Proxy>>()
-            .expect("Proxy state is registered on every App")
+        let worker = req
+            .app_data::<web::Data<Worker>>()
+            .expect("Worker state is registered on every App")
             .clone();
         let target = req
             .uri()
@@ -244,7 +249,7 @@ impl Pending {
                 upstream: None,
                 redirects: 0,
             }),
-            proxy,
+            worker,
         }
     }
 
@@ -254,13 +259,13 @@ impl Pending {
         &mut self,
         status: u16,
         request: Option<&HttpRequest>,
-    ) -> Option<(AccessRecord, Instant, web::Data<Proxy>)> {
+    ) -> Option<(AccessRecord, Instant, web::Data<Worker>)> {
         let mut record = self.record.take()?;
         self.complete(&mut record, status);
         if let Some(request) = request {
             record.route = route_label(request.match_pattern().as_deref(), request.path());
         }
-        Some((record, self.started, self.proxy.clone()))
+        Some((record, self.started, self.worker.clone()))
     }
 
     fn complete(&self, record: &mut AccessRecord, status: u16) {
@@ -280,18 +285,18 @@ impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(mut record) = self.record.take() {
             self.complete(&mut record, NO_RESPONSE);
-            write(record, self.started, &self.proxy);
+            write(record, self.started, &self.worker);
         }
     }
 }
 
 /// Counts the request and writes its line.
-fn write(mut record: AccessRecord, started: Instant, proxy: &Proxy) {
+fn write(mut record: AccessRecord, started: Instant, worker: &Worker) {
     record.micros = started.elapsed().as_micros() as u64;
-    proxy
+    worker
         .metrics
         .request_done(record.route, record.status, record.bytes);
-    let line = match proxy.config.log_format {
+    let line = match worker.config.log_format {
         LogFormat::Text => record.text(),
         LogFormat::Json => record.json(),
     };
@@ -305,14 +310,14 @@ pin_project_lite::pin_project! {
         body: B,
         record: Option<AccessRecord>,
         started: Instant,
-        proxy: web::Data<Proxy>,
+        worker: web::Data<Worker>,
     }
 
     impl<B> PinnedDrop for LoggedBody<B> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(record) = this.record.take() {
-                write(record, *this.started, this.proxy);
+                write(record, *this.started, this.worker);
             }
         }
     }

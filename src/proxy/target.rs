@@ -6,29 +6,7 @@
 //! decodes `%2F`, resolves `..` or turns `\` into `/` must not see a different resource than the
 //! one we checked. These are pure functions; `error.rs` decides what each [`Rejection`] becomes.
 
-use derive_more::Display;
-
-/// Why a request target is refused.
-#[derive(Debug, Clone, PartialEq, Eq, Display)]
-pub enum Rejection {
-    /// The target cannot be read one way only: bad percent-encoding, an encoded slash, a dot
-    /// segment, a backslash, a control character (NUL, CR, LF...), or a query that is not
-    /// well formed.
-    #[display("ambiguous request target: {_0}")]
-    Ambiguous(String),
-    #[display("invalid repository name: {_0}")]
-    Name(String),
-    /// A manifest reference that is neither a tag nor a digest.
-    #[display("invalid manifest reference: {_0}")]
-    Reference(String),
-    #[display("invalid digest: {_0}")]
-    Digest(String),
-    #[display("invalid upload session: {_0}")]
-    Upload(String),
-    /// Well formed, but not a registry API endpoint hubferry carries.
-    #[display("not a registry API endpoint: {_0}")]
-    Unsupported(String),
-}
+use crate::error::Rejection;
 
 /// The registry API endpoint a `/v2` path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,8 +16,11 @@ use actix_web::{
     web, HttpRequest, HttpResponse, Resource,
 };
 
-use super::{public_base, Proxy};
-use crate::metrics::{RateLimitSeen, Status};
+use super::public_base;
+use crate::{
+    metrics::{RateLimitSeen, Status},
+    worker::Worker,
+};
 
 /// The `/` resource for browsers; anything else falls through to the default service.
 pub fn resource() -> Resource {
@@ -50,8 +53,8 @@ fn accepts_html(accept: &str) -> bool {
     })
 }
 
-async fn page(req: HttpRequest, proxy: web::Data<Proxy>) -> HttpResponse {
-    let config = &proxy.config;
+async fn page(req: HttpRequest, worker: web::Data<Worker>) -> HttpResponse {
+    let config = &worker.config;
     let view = View {
         base: public_base(&req, config),
         registries: config
@@ -62,7 +65,7 @@ async fn page(req: HttpRequest, proxy: web::Data<Proxy>) -> HttpResponse {
             .collect(),
         auth: config.upstream.auth.as_str().trim_end_matches('/'),
         index: config.upstream.index.as_str().trim_end_matches('/'),
-        status: proxy.metrics.status(),
+        status: worker.metrics.status(),
     };
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")

@@ -6,22 +6,27 @@
 //! reach a client: they are only ever in the `Authorization` of hubferry's own token requests.
 
 use actix_web::{
-    http::{header, Method},
+    http::{header, Method, StatusCode},
     web, HttpMessage, HttpRequest, HttpResponse,
 };
 use serde_json::json;
 
-use super::{checked_query, public_base, token, Proxy};
+use super::{checked_query, public_base, registry, search, token};
 use crate::{
-    auth::users::{self, Secret, Subject},
-    config::ManagedAuth,
+    auth::{
+        grant::{self, Grant},
+        login::Refusal,
+        managed::Managed,
+        users::{self, Secret, Subject},
+    },
     error::ProxyError,
-    auth::grant::{self, Grant, TokenKey},
-    middleware::access_control, proxy::headers,
-    auth::login::{Logins, Refusal},
-    upstream::client::{self, Outgoing, RequestBody},
-    auth::upstream_tokens::UpstreamTokens,
-    upstream::registries::Upstream,
+    middleware::access_control,
+    proxy::{challenge, credentials::Carried, target},
+    upstream::{
+        client::{self, Outgoing, RequestBody},
+        registries::Upstream,
+    },
+    worker::Worker,
 };
 
 /// The `service` hubferry's challenges name: its own tokens are for itself.
@@ -33,33 +38,76 @@ const MAX_TOKEN_ANSWER: usize = 256 * 1024;
 /// Upstream tokens that state no lifetime live 60 s (Docker's token spec).
 const DEFAULT_EXPIRES_IN: u64 = 60;
 
-/// Managed auth's state, one per process and shared by every worker: the settings, the key
-/// tokens are signed with, and the upstream token cache.
-#[derive(Debug)]
-pub struct Managed {
-    pub auth: ManagedAuth,
-    pub key: TokenKey,
-    pub upstream_tokens: UpstreamTokens,
-    /// Every password check goes through here (failure limits, a bounded bcrypt pool).
-    pub logins: Logins,
+/// `/v2` and below in managed mode: admitted by a token of ours, then sent up with hubferry's
+/// own token for that upstream. `/v2/` itself is answered here.
+pub async fn v2(
+    req: HttpRequest,
+    payload: web::Payload,
+    worker: web::Data<Worker>,
+    managed: web::Data<Managed>,
+) -> Result<HttpResponse, ProxyError> {
+    let checked = registry::checked_path(&req)?;
+    let name = registry::repository(&checked);
+    admit(&req, &worker, &managed, name)?;
+    if name.is_none() {
+        return Ok(ping());
+    }
+    let resolved = registry::resolve_v2(&req, &worker, &checked)?;
+    let upstream_name = resolved.upstream_name.as_deref();
+    let scope = pull_scope(upstream_name.expect("a named repository has an upstream name"));
+    let upstream = resolved.upstream;
+    let authorization = upstream_authorization(&req, &worker, &managed, upstream, &scope).await?;
+    let response = registry::forward_v2(
+        &req,
+        payload,
+        &worker,
+        resolved,
+        Carried::ours(Some(authorization)),
+    )
+    .await?;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        // Our upstream token was refused (revoked, or the clocks disagree): the client's
+        // retry, after it fetches a new token of ours, gets a fresh one.
+        managed.upstream_tokens.forget(&upstream.name, &scope);
+    }
+    Ok(response)
 }
 
-impl Managed {
-    /// The configured key, else a random one (tokens then last as long as this process).
-    pub fn new(auth: ManagedAuth) -> Result<Managed, String> {
-        let key = match &auth.token_key {
-            Some(key) => key.clone(),
-            None => TokenKey::random()?,
-        };
-        let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let logins = Logins::new(auth.users.clone(), auth.login_failures_per_minute, parallel);
-        Ok(Managed {
-            auth,
-            key,
-            upstream_tokens: UpstreamTokens::default(),
-            logins,
-        })
+/// Everything no other route claims, in managed mode: nothing reaches an upstream before
+/// admission, whatever the path, and no credentials go with it.
+pub async fn other(
+    req: HttpRequest,
+    payload: web::Payload,
+    worker: web::Data<Worker>,
+    managed: web::Data<Managed>,
+) -> Result<HttpResponse, ProxyError> {
+    target::plain_path(req.uri().path())?;
+    admit(&req, &worker, &managed, None)?;
+    registry::forward_other(&req, payload, &worker, |_| Carried::nothing()).await
+}
+
+/// `/v1/search` in managed mode: a mirror closed to anonymous clients is closed for search too.
+pub async fn search(
+    req: HttpRequest,
+    payload: web::Payload,
+    worker: web::Data<Worker>,
+    managed: web::Data<Managed>,
+) -> Result<HttpResponse, ProxyError> {
+    if !managed.auth.anonymous {
+        admit_search(&req, &worker, &managed).await?;
     }
+    search::forward_search(&req, payload, &worker, Carried::nothing()).await
+}
+
+/// `/token`, `/token/<upstream>` and `/token/<upstream>/<id>` (realms clients may still hold):
+/// hubferry's own issuer.
+pub async fn token_route(
+    req: HttpRequest,
+    payload: web::Payload,
+    worker: web::Data<Worker>,
+    managed: web::Data<Managed>,
+) -> Result<HttpResponse, ProxyError> {
+    token(&req, payload, &worker, &managed).await
 }
 
 /// `/token` (and `/token/<upstream>[/<id>]`, realms clients may still hold) in managed mode:
@@ -69,12 +117,12 @@ impl Managed {
 pub async fn token(
     req: &HttpRequest,
     payload: web::Payload,
-    proxy: &Proxy,
+    worker: &Worker,
     managed: &Managed,
 ) -> Result<HttpResponse, ProxyError> {
     let query = checked_query(req)?.unwrap_or_default().to_owned();
     let form = if token::is_form(req) {
-        Some(token::read_form(payload, proxy.config.timeouts.body_idle).await?)
+        Some(token::read_form(payload, worker.config.timeouts.body_idle).await?)
     } else {
         None
     };
@@ -108,7 +156,7 @@ pub async fn token(
             .and_then(users::parse_basic),
     };
     let subject = match credentials {
-        Some((user, password)) => log_in(req, proxy, managed, &user, &password).await?,
+        Some((user, password)) => log_in(req, worker, managed, &user, &password).await?,
         None if managed.auth.anonymous => Subject::Anonymous,
         None => return Err(refused("this mirror requires credentials".into())),
     };
@@ -159,7 +207,7 @@ pub async fn token(
 /// Checks a user name and password (see `login`); a refusal is the error the client gets.
 pub async fn log_in(
     req: &HttpRequest,
-    proxy: &Proxy,
+    worker: &Worker,
     managed: &Managed,
     user: &str,
     password: &str,
@@ -175,7 +223,7 @@ pub async fn log_in(
             retry_after,
             by_name,
         }) => {
-            proxy.metrics.refused("login_failures");
+            worker.metrics.refused("login_failures");
             let per_minute = managed.auth.login_failures_per_minute;
             Err(ProxyError::TooManyRequests {
                 client,
@@ -188,7 +236,7 @@ pub async fn log_in(
             })
         }
         Err(Refusal::Busy { retry_after }) => {
-            proxy.metrics.refused("login_busy");
+            worker.metrics.refused("login_busy");
             Err(ProxyError::Overloaded {
                 what: "password checks".into(),
                 retry_after,
@@ -221,7 +269,7 @@ fn refused(reason: String) -> ProxyError {
 /// our realm and the scope to ask for, so clients fetch a (new) token and retry.
 pub fn admit(
     req: &HttpRequest,
-    proxy: &Proxy,
+    worker: &Worker,
     managed: &Managed,
     name: Option<&str>,
 ) -> Result<(), ProxyError> {
@@ -253,18 +301,18 @@ pub fn admit(
     };
     // Quoted as every challenge hubferry writes: without `public_url` the realm comes from the
     // request's `Host`, which must not be able to add parameters.
-    let realm = format!("{}/token", public_base(req, &proxy.config));
+    let realm = format!("{}/token", public_base(req, &worker.config));
     let mut challenge = format!(
         "Bearer realm={},service={}",
-        headers::quote(&realm),
-        headers::quote(SERVICE)
+        challenge::quote(&realm),
+        challenge::quote(SERVICE)
     );
     if let Some(name) = name {
         let scope = format!("repository:{name}:pull");
-        challenge.push_str(&format!(",scope={}", headers::quote(&scope)));
+        challenge.push_str(&format!(",scope={}", challenge::quote(&scope)));
     }
     if let Some((error, _)) = problem {
-        challenge.push_str(&format!(",error={}", headers::quote(error)));
+        challenge.push_str(&format!(",error={}", challenge::quote(error)));
     }
     Err(ProxyError::Unauthorized {
         challenge,
@@ -280,7 +328,7 @@ pub fn admit(
 /// (scripts) is taken too.
 pub async fn admit_search(
     req: &HttpRequest,
-    proxy: &Proxy,
+    worker: &Worker,
     managed: &Managed,
 ) -> Result<(), ProxyError> {
     let basic = req
@@ -289,10 +337,10 @@ pub async fn admit_search(
         .and_then(|v| v.to_str().ok())
         .and_then(users::parse_basic);
     match basic {
-        Some((user, password)) => log_in(req, proxy, managed, &user, &password)
+        Some((user, password)) => log_in(req, worker, managed, &user, &password)
             .await
             .map(drop),
-        None => admit(req, proxy, managed, None),
+        None => admit(req, worker, managed, None),
     }
 }
 
@@ -314,7 +362,7 @@ pub fn pull_scope(upstream_name: &str) -> String {
 /// has none: public images of other registries still work).
 pub async fn upstream_authorization(
     req: &HttpRequest,
-    proxy: &Proxy,
+    worker: &Worker,
     managed: &Managed,
     upstream: &Upstream,
     scope: &str,
@@ -322,7 +370,7 @@ pub async fn upstream_authorization(
     let token = managed
         .upstream_tokens
         .get_or_fetch(&upstream.name, scope, || {
-            fetch_upstream_token(req, proxy, upstream, scope)
+            fetch_upstream_token(req, worker, upstream, scope)
         })
         .await?;
     header::HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
@@ -335,11 +383,11 @@ pub async fn upstream_authorization(
 
 async fn fetch_upstream_token(
     req: &HttpRequest,
-    proxy: &Proxy,
+    worker: &Worker,
     upstream: &Upstream,
     scope: &str,
 ) -> Result<(Secret, std::time::Duration), ProxyError> {
-    let (realm, service) = token::realm_and_service(req, proxy, upstream).await?;
+    let (realm, service) = token::realm_and_service(req, worker, upstream).await?;
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     if let Some(service) = &service {
         query.append_pair("service", service);
@@ -347,7 +395,7 @@ async fn fetch_upstream_token(
     query.append_pair("scope", scope);
     let url = token::realm_url(&realm, Some(&query.finish()))?;
     let mut headers = header::HeaderMap::new();
-    if let Ok(host) = header::HeaderValue::from_str(&headers::host_header(&url)) {
+    if let Ok(host) = header::HeaderValue::from_str(&client::host_header(&url)) {
         headers.insert(header::HOST, host);
     }
     headers.insert(
@@ -371,13 +419,13 @@ async fn fetch_upstream_token(
         url,
         headers,
     };
-    let config = &proxy.config;
+    let config = &worker.config;
     let mut response = client::send(
-        &proxy.client,
+        &worker.client,
         &out,
         RequestBody::None,
         &config.timeouts,
-        &proxy.metrics,
+        &worker.metrics,
     )
     .await?;
     let refused = |status: u16| {
@@ -399,10 +447,10 @@ async fn fetch_upstream_token(
     let body = match actix_rt::time::timeout(limit, response.body().limit(MAX_TOKEN_ANSWER)).await {
         Ok(body) => body.map_err(|_| refused(status))?,
         Err(_) => {
-            proxy.metrics.upstream_error(out.upstream, "body");
+            worker.metrics.upstream_error(out.upstream, "body");
             return Err(ProxyError::Timeout {
                 upstream: out.upstream,
-                url: crate::upstream::redirect::shown(&out.url),
+                url: crate::net::redact::shown(&out.url),
                 phase: "send its token answer",
                 limit,
             });

@@ -8,8 +8,6 @@ mod registry;
 pub(crate) mod search; // its query rewrite is a fuzz target (src/fuzzing.rs)
 mod token;
 
-use std::sync::Arc;
-
 use actix_web::{
     http::{header, Method},
     web, HttpMessage, HttpRequest, HttpResponse,
@@ -17,54 +15,71 @@ use actix_web::{
 use url::Url;
 
 use crate::{
-    middleware::access_log,
     config::Config,
-    proxy::credentials::Carried,
+    error::Rejection,
     error::{ProxyError, UpstreamName},
     middleware::access_control,
-    proxy::headers::{self, Downstream},
-    metrics::Metrics,
+    middleware::access_log::{self, UpstreamTrace},
     net::origin,
+    proxy::credentials::Carried,
+    proxy::headers::{self, Downstream},
+    proxy::scope,
+    proxy::target,
+    proxy::{challenge, location},
+    stream::{relay, resume},
+    upstream::cdn,
+    upstream::client::{self, Outgoing, RequestBody},
     upstream::realms::{self, Realms},
     upstream::redirect,
-    proxy::target::{self, Rejection},
-    stream::resume::{self, Resumer},
-    proxy::scope,
-    upstream::client::{self, Outgoing, RequestBody},
     upstream::registries::{self, Upstream, Via},
+    worker::Worker,
 };
 
-/// What each worker holds: its own upstream client (awc clients are not `Send`) and the
-/// shared configuration.
-pub struct Proxy {
-    pub client: awc::Client,
-    pub config: Arc<Config>,
-    pub metrics: Arc<Metrics>,
-    /// Token realms learned from challenges, shared by every worker.
-    pub realms: Arc<Realms>,
-    /// Managed auth's state (shared by every worker); `None` in passthrough mode.
-    pub managed: Option<Arc<managed::Managed>>,
+/// How clients authenticate, chosen once at start-up: each mode has its own handlers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Clients' credentials go upstream (to the registry they are meant for).
+    Passthrough,
+    /// hubferry is the token issuer its clients see (`auth.mode = "managed"`); its state is
+    /// app data of its own ([`Managed`](crate::auth::managed::Managed)).
+    Managed,
 }
 
-/// Which upstream answered a request and how many redirects were followed, for the access log.
-#[derive(Debug, Clone, Copy)]
-pub struct UpstreamTrace {
-    pub upstream: UpstreamName,
-    pub redirects: u32,
+impl Mode {
+    pub fn of(managed: bool) -> Mode {
+        if managed {
+            Mode::Managed
+        } else {
+            Mode::Passthrough
+        }
+    }
 }
 
 /// The locations of the nginx config hubferry replaces, in the order nginx would pick them.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v2/_catalog", web::to(registry::catalog))
-        // A scope, not a regex route: `/v2` and everything below it, matched without a regex.
-        .service(web::scope("/v2").default_service(web::to(registry::v2)))
-        .route("/token", web::to(token::token))
-        .route("/token/{upstream}", web::to(token::upstream_token))
-        .route("/token/{upstream}/{realm}", web::to(token::learned_token))
-        .route("/v1/search", web::to(search::search))
-        // Browsers only (`Accept: text/html`); registry clients fall through to `other`.
-        .service(landing::resource())
-        .default_service(web::to(registry::other));
+pub fn configure(cfg: &mut web::ServiceConfig, mode: Mode) {
+    cfg.route("/v2/_catalog", web::to(registry::catalog));
+    // A scope, not a regex route: `/v2` and everything below it, matched without a regex.
+    let v2 = web::scope("/v2");
+    match mode {
+        Mode::Passthrough => cfg
+            .service(v2.default_service(web::to(registry::v2)))
+            .route("/token", web::to(token::token))
+            .route("/token/{upstream}", web::to(token::upstream_token))
+            .route("/token/{upstream}/{realm}", web::to(token::learned_token))
+            .route("/v1/search", web::to(search::search)),
+        Mode::Managed => cfg
+            .service(v2.default_service(web::to(managed::v2)))
+            .route("/token", web::to(managed::token_route))
+            .route("/token/{upstream}", web::to(managed::token_route))
+            .route("/token/{upstream}/{realm}", web::to(managed::token_route))
+            .route("/v1/search", web::to(managed::search)),
+    };
+    // Browsers only (`Accept: text/html`); registry clients fall through to the default.
+    cfg.service(landing::resource());
+    match mode {
+        Mode::Passthrough => cfg.default_service(web::to(registry::other)),
+        Mode::Managed => cfg.default_service(web::to(managed::other)),
+    };
 }
 
 /// How a route treats the exchange it forwards.
@@ -197,19 +212,22 @@ fn downstream_proto(req: &HttpRequest) -> &'static str {
 async fn forward(
     req: &HttpRequest,
     body: RequestBody,
-    proxy: &Proxy,
+    worker: &Worker,
     url: Url,
     policy: RoutePolicy<'_>,
 ) -> Result<HttpResponse, ProxyError> {
-    let config = &proxy.config;
+    let config = &worker.config;
     let downstream = Downstream {
         peer_ip: req.peer_addr().map(|addr| addr.ip()),
         // Set by the guard when trusted proxies name another client.
-        client_ip: req.extensions().get::<access_control::ClientIp>().map(|c| c.0),
+        client_ip: req
+            .extensions()
+            .get::<access_control::ClientIp>()
+            .map(|c| c.0),
         proto: downstream_proto(req),
     };
     let mut upstream_headers =
-        headers::upstream_request_headers(req.headers(), downstream, &headers::host_header(&url));
+        headers::upstream_request_headers(req.headers(), downstream, &client::host_header(&url));
     policy
         .credentials
         .apply(req.headers(), &mut upstream_headers);
@@ -235,52 +253,63 @@ async fn forward(
         && out.method == Method::GET
         && config.resume.attempts > 0
         && resume::is_blob_by_digest(req.path()))
-    .then(|| Resumer {
-        client: proxy.client.clone(),
-        first: out.clone(),
-        config: config.clone(),
-        metrics: proxy.metrics.clone(),
+    .then(|| {
+        redirect::resumer(
+            &worker.client,
+            &out,
+            config.redirect,
+            config.timeouts,
+            config.resume,
+            &worker.metrics,
+        )
     });
     let mut from_cdn = false;
     let response = if policy.follow_redirects && followable {
         let followed = redirect::follow(
-            &proxy.client,
+            &worker.client,
             out,
             &config.redirect,
             &config.timeouts,
-            &proxy.metrics,
+            &worker.metrics,
         )
         .await?;
-        proxy.metrics.redirects_followed(followed.hops);
+        worker.metrics.redirects_followed(followed.hops);
         trace.redirects = followed.hops;
         access_log::Notes::trace(req, trace);
         from_cdn = followed.upstream == redirect::CDN;
         followed.response
     } else {
-        client::send(&proxy.client, &out, body, &config.timeouts, &proxy.metrics).await?
+        client::send(
+            &worker.client,
+            &out,
+            body,
+            &config.timeouts,
+            &worker.metrics,
+        )
+        .await?
     };
 
     let upstream_headers = response.headers();
     let header_text = |name: &str| upstream_headers.get(name).and_then(|v| v.to_str().ok());
-    proxy.metrics.saw_ratelimit(
+    worker.metrics.saw_ratelimit(
         header_text("ratelimit-limit"),
         header_text("ratelimit-remaining"),
     );
     let mut headers = if from_cdn {
-        headers::cdn_response_headers(upstream_headers)
+        cdn::cdn_response_headers(upstream_headers)
     } else {
         headers::client_response_headers(upstream_headers)
     };
     if let Some(view) = policy.rewrite_to_mirror {
-        rewrite_to_mirror(&mut headers, req, config, &proxy.realms, view);
+        rewrite_to_mirror(&mut headers, req, config, &worker.realms, view);
     }
-    Ok(client::relay(
+    Ok(relay::relay(
         response,
         req.head(),
         headers,
-        &config.timeouts,
+        config.timeouts.body_idle,
         policy.upstream,
-        &proxy.metrics,
+        &worker.metrics,
         resumer,
     ))
 }
@@ -306,7 +335,7 @@ fn rewrite_to_mirror(
         for value in challenges {
             learn_service(&value, view.upstream, realms);
             // Lossy, not `to_str`: a challenge with non-ASCII bytes must not slip through unrewritten.
-            let rewritten = headers::rewrite_bearer(
+            let rewritten = challenge::rewrite_bearer(
                 &String::from_utf8_lossy(value.as_bytes()),
                 |named| our_realm(&base, view.upstream, named, realms),
                 |scopes| match prefix {
@@ -323,7 +352,7 @@ fn rewrite_to_mirror(
         .get(header::LOCATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
-            let public = headers::public_location(v, &view.upstream.registry, &base);
+            let public = location::public_location(v, &view.upstream.registry, &base);
             match prefix {
                 Some(prefix) => prefixed_location(public.as_deref().unwrap_or(v), &base, prefix),
                 None => public,
@@ -339,7 +368,7 @@ fn rewrite_to_mirror(
 /// upstream from another's realm (see `token`).
 fn learn_service(value: &header::HeaderValue, upstream: &Upstream, realms: &Realms) {
     let text = String::from_utf8_lossy(value.as_bytes());
-    let Some(challenge) = headers::parse_challenge(&text) else {
+    let Some(challenge) = challenge::parse_challenge(&text) else {
         return;
     };
     if !challenge.scheme.eq_ignore_ascii_case("bearer") {

@@ -3,28 +3,31 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{
-    checked_query, client_credentials, forward, managed, upstream_url, Proxy, RoutePolicy,
+use super::{checked_query, client_credentials, forward, upstream_url, RoutePolicy};
+use crate::{
+    error::ProxyError, proxy::credentials::Carried, upstream::client::RequestBody, worker::Worker,
 };
-use crate::{proxy::credentials::Carried, error::ProxyError, upstream::client::RequestBody};
 
+/// `/v1/search` in passthrough mode. The index is Docker Hub's: the client's credentials go
+/// there only when they are Docker Hub's (see `proxy::credentials`).
 pub async fn search(
     req: HttpRequest,
     payload: web::Payload,
-    proxy: web::Data<Proxy>,
+    worker: web::Data<Worker>,
 ) -> Result<HttpResponse, ProxyError> {
-    // A mirror closed to anonymous clients is closed for search too.
-    if let Some(managed) = proxy.managed.as_ref().filter(|m| !m.auth.anonymous) {
-        managed::admit_search(&req, &proxy, managed).await?;
-    }
-    let query = search_query(checked_query(&req)?.unwrap_or_default());
-    let url = upstream_url(&proxy.config.upstream.index, "/v1/search", Some(&query))?;
-    // The index is Docker Hub's: the client's credentials go there only when they are
-    // Docker Hub's (see `credentials`).
-    let credentials = match &proxy.managed {
-        Some(_) => Carried::nothing(),
-        None => client_credentials(&req, &proxy.config, proxy.config.registries.docker_hub()),
-    };
+    let credentials =
+        client_credentials(&req, &worker.config, worker.config.registries.docker_hub());
+    forward_search(&req, payload, &worker, credentials).await
+}
+
+pub(super) async fn forward_search(
+    req: &HttpRequest,
+    payload: web::Payload,
+    worker: &Worker,
+    credentials: Carried,
+) -> Result<HttpResponse, ProxyError> {
+    let query = search_query(checked_query(req)?.unwrap_or_default());
+    let url = upstream_url(&worker.config.upstream.index, "/v1/search", Some(&query))?;
     let policy = RoutePolicy {
         upstream: "index",
         follow_redirects: false,
@@ -33,8 +36,8 @@ pub async fn search(
         method: None,
         plain_answer: false,
     };
-    let body = RequestBody::from_client(&req, payload)?;
-    forward(&req, body, &proxy, url, policy).await
+    let body = RequestBody::from_client(req, payload)?;
+    forward(req, body, worker, url, policy).await
 }
 
 /// The upstream query: `q` with a leading `library/` stripped (Docker strips it only for the

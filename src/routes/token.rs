@@ -16,17 +16,17 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use url::Url;
 
-use super::{checked_query, forward, home, managed, upstream_url, Proxy, RoutePolicy};
+use super::{checked_query, forward, home, upstream_url, RoutePolicy};
 use crate::{
-    proxy::credentials::{self, Carried},
+    error::Rejection,
     error::{BodyFault, ProxyError, UnreadBody},
-    proxy::headers,
-    upstream::realms::parse_realm,
-    upstream::redirect,
-    proxy::target::Rejection,
+    proxy::challenge,
+    proxy::credentials::{self, Carried},
     proxy::scope,
     upstream::client::{self, Outgoing, RequestBody},
+    upstream::realms::parse_realm,
     upstream::registries::Upstream,
+    worker::Worker,
 };
 
 /// Largest OAuth2 form body read to map its scopes (a real one is well under 1 KiB).
@@ -39,31 +39,25 @@ const MAX_TOKEN_ANSWER: usize = 256 * 1024;
 pub async fn token(
     req: HttpRequest,
     payload: web::Payload,
-    proxy: web::Data<Proxy>,
+    worker: web::Data<Worker>,
 ) -> Result<HttpResponse, ProxyError> {
-    if let Some(managed) = &proxy.managed {
-        return managed::token(&req, payload, &proxy, managed).await;
-    }
-    let hub = proxy.config.registries.docker_hub();
+    let hub = worker.config.registries.docker_hub();
     let realm = hub.realm.clone().expect("docker.io's realm is configured");
-    relay(&req, payload, &proxy, hub, realm).await
+    relay(&req, payload, &worker, hub, realm).await
 }
 
 /// The configured realm of an upstream.
 pub async fn upstream_token(
     req: HttpRequest,
     payload: web::Payload,
-    proxy: web::Data<Proxy>,
+    worker: web::Data<Worker>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ProxyError> {
-    if let Some(managed) = &proxy.managed {
-        return managed::token(&req, payload, &proxy, managed).await;
-    }
-    let upstream = known_upstream(&proxy, &name)?;
+    let upstream = known_upstream(&worker, &name)?;
     let realm = upstream.realm.clone().ok_or_else(|| {
         ProxyError::UnknownUpstream(format!("upstream {name} has no configured token realm"))
     })?;
-    relay(&req, payload, &proxy, upstream, realm).await
+    relay(&req, payload, &worker, upstream, realm).await
 }
 
 /// A realm an upstream named in a challenge. A worker (or replica) that has not seen that
@@ -71,27 +65,24 @@ pub async fn upstream_token(
 pub async fn learned_token(
     req: HttpRequest,
     payload: web::Payload,
-    proxy: web::Data<Proxy>,
+    worker: web::Data<Worker>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ProxyError> {
-    if let Some(managed) = &proxy.managed {
-        return managed::token(&req, payload, &proxy, managed).await;
-    }
     let (name, id) = path.into_inner();
-    let upstream = known_upstream(&proxy, &name)?;
-    let mut realm = proxy.realms.find(&upstream.name, &id);
+    let upstream = known_upstream(&worker, &name)?;
+    let mut realm = worker.realms.find(&upstream.name, &id);
     if realm.is_none() {
-        learn_realms(&req, &proxy, upstream).await?;
-        realm = proxy.realms.find(&upstream.name, &id);
+        learn_realms(&req, &worker, upstream).await?;
+        realm = worker.realms.find(&upstream.name, &id);
     }
     let realm = realm.ok_or_else(|| {
         ProxyError::UnknownUpstream(format!("upstream {name} named no token realm {id}"))
     })?;
-    relay(&req, payload, &proxy, upstream, realm).await
+    relay(&req, payload, &worker, upstream, realm).await
 }
 
-fn known_upstream<'a>(proxy: &'a Proxy, name: &str) -> Result<&'a Upstream, ProxyError> {
-    proxy
+fn known_upstream<'a>(worker: &'a Worker, name: &str) -> Result<&'a Upstream, ProxyError> {
+    worker
         .config
         .registries
         .get(name)
@@ -101,12 +92,12 @@ fn known_upstream<'a>(proxy: &'a Proxy, name: &str) -> Result<&'a Upstream, Prox
 /// Asks `upstream`'s `/v2/` for its challenge and remembers the realms it names.
 async fn learn_realms(
     req: &HttpRequest,
-    proxy: &Proxy,
+    worker: &Worker,
     upstream: &Upstream,
 ) -> Result<(), ProxyError> {
     let url = upstream_url(&upstream.registry, "/v2/", None)?;
     let mut headers = header::HeaderMap::new();
-    if let Ok(host) = header::HeaderValue::from_str(&headers::host_header(&url)) {
+    if let Ok(host) = header::HeaderValue::from_str(&client::host_header(&url)) {
         headers.insert(header::HOST, host);
     }
     if let Some(agent) = req.headers().get(header::USER_AGENT) {
@@ -118,26 +109,26 @@ async fn learn_realms(
         url,
         headers,
     };
-    let config = &proxy.config;
+    let config = &worker.config;
     let response = client::send(
-        &proxy.client,
+        &worker.client,
         &out,
         RequestBody::None,
         &config.timeouts,
-        &proxy.metrics,
+        &worker.metrics,
     )
     .await?;
     for value in response.headers().get_all(header::WWW_AUTHENTICATE) {
         let text = String::from_utf8_lossy(value.as_bytes());
-        let Some(challenge) = headers::parse_challenge(&text) else {
+        let Some(challenge) = challenge::parse_challenge(&text) else {
             continue;
         };
         let realm = challenge.params.iter().find(|(n, _)| n == "realm");
         if let Some(realm) = realm.and_then(|(_, v)| parse_realm(v)) {
-            proxy.realms.learn(&upstream.name, &realm);
+            worker.realms.learn(&upstream.name, &realm);
         }
         if let Some((_, service)) = challenge.params.iter().find(|(n, _)| n == "service") {
-            proxy.realms.learn_service(&upstream.name, service);
+            worker.realms.learn_service(&upstream.name, service);
         }
     }
     Ok(())
@@ -146,13 +137,13 @@ async fn learn_realms(
 async fn relay(
     req: &HttpRequest,
     payload: web::Payload,
-    proxy: &Proxy,
+    worker: &Worker,
     upstream: &Upstream,
     realm: Url,
 ) -> Result<HttpResponse, ProxyError> {
     let query = checked_query(req)?.filter(|q| !q.is_empty());
     let (form, payload) = if is_form(req) {
-        let limit = proxy.config.timeouts.body_idle;
+        let limit = worker.config.timeouts.body_idle;
         (Some(read_form(payload, limit).await?), None)
     } else {
         (None, Some(payload))
@@ -168,9 +159,9 @@ async fn relay(
         .filter(|(k, _)| k == "scope")
         .map(|(_, v)| v.into_owned())
         .collect::<Vec<_>>();
-    let (upstream, realm, service) = match prefixed_upstream(&scopes, proxy, upstream) {
+    let (upstream, realm, service) = match prefixed_upstream(&scopes, worker, upstream) {
         Some(other) => {
-            let (realm, service) = realm_and_service(req, proxy, other).await?;
+            let (realm, service) = realm_and_service(req, worker, other).await?;
             (other, realm, service)
         }
         None => (upstream, realm, None),
@@ -189,7 +180,7 @@ async fn relay(
     let form = form.map(|form| map_all(&form));
     // The client's credentials go to this issuer only when they are meant for its registry
     // (see `credentials`); otherwise the token is asked for anonymously.
-    let home = home(req, &proxy.config);
+    let home = home(req, &worker.config);
     let trusted = credentials::trusted(upstream, home);
     let mut carried = Carried::client(req.headers(), upstream, home);
     let mut method = None;
@@ -227,12 +218,12 @@ async fn relay(
         method,
         plain_answer: true,
     };
-    let answer = forward(req, body, proxy, url, policy).await?;
+    let answer = forward(req, body, worker, url, policy).await?;
     mark_tokens(
         answer,
         &upstream.name,
         &realm,
-        proxy.config.timeouts.body_idle,
+        worker.config.timeouts.body_idle,
     )
     .await
 }
@@ -251,7 +242,7 @@ async fn mark_tokens(
     }
     let unreadable = |reason: String| ProxyError::Unreachable {
         upstream: "auth",
-        url: redirect::shown(realm),
+        url: crate::net::redact::shown(realm),
         reason,
     };
     // Asked for without content coding: one that comes coded anyway cannot be read to mark
@@ -268,7 +259,7 @@ async fn mark_tokens(
         .await
         .map_err(|_| ProxyError::Timeout {
             upstream: "auth",
-            url: redirect::shown(realm),
+            url: crate::net::redact::shown(realm),
             phase: "send its token answer",
             limit,
         })?
@@ -289,7 +280,7 @@ async fn mark_tokens(
 /// The upstream other than `current` that the first prefixed repository scope names.
 fn prefixed_upstream<'a>(
     scopes: &[String],
-    proxy: &'a Proxy,
+    worker: &'a Worker,
     current: &Upstream,
 ) -> Option<&'a Upstream> {
     scopes
@@ -298,7 +289,7 @@ fn prefixed_upstream<'a>(
         .filter_map(|name| name.split_once('/'))
         .filter(|(_, rest)| !rest.is_empty())
         .find_map(|(first, _)| {
-            proxy
+            worker
                 .config
                 .registries
                 .get(first)
@@ -310,20 +301,20 @@ fn prefixed_upstream<'a>(
 /// name, asking its `/v2/` when neither is known yet.
 pub(super) async fn realm_and_service(
     req: &HttpRequest,
-    proxy: &Proxy,
+    worker: &Worker,
     upstream: &Upstream,
 ) -> Result<(Url, Option<String>), ProxyError> {
-    let known = |proxy: &Proxy| {
+    let known = |worker: &Worker| {
         let realm = upstream
             .realm
             .clone()
-            .or_else(|| proxy.realms.first(&upstream.name));
-        (realm, proxy.realms.service(&upstream.name))
+            .or_else(|| worker.realms.first(&upstream.name));
+        (realm, worker.realms.service(&upstream.name))
     };
-    let (mut realm, mut service) = known(proxy);
+    let (mut realm, mut service) = known(worker);
     if realm.is_none() || service.is_none() {
-        learn_realms(req, proxy, upstream).await?;
-        (realm, service) = known(proxy);
+        learn_realms(req, worker, upstream).await?;
+        (realm, service) = known(worker);
     }
     let realm = realm.ok_or_else(|| {
         ProxyError::UnknownUpstream(format!("upstream {} named no token realm", upstream.name))

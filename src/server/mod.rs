@@ -9,7 +9,16 @@ use std::sync::Arc;
 
 use actix_web::{dev::ServerHandle, middleware::from_fn, web, App, HttpServer};
 
-use crate::{config::Config, metrics::Metrics, routes::Proxy, server::admin::Lifecycle};
+use crate::{
+    auth::managed::Managed,
+    config::Config,
+    metrics::Metrics,
+    middleware::{access_control, access_log, upgrade},
+    routes,
+    server::admin::Lifecycle,
+    upstream::{client::build_client, realms::Realms},
+    worker::Worker,
+};
 
 /// actix-http's refill threshold for an HTTP/1.1 connection's write buffer: it asks the body
 /// for another chunk only while less than this is waiting to be written. Kept at 1 KiB so
@@ -23,18 +32,18 @@ const CLIENT_WRITE_BUFFER: usize = 1024;
 /// Runs the mirror (and its admin listener) until SIGTERM or SIGINT, then shuts down
 /// gracefully: see [`shutdown_on_signal`].
 pub async fn serve(config: Config) -> std::io::Result<()> {
-    let tls = crate::upstream::client::tls_config(&config.upstream.extra_roots).map_err(std::io::Error::other)?;
+    let tls = crate::upstream::client::tls_config(&config.upstream.extra_roots)
+        .map_err(std::io::Error::other)?;
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
     let lifecycle = Arc::new(Lifecycle::default());
     // One table for every worker: a challenge seen on one names the realm another is asked for.
-    let realms = Arc::new(crate::upstream::realms::Realms::default());
+    let realms = Arc::new(Realms::default());
     // One per process: a token issued on one worker is checked on another, and the upstream
     // token cache is shared.
     let managed = match &config.managed {
         Some(auth) => {
-            let managed =
-                crate::routes::managed::Managed::new(auth.clone()).map_err(std::io::Error::other)?;
+            let managed = Managed::new(auth.clone()).map_err(std::io::Error::other)?;
             log_managed(&config, &managed);
             Some(Arc::new(managed))
         }
@@ -88,29 +97,32 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     let shared = config.clone();
     let shared_metrics = metrics.clone();
     // One per process: per-client limits count across workers.
-    let guard = web::Data::new(crate::middleware::access_control::Guard::new(&config, metrics.clone()));
+    let guard = web::Data::new(access_control::Guard::new(&config, metrics.clone()));
     let mut server = HttpServer::new(move || {
         // Built here, once per worker: awc clients are not Send.
-        let proxy = Proxy {
-            client: crate::upstream::client::build_client(
+        let worker = Worker {
+            client: build_client(
                 tls.clone(),
                 &shared.timeouts,
                 shared.limits.upstream_pool,
-                crate::upstream::egress::Policy::from_config(&shared),
+                shared.egress_policy(),
             ),
             config: shared.clone(),
             metrics: shared_metrics.clone(),
             realms: realms.clone(),
-            managed: managed.clone(),
         };
-        App::new()
-            .app_data(web::Data::new(proxy))
-            .app_data(guard.clone())
+        let mut app = App::new().app_data(web::Data::new(worker));
+        // Managed auth's state exists in that mode only, and only its routes ask for it.
+        if let Some(managed) = &managed {
+            app = app.app_data(web::Data::from(managed.clone()));
+        }
+        let mode = routes::Mode::of(managed.is_some());
+        app.app_data(guard.clone())
             // Inside the access log, so refusals are logged and counted like any answer.
-            .wrap(from_fn(crate::middleware::access_control::check))
-            .wrap(from_fn(crate::middleware::upgrade::check))
-            .wrap(from_fn(crate::middleware::access_log::observe))
-            .configure(crate::routes::configure)
+            .wrap(from_fn(access_control::check))
+            .wrap(from_fn(upgrade::check))
+            .wrap(from_fn(access_log::observe))
+            .configure(|cfg| routes::configure(cfg, mode))
     })
     .workers(config.workers.get())
     .max_connections(config.limits.max_connections)
@@ -118,7 +130,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     .keep_alive(config.limits.keep_alive)
     .h1_write_buffer_size(CLIENT_WRITE_BUFFER)
     // A client that stops reading a download is cut by the kernel: see `client_socket`.
-    .on_connect(crate::server::client_socket::on_connect(config.timeouts.body_idle))
+    .on_connect(client_socket::on_connect(config.timeouts.body_idle))
     .shutdown_timeout(config.shutdown_grace.as_secs().max(1))
     .disable_signals();
     if let Some(listen) = config.listen {
@@ -127,8 +139,10 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     }
     if let Some(listener) = &config.tls {
         // New connections get whatever pair is current: see `crate::server::tls::spawn_rotation`.
-        let certs = crate::server::tls::Certificates::load(listener).map_err(std::io::Error::other)?;
-        let server_config = crate::server::tls::server_config(certs.clone()).map_err(std::io::Error::other)?;
+        let certs =
+            crate::server::tls::Certificates::load(listener).map_err(std::io::Error::other)?;
+        let server_config =
+            crate::server::tls::server_config(certs.clone()).map_err(std::io::Error::other)?;
         server = server.bind_rustls_0_23(listener.listen, server_config)?;
         crate::server::tls::spawn_rotation(certs)?;
         log::info!("serving HTTPS (HTTP/2, HTTP/1.1) on {}", listener.listen);
@@ -180,7 +194,7 @@ fn log_stream_cap(cap: crate::config::StreamCap) {
 }
 
 /// What managed auth will do, said once at start-up: whose accounts, never their secrets.
-fn log_managed(config: &Config, managed: &crate::routes::managed::Managed) {
+fn log_managed(config: &Config, managed: &Managed) {
     let auth = &managed.auth;
     log::info!(
         "managed auth: hubferry issues tokens valid {:?} ({}); anonymous clients {}",

@@ -20,7 +20,7 @@ use rustls::{
     Error as TlsError, InconsistentKeys, ServerConfig,
 };
 
-use crate::{config::TlsListener, config::pem};
+use crate::{config::pem, config::TlsListener};
 
 /// How often the certificate files are looked at. A change is loaded once the files have
 /// looked the same for one whole interval, so a tool that writes the certificate and then the

@@ -20,13 +20,22 @@ use actix_web::http::{
 use bytes::Bytes;
 use futures_util::{future::LocalBoxFuture, FutureExt, Stream};
 
+use awc::ClientResponse;
+
 use crate::{
-    config::Config,
-    error::ProxyError,
+    error::{ProxyError, UpstreamName},
     metrics::{Metrics, StreamInFlight},
-    upstream::redirect,
-    upstream::client::{IdleGuard, Outgoing, UpstreamResponse},
+    stream::idle::IdleGuard,
 };
+
+/// How broken downloads are resumed.
+#[derive(Debug, Clone, Copy)]
+pub struct ResumePolicy {
+    /// Tries in a row without progress; 0: resume is off.
+    pub attempts: u32,
+    /// Wait before the first try, doubled per further try in a row.
+    pub backoff: Duration,
+}
 
 /// Longest wait between two tries, however many failed in a row.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -134,18 +143,19 @@ impl Validator {
     }
 }
 
-/// The request that asks for bytes `next..=end` of the representation `validator` names:
-/// `If-Range` makes a changed representation answer 200 (refused below) instead of a 206 of the
-/// wrong bytes. The client's own `If-Range` was already settled by the first answer.
-pub fn ranged_request(first: &Outgoing, next: u64, end: u64, validator: &Validator) -> Outgoing {
-    let mut out = first.clone();
+/// The headers that ask for bytes `next..=end` of the representation `validator` names, from
+/// the first request's: `If-Range` makes a changed representation answer 200 (refused below)
+/// instead of a 206 of the wrong bytes. The client's own `If-Range` was already settled by the
+/// first answer.
+pub fn range_headers(first: &HeaderMap, next: u64, end: u64, validator: &Validator) -> HeaderMap {
+    let mut headers = first.clone();
     let range = HeaderValue::from_str(&format!("bytes={next}-{end}")).expect("digits are ASCII");
-    out.headers.insert(header::RANGE, range);
-    out.headers.remove(header::IF_RANGE);
+    headers.insert(header::RANGE, range);
+    headers.remove(header::IF_RANGE);
     if let Some(tag) = validator.etag.as_ref().or(validator.last_modified.as_ref()) {
-        out.headers.insert(header::IF_RANGE, tag.clone());
+        headers.insert(header::IF_RANGE, tag.clone());
     }
-    out
+    headers
 }
 
 /// Why a resumed answer cannot continue the stream, and whether trying again could help.
@@ -211,12 +221,23 @@ fn backoff(first: Duration, tries_in_a_row: u32) -> Duration {
         .min(MAX_BACKOFF)
 }
 
-/// What a download needs to ask again: the worker's client and the first request, as sent to
-/// the registry (before any redirect).
+/// Asks the upstream again, with the given headers (the first request's, with the range from
+/// [`range_headers`]), through whatever redirects it answers with.
+pub type Refetch =
+    Box<dyn Fn(HeaderMap) -> LocalBoxFuture<'static, Result<ClientResponse, ProxyError>>>;
+
+/// What a download needs to ask again. The upstream side builds it (`upstream::redirect::
+/// resumer`): this module only knows that it can ask.
 pub struct Resumer {
-    pub client: awc::Client,
-    pub first: Outgoing,
-    pub config: Arc<Config>,
+    pub refetch: Refetch,
+    /// The first request's headers, as sent to the registry (before any redirect).
+    pub first_headers: HeaderMap,
+    /// The first request's URL as logs show it.
+    pub shown_url: String,
+    pub upstream: UpstreamName,
+    pub policy: ResumePolicy,
+    /// `timeouts.body_idle`, for each resumed body.
+    pub body_idle: Duration,
     pub metrics: Arc<Metrics>,
 }
 
@@ -230,7 +251,7 @@ pub struct Resume {
 impl Resume {
     /// `None` when the first answer cannot be resumed (no length, multipart ranges ...).
     pub fn of(resumer: Resumer, status: StatusCode, headers: &HeaderMap) -> Option<Resume> {
-        if resumer.config.resume.attempts == 0 {
+        if resumer.policy.attempts == 0 {
             return None;
         }
         Some(Resume {
@@ -241,11 +262,11 @@ impl Resume {
     }
 }
 
-type Guarded = Pin<Box<IdleGuard<UpstreamResponse>>>;
+type Guarded = Pin<Box<IdleGuard<ClientResponse>>>;
 
 enum State {
     Streaming(Guarded),
-    Asking(LocalBoxFuture<'static, Result<UpstreamResponse, ProxyError>>),
+    Asking(LocalBoxFuture<'static, Result<ClientResponse, ProxyError>>),
     Done,
 }
 
@@ -264,7 +285,7 @@ pub struct Download {
 
 impl Download {
     pub fn new(
-        body: IdleGuard<UpstreamResponse>,
+        body: IdleGuard<ClientResponse>,
         resume: Option<Resume>,
         in_flight: StreamInFlight,
     ) -> Self {
@@ -287,7 +308,7 @@ impl Download {
             self.tries_in_a_row = 0;
         }
         self.sent_at_last_try = self.sent;
-        let policy = resume.resumer.config.resume;
+        let policy = resume.resumer.policy;
         if self.tries_in_a_row >= policy.attempts {
             return Err(format!(
                 "{cause}; gave up after {} tries in a row without progress",
@@ -299,29 +320,23 @@ impl Download {
         let wait = backoff(policy.backoff, self.tries_in_a_row);
         log::warn!(
             "resuming {} at byte {next} of {}-{} in {wait:?} (try {} of {}): {cause}",
-            redirect::shown(&resume.resumer.first.url),
+            resume.resumer.shown_url,
             resume.span.start,
             resume.span.end,
             self.tries_in_a_row,
             policy.attempts
         );
-        let out = ranged_request(
-            &resume.resumer.first,
+        let headers = range_headers(
+            &resume.resumer.first_headers,
             next,
             resume.span.end,
             &resume.validator,
         );
-        let client = resume.resumer.client.clone();
-        let config = resume.resumer.config.clone();
-        let metrics = resume.resumer.metrics.clone();
+        let asking = (resume.resumer.refetch)(headers);
         self.state = State::Asking(
             async move {
                 actix_rt::time::sleep(wait).await;
-                let followed =
-                    redirect::follow(&client, out, &config.redirect, &config.timeouts, &metrics)
-                        .await?;
-                metrics.redirects_followed(followed.hops);
-                Ok(followed.response)
+                asking.await
             }
             .boxed_local(),
         );
@@ -329,7 +344,7 @@ impl Download {
     }
 
     /// Takes a resumed answer on as the stream, or says why it cannot be.
-    fn take_answer(&mut self, response: UpstreamResponse) -> Result<(), Refusal> {
+    fn take_answer(&mut self, response: ClientResponse) -> Result<(), Refusal> {
         let resume = self
             .resume
             .as_ref()
@@ -342,11 +357,10 @@ impl Download {
             &resume.span,
             &resume.validator,
         )?;
-        let config = &resume.resumer.config;
         let mut body = IdleGuard::new(
             response,
-            config.timeouts.body_idle,
-            resume.resumer.first.upstream,
+            resume.resumer.body_idle,
+            resume.resumer.upstream,
             "resumed response body",
         );
         body.expected = Some(resume.span.end - next + 1);
@@ -361,7 +375,7 @@ impl Download {
         if let Some(resume) = &self.resume {
             log::error!(
                 "download of {} aborted after {} bytes: {reason}",
-                redirect::shown(&resume.resumer.first.url),
+                resume.resumer.shown_url,
                 self.sent
             );
             resume.resumer.metrics.download_resume("gave_up");
@@ -521,17 +535,12 @@ mod tests {
         }
     }
 
-    fn first() -> Outgoing {
-        Outgoing {
-            upstream: "registry",
-            method: actix_web::http::Method::GET,
-            url: url::Url::parse("http://registry.example/v2/a/blobs/sha256:1").unwrap(),
-            headers: headers(&[
-                ("authorization", "Bearer t"),
-                ("range", "bytes=0-"),
-                ("if-range", "\"client\""),
-            ]),
-        }
+    fn first() -> HeaderMap {
+        headers(&[
+            ("authorization", "Bearer t"),
+            ("range", "bytes=0-"),
+            ("if-range", "\"client\""),
+        ])
     }
 
     #[test]
@@ -540,19 +549,17 @@ mod tests {
             ("etag", "\"abc\""),
             ("last-modified", "Tue, 01 Dec 2026 00:00:00 GMT"),
         ]));
-        let out = ranged_request(&first(), 500, 999, &validator);
-        assert_eq!(out.headers.get("range").unwrap(), "bytes=500-999");
-        assert_eq!(out.headers.get("if-range").unwrap(), "\"abc\"");
-        assert_eq!(out.headers.get("authorization").unwrap(), "Bearer t");
-        assert_eq!(out.url, first().url);
+        let out = range_headers(&first(), 500, 999, &validator);
+        assert_eq!(out.get("range").unwrap(), "bytes=500-999");
+        assert_eq!(out.get("if-range").unwrap(), "\"abc\"");
+        assert_eq!(out.get("authorization").unwrap(), "Bearer t");
 
         let weak = Validator::of(&headers(&[("etag", "W/\"abc\"")]));
-        let out = ranged_request(&first(), 1, 2, &weak);
-        assert!(out.headers.get("if-range").is_none());
+        let out = range_headers(&first(), 1, 2, &weak);
+        assert!(out.get("if-range").is_none());
         let dated = Validator::of(&headers(&[("last-modified", "x")]));
         assert_eq!(
-            ranged_request(&first(), 1, 2, &dated)
-                .headers
+            range_headers(&first(), 1, 2, &dated)
                 .get("if-range")
                 .unwrap(),
             "x"

@@ -24,10 +24,7 @@ use actix_web::error::PayloadError;
 use bytes::Bytes;
 use futures_util::Stream;
 
-use crate::{
-    config::Timeouts,
-    error::{BodyFault, ProxyError, UnreadBody, UpstreamName},
-};
+use crate::error::{BodyFault, ProxyError, UnreadBody, UpstreamName};
 
 /// Whose move it is in sending the body, and since when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,15 +52,25 @@ struct Progress {
     fault: RefCell<Option<BodyFault>>,
 }
 
+/// The two limits an upload runs under (the upstream's `timeouts.body_idle` and
+/// `timeouts.response_headers`).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// Longest wait for the client's next bytes.
+    pub body_idle: Duration,
+    /// Time the upstream has to answer once the whole body is sent.
+    pub response_headers: Duration,
+}
+
 /// Wraps the client's payload as an upstream request body, and returns the deadline of sending
 /// it. Race the two with `futures_util::future::select(send, deadline)`: it polls the send
 /// first, so the deadline sees at once what that poll did to the body.
 /// The deadline shares the payload, so that a client error can hold it (see `UnreadBody`).
 pub fn watch<S>(
     payload: S,
-    timeouts: &Timeouts,
+    deadlines: Deadlines,
     upstream: UpstreamName,
-    url: &url::Url,
+    shown_url: String,
 ) -> (UploadBody<S>, UploadDeadline)
 where
     S: Unpin + 'static,
@@ -81,11 +88,11 @@ where
     let deadline = UploadDeadline {
         progress,
         payload,
-        timer: Box::pin(sleep(timeouts.response_headers)),
-        idle: timeouts.body_idle,
-        headers: timeouts.response_headers,
+        timer: Box::pin(sleep(deadlines.response_headers)),
+        idle: deadlines.body_idle,
+        headers: deadlines.response_headers,
         upstream,
-        url: crate::upstream::redirect::shown(url),
+        url: shown_url,
     };
     (body, deadline)
 }
@@ -211,16 +218,15 @@ mod tests {
         StreamExt,
     };
 
-    fn timeouts(idle_ms: u64, headers_ms: u64) -> Timeouts {
-        Timeouts {
-            connect: Duration::from_secs(1),
+    fn timeouts(idle_ms: u64, headers_ms: u64) -> Deadlines {
+        Deadlines {
             response_headers: Duration::from_millis(headers_ms),
             body_idle: Duration::from_millis(idle_ms),
         }
     }
 
-    fn url() -> url::Url {
-        url::Url::parse("http://registry.test/v2/a/blobs/uploads/1").unwrap()
+    fn url() -> String {
+        "http://registry.test/v2/a/blobs/uploads/1".to_owned()
     }
 
     /// Reads `body` the way an upstream does: a chunk, then `taking` per chunk to take it.
@@ -237,11 +243,11 @@ mod tests {
     }
 
     /// Races an upstream reading at `taking` per chunk against the deadline.
-    async fn race<S>(payload: S, t: &Timeouts, taking: Duration) -> Either<u64, ProxyError>
+    async fn race<S>(payload: S, t: Deadlines, taking: Duration) -> Either<u64, ProxyError>
     where
         S: Stream<Item = Result<Bytes, PayloadError>> + Unpin + 'static,
     {
-        let (body, deadline) = watch(payload, t, "registry", &url());
+        let (body, deadline) = watch(payload, t, "registry", url());
         let body = std::pin::pin!(body);
         let reading = std::pin::pin!(upstream_reads(body, taking));
         match select(reading, deadline).await {
@@ -267,7 +273,7 @@ mod tests {
         // 10 chunks 30 ms apart against a 100 ms limit.
         let got = race(
             chunks(10, Duration::from_millis(30)),
-            &timeouts(100, 1000),
+            timeouts(100, 1000),
             Duration::ZERO,
         )
         .await;
@@ -277,7 +283,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_client_that_stops_sending_is_a_client_stall() {
         let stalls = chunks(1, Duration::ZERO).chain(futures_util::stream::pending());
-        let got = race(stalls, &timeouts(50, 1000), Duration::ZERO).await;
+        let got = race(stalls, timeouts(50, 1000), Duration::ZERO).await;
         match got {
             Either::Right(ProxyError::ClientBody {
                 received: 5,
@@ -292,7 +298,7 @@ mod tests {
     async fn an_upstream_that_stops_taking_the_body_times_out() {
         let got = race(
             chunks(3, Duration::ZERO),
-            &timeouts(50, 1000),
+            timeouts(50, 1000),
             Duration::from_secs(3600),
         )
         .await;
@@ -306,12 +312,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn response_headers_are_due_once_the_body_is_sent() {
-        let (body, deadline) = watch(
-            chunks(2, Duration::ZERO),
-            &timeouts(1000, 50),
-            "auth",
-            &url(),
-        );
+        let (body, deadline) = watch(chunks(2, Duration::ZERO), timeouts(1000, 50), "auth", url());
         let body = std::pin::pin!(body);
         // Sends the body, then waits for an answer that never comes.
         let silent = async move {
@@ -330,9 +331,9 @@ mod tests {
     async fn a_body_never_asked_for_times_out_like_a_bodiless_request() {
         let (_body, deadline) = watch(
             chunks(1, Duration::ZERO),
-            &timeouts(1000, 50),
+            timeouts(1000, 50),
             "registry",
-            &url(),
+            url(),
         );
         let err = deadline.await;
         assert!(
@@ -347,7 +348,7 @@ mod tests {
         let broken = chunks(1, Duration::ZERO).chain(futures_util::stream::iter([Err(
             PayloadError::EncodingCorrupted,
         )]));
-        let (body, deadline) = watch(broken, &timeouts(1000, 1000), "registry", &url());
+        let (body, deadline) = watch(broken, timeouts(1000, 1000), "registry", url());
         let mut body = std::pin::pin!(body);
         while let Some(Ok(_)) = body.next().await {}
         match deadline.client_fault() {

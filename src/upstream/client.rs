@@ -1,41 +1,33 @@
-//! The per-worker upstream client: building it (rustls, timeouts, no redirects), sending one
-//! request, and relaying the answer to the client as a stream that keeps the upstream length.
+//! The per-worker upstream client: building it (rustls, timeouts, no redirects, the egress
+//! guard in its connector) and sending one request, its body framed as the client's was.
 
-use std::{
-    future::Future,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use actix_rt::time::{sleep, Sleep};
 use actix_web::{
-    body::{BodyStream, BoxBody, MessageBody, None as NoBody, SizedStream},
-    dev::RequestHead,
-    error::PayloadError,
-    http::{header, header::HeaderMap, Method, StatusCode, Version},
-    web, HttpResponse,
+    body::SizedStream,
+    http::{header, header::HeaderMap, Method},
+    web,
 };
 use awc::error::{ConnectError, SendRequestError};
 use bytes::Bytes;
-use futures_util::{
-    future::{select, Either},
-    Stream,
-};
+use futures_util::future::{select, Either};
 use rustls::{pki_types::CertificateDer, ClientConfig, RootCertStore};
 use url::Url;
 
 use crate::{
-    stream::chunking::ClientChunks,
-    config::Timeouts,
-    upstream::egress,
     error::{ProxyError, UpstreamName},
     metrics::Metrics,
-    upstream::redirect,
-    stream::resume::{Download, Resume, Resumer},
     stream::upload,
+    upstream::egress,
 };
+
+/// How long each phase of an upstream exchange may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub response_headers: Duration,
+    pub body_idle: Duration,
+}
 
 /// TLS settings shared by every worker's client: the standard web roots (so a fresh machine
 /// needs no system OpenSSL or CA bundle) plus the operator's extra CAs. HTTP/1.1 only: one
@@ -211,12 +203,22 @@ async fn send_timed(
         // answer.
         RequestBody::Full(bytes) => request.send_body(bytes),
         RequestBody::Sized(len, payload) => {
-            let (body, deadline) = upload::watch(payload, timeouts, out.upstream, &out.url);
+            let (body, deadline) = upload::watch(
+                payload,
+                upload_deadlines(timeouts),
+                out.upstream,
+                crate::net::redact::shown(&out.url),
+            );
             let sending = request.send_body(SizedStream::new(len, body));
             return send_upload(sending, deadline, out, timeouts).await;
         }
         RequestBody::Chunked(payload) => {
-            let (body, deadline) = upload::watch(payload, timeouts, out.upstream, &out.url);
+            let (body, deadline) = upload::watch(
+                payload,
+                upload_deadlines(timeouts),
+                out.upstream,
+                crate::net::redact::shown(&out.url),
+            );
             let sending = request.send_stream(body);
             return send_upload(sending, deadline, out, timeouts).await;
         }
@@ -225,7 +227,7 @@ async fn send_timed(
         Ok(result) => result.map_err(|e| send_error(out, e, timeouts)),
         Err(_) => Err(ProxyError::Timeout {
             upstream: out.upstream,
-            url: redirect::shown(&out.url),
+            url: crate::net::redact::shown(&out.url),
             phase: "send response headers",
             limit: timeouts.response_headers,
         }),
@@ -253,7 +255,7 @@ async fn send_upload(
 }
 
 fn send_error(out: &Outgoing, err: SendRequestError, timeouts: &Timeouts) -> ProxyError {
-    let url = redirect::shown(&out.url);
+    let url = crate::net::redact::shown(&out.url);
     match err {
         SendRequestError::Connect(ConnectError::Timeout) => ProxyError::Timeout {
             upstream: out.upstream,
@@ -284,254 +286,29 @@ fn send_error(out: &Outgoing, err: SendRequestError, timeouts: &Timeouts) -> Pro
     }
 }
 
-/// Builds the client's response from an upstream one: status and the given headers, and the
-/// body streamed with the upstream `Content-Length` kept (a HEAD answer keeps it with no body).
-/// With a `resumer`, a body that breaks is asked for again from where it broke. `client` is the
-/// client's request: its method, and its HTTP version, which decides how the body is cut.
-pub fn relay(
-    response: UpstreamResponse,
-    client: &RequestHead,
-    mut headers: HeaderMap,
-    timeouts: &Timeouts,
-    upstream: UpstreamName,
-    metrics: &Arc<Metrics>,
-    resumer: Option<Resumer>,
-) -> HttpResponse {
-    let method = &client.method;
-    let status = response.status();
-    // Read before the length is taken out of `headers` below.
-    let resume = resumer.and_then(|r| Resume::of(r, status, &headers));
-    let length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    // A 304 keeps its Content-Length header as metadata; every other response's framing comes
-    // from the body we attach.
-    if status != StatusCode::NOT_MODIFIED {
-        headers.remove(header::CONTENT_LENGTH);
+fn upload_deadlines(timeouts: &Timeouts) -> upload::Deadlines {
+    upload::Deadlines {
+        body_idle: timeouts.body_idle,
+        response_headers: timeouts.response_headers,
     }
-    let bodiless = *method == Method::HEAD
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    let mut response = if bodiless {
-        match (length, *method == Method::HEAD) {
-            (Some(len), true) => HttpResponse::with_body(
-                status,
-                SizedStream::new(
-                    len,
-                    futures_util::stream::empty::<Result<Bytes, PayloadError>>(),
-                )
-                .boxed(),
-            ),
-            _ => HttpResponse::with_body(status, NoBody::new().boxed()),
-        }
-    } else {
-        let mut body = IdleGuard::new(response, timeouts.body_idle, upstream, "response body");
-        body.expected = length;
-        body.metrics = Some(metrics.clone());
-        let body = Download::new(body, resume, metrics.stream_started());
-        if client.version < Version::HTTP_2 {
-            HttpResponse::with_body(status, framed(length, ClientChunks::new(body)))
-        } else {
-            // HTTP/2 cuts the body into its own frames under flow control.
-            HttpResponse::with_body(status, framed(length, body))
-        }
+}
+
+/// The `Host` header value for a URL: host, plus the port when it is not the scheme's default.
+pub fn host_header(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    let host = match url.host() {
+        Some(url::Host::Ipv6(_)) if !host.starts_with('[') => format!("[{host}]"),
+        _ => host.to_owned(),
     };
-    // Moved, not copied header by header: this runs for every proxied request.
-    *response.headers_mut() = headers;
-    response
-}
-
-/// A streamed body with the upstream's length kept when it has one.
-fn framed<S>(length: Option<u64>, body: S) -> BoxBody
-where
-    S: Stream<Item = Result<Bytes, std::io::Error>> + 'static,
-{
-    match length {
-        Some(len) => SizedStream::new(len, body).boxed(),
-        None => BodyStream::new(body).boxed(),
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// Passes a body through while enforcing the idle timeout between chunks (never a total
-    /// timeout: layers are many GB) and checking that a body with a known length is complete,
-    /// so a broken upstream aborts the client's response instead of ending it short.
-    pub struct IdleGuard<S> {
-        #[pin]
-        inner: S,
-        #[pin]
-        idle: Sleep,
-        limit: Duration,
-        // When the last chunk came. The timer is not re-armed per chunk (thousands per second
-        // on a fast blob); when it fires early, it is moved to `last_chunk + limit`.
-        last_chunk: actix_rt::time::Instant,
-        received: u64,
-        pub expected: Option<u64>,
-        // Set once the stream has ended or failed: nothing more is yielded after that.
-        finished: bool,
-        // Where failures are counted (downloads only).
-        pub metrics: Option<Arc<Metrics>>,
-        upstream: UpstreamName,
-        what: &'static str,
-    }
-}
-
-impl<S> IdleGuard<S> {
-    pub fn new(inner: S, limit: Duration, upstream: UpstreamName, what: &'static str) -> Self {
-        IdleGuard {
-            inner,
-            idle: sleep(limit),
-            limit,
-            last_chunk: actix_rt::time::Instant::now(),
-            received: 0,
-            expected: None,
-            finished: false,
-            metrics: None,
-            upstream,
-            what,
-        }
-    }
-}
-
-impl<S, E> Stream for IdleGuard<S>
-where
-    S: Stream<Item = Result<Bytes, E>>,
-    E: std::fmt::Display,
-{
-    type Item = Result<Bytes, std::io::Error>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.project();
-        if *this.finished {
-            return Poll::Ready(None);
-        }
-        let failure = match this.inner.poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                *this.received += chunk.len() as u64;
-                *this.last_chunk = actix_rt::time::Instant::now();
-                return Poll::Ready(Some(Ok(chunk)));
-            }
-            Poll::Ready(Some(Err(err))) => std::io::Error::other(format!(
-                "{} from {} failed after {} bytes: {err}",
-                this.what, this.upstream, this.received
-            )),
-            Poll::Ready(None) => match *this.expected {
-                Some(expected) if *this.received < expected => std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "{} from {} ended after {} of {expected} bytes",
-                        this.what, this.upstream, this.received
-                    ),
-                ),
-                _ => {
-                    *this.finished = true;
-                    return Poll::Ready(None);
-                }
-            },
-            Poll::Pending => {
-                let mut idle = this.idle;
-                if idle.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                let deadline = *this.last_chunk + *this.limit;
-                if deadline > actix_rt::time::Instant::now() {
-                    // Chunks came since the timer was armed: wait out the rest of the limit.
-                    idle.as_mut().reset(deadline);
-                    if idle.poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                }
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "{} from {} was idle for {:?} after {} bytes",
-                        this.what, this.upstream, this.limit, this.received
-                    ),
-                )
-            }
-        };
-        log::warn!("{failure}");
-        if let Some(metrics) = this.metrics.as_ref() {
-            metrics.upstream_error(this.upstream, "body");
-        }
-        *this.finished = true;
-        Poll::Ready(Some(Err(failure)))
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures_util::StreamExt;
-
-    #[actix_rt::test]
-    async fn idle_guard_passes_chunks_and_checks_length() {
-        let chunks = vec![
-            Ok::<_, PayloadError>(Bytes::from_static(b"abc")),
-            Ok(Bytes::from_static(b"de")),
-        ];
-        let mut guard = IdleGuard::new(
-            futures_util::stream::iter(chunks),
-            Duration::from_secs(5),
-            "registry",
-            "test",
-        );
-        guard.expected = Some(5);
-        let got: Vec<_> = guard.collect().await;
-        assert_eq!(got.len(), 2);
-        assert!(got.iter().all(Result::is_ok));
-
-        let short = vec![Ok::<_, PayloadError>(Bytes::from_static(b"abc"))];
-        let mut guard = IdleGuard::new(
-            futures_util::stream::iter(short),
-            Duration::from_secs(5),
-            "registry",
-            "test",
-        );
-        guard.expected = Some(5);
-        let got: Vec<_> = guard.collect().await;
-        assert_eq!(got.len(), 2);
-        assert_eq!(
-            got[1].as_ref().unwrap_err().kind(),
-            std::io::ErrorKind::UnexpectedEof
-        );
-    }
-
-    #[actix_rt::test]
-    async fn idle_guard_lets_a_slow_but_steady_stream_run_past_the_limit() {
-        // A chunk every 30 ms for ~300 ms, with a 100 ms idle limit: never idle for long.
-        let ticks = futures_util::stream::unfold(0u32, |n| async move {
-            if n == 10 {
-                return None;
-            }
-            actix_rt::time::sleep(Duration::from_millis(30)).await;
-            Some((Ok::<_, PayloadError>(Bytes::from_static(b"x")), n + 1))
-        });
-        let guard = IdleGuard::new(
-            Box::pin(ticks),
-            Duration::from_millis(100),
-            "registry",
-            "test",
-        );
-        let got: Vec<_> = guard.collect().await;
-        assert_eq!(got.len(), 10);
-        assert!(got.iter().all(Result::is_ok));
-    }
-
-    #[actix_rt::test]
-    async fn idle_guard_times_out_a_silent_stream() {
-        let silent = futures_util::stream::pending::<Result<Bytes, PayloadError>>();
-        let mut guard = Box::pin(IdleGuard::new(
-            silent,
-            Duration::from_millis(50),
-            "registry",
-            "test",
-        ));
-        let first = guard.next().await.unwrap();
-        assert_eq!(first.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
-    }
 
     #[test]
     fn request_body_framing_follows_the_client() {
@@ -582,6 +359,26 @@ mod tests {
         assert_eq!(
             request_framing(&sized, &Method::PUT, true).unwrap(),
             Framing::Length(5)
+        );
+    }
+
+    #[test]
+    fn host_header_keeps_non_default_ports() {
+        assert_eq!(
+            host_header(&Url::parse("https://a.example/x").unwrap()),
+            "a.example"
+        );
+        assert_eq!(
+            host_header(&Url::parse("http://127.0.0.1:5000").unwrap()),
+            "127.0.0.1:5000"
+        );
+        assert_eq!(
+            host_header(&Url::parse("http://[::1]:80/").unwrap()),
+            "[::1]"
+        );
+        assert_eq!(
+            host_header(&Url::parse("http://[::1]:81/").unwrap()),
+            "[::1]:81"
         );
     }
 }

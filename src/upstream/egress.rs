@@ -23,7 +23,7 @@ use awc::http::Uri;
 use futures_util::future::LocalBoxFuture;
 use url::Url;
 
-use crate::{config::Config, net::embedded_ipv4::embedded_ipv4};
+use crate::net::embedded_ipv4::embedded_ipv4;
 
 /// Why `ip` is not a public unicast address (its kind, for error messages), or `None` when it
 /// is one. IPv4 inside IPv6 (mapped `::ffff:a.b.c.d`, compatible `::a.b.c.d`, NAT64
@@ -114,26 +114,12 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn from_config(config: &Config) -> Policy {
-        let hub = [
-            &config.upstream.registry,
-            &config.upstream.auth,
-            &config.upstream.index,
-        ];
-        // Every configured registry and configured realm; never a realm learned from a
-        // challenge, which is as untrusted as a redirect.
-        let registries = config
-            .registries
-            .all()
-            .iter()
-            .flat_map(|u| std::iter::once(&u.registry).chain(u.realm.as_ref()));
+    /// `trusted`: the URLs of every configured upstream and configured realm, never a realm
+    /// learned from a challenge, which is as untrusted as a redirect.
+    pub fn new<'a>(allow_private: bool, trusted: impl IntoIterator<Item = &'a Url>) -> Policy {
         Policy {
-            allow_private: config.redirect.allow_private,
-            trusted: hub
-                .into_iter()
-                .chain(registries)
-                .filter_map(origin)
-                .collect(),
+            allow_private,
+            trusted: trusted.into_iter().filter_map(origin).collect(),
         }
     }
 

@@ -2,16 +2,28 @@
 //! clients behind the mirror cannot reach. We follow such redirects ourselves so the client
 //! only ever sees the final answer (200, 206, 304, 404 ...).
 
+use std::sync::Arc;
+
 use actix_web::http::{header, Method, StatusCode};
+use futures_util::FutureExt;
 use url::Url;
 
 use crate::{
-    config::{RedirectPolicy, Timeouts},
     error::{ProxyError, UpstreamName},
-    proxy::headers,
     metrics::Metrics,
-    upstream::client::{self, Outgoing, RequestBody, UpstreamResponse},
+    net::redact::{shown, shown_text},
+    stream::resume::{ResumePolicy, Resumer},
+    upstream::cdn,
+    upstream::client::{self, Outgoing, RequestBody, Timeouts, UpstreamResponse},
 };
+
+/// Which redirects are followed.
+#[derive(Debug, Clone, Copy)]
+pub struct RedirectPolicy {
+    pub max_hops: u32,
+    /// Redirects may lead to loopback, link-local and private addresses.
+    pub allow_private: bool,
+}
 
 /// What the hops to another origin than the registry's are called: the blob CDN.
 pub const CDN: UpstreamName = "blob CDN";
@@ -28,42 +40,6 @@ pub struct Followed {
 /// 308 mean the same thing for a GET or HEAD.
 pub fn is_followed_redirect(status: StatusCode) -> bool {
     matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
-}
-
-/// How a URL hubferry asked is shown in answers and logs: scheme, host, port and path. Its
-/// query and userinfo are left out: a signed CDN URL (`?verify=...`) or a presigned S3 URL
-/// (`?X-Amz-Signature=...`) is a bearer capability for as long as it is valid.
-pub fn shown(url: &Url) -> String {
-    let mut shown = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
-    if let Some(port) = url.port() {
-        shown.push_str(&format!(":{port}"));
-    }
-    shown.push_str(url.path());
-    shown
-}
-
-/// As [`shown`], for a `Location` as an upstream wrote it (it may not parse): cut before its
-/// query or fragment, without userinfo.
-fn shown_text(location: &str) -> String {
-    let end = location.find(['?', '#']).unwrap_or(location.len());
-    let location = &location[..end];
-    // `scheme://userinfo@host/...`: the userinfo ends at the last `@` before the path.
-    let authority_start = match location.find("://") {
-        Some(i) => i + 3,
-        None if location.starts_with("//") => 2,
-        None => return location.to_owned(),
-    };
-    let authority_end = location[authority_start..]
-        .find('/')
-        .map_or(location.len(), |i| authority_start + i);
-    match location[authority_start..authority_end].rfind('@') {
-        Some(at) => format!(
-            "{}{}",
-            &location[..authority_start],
-            &location[authority_start + at + 1..]
-        ),
-        None => location.to_owned(),
-    }
 }
 
 /// Resolves a `Location` value (absolute, or relative to the URL that answered) and refuses
@@ -104,13 +80,13 @@ pub fn next_hop(current: &Outgoing, status: StatusCode, next: Url) -> Outgoing {
     if status == StatusCode::SEE_OTHER && out.method != Method::HEAD {
         out.method = Method::GET;
     }
-    let host = headers::host_header(&next);
+    let host = client::host_header(&next);
     if same_origin(&current.url, &next) {
         if let Ok(value) = host.parse() {
             out.headers.insert(header::HOST, value);
         }
     } else {
-        headers::cross_origin_hop(&mut out.headers, &host);
+        cdn::cross_origin_hop(&mut out.headers, &host);
         out.upstream = CDN;
     }
     out.url = next;
@@ -184,6 +160,44 @@ pub async fn follow(
     }
 }
 
+/// What a download needs to ask again for the rest of a blob after a break: the first
+/// request (to the registry, before any redirect) sent again with the range `stream::resume`
+/// puts in its headers, following redirects afresh (signed CDN URLs expire).
+pub fn resumer(
+    client: &awc::Client,
+    first: &Outgoing,
+    redirects: RedirectPolicy,
+    timeouts: Timeouts,
+    policy: ResumePolicy,
+    metrics: &Arc<Metrics>,
+) -> Resumer {
+    let refetch = {
+        let (client, first, metrics) = (client.clone(), first.clone(), metrics.clone());
+        move |headers| {
+            let out = Outgoing {
+                headers,
+                ..first.clone()
+            };
+            let (client, metrics) = (client.clone(), metrics.clone());
+            async move {
+                let followed = follow(&client, out, &redirects, &timeouts, &metrics).await?;
+                metrics.redirects_followed(followed.hops);
+                Ok(followed.response)
+            }
+            .boxed_local()
+        }
+    };
+    Resumer {
+        refetch: Box::new(refetch),
+        first_headers: first.headers.clone(),
+        shown_url: shown(&first.url),
+        upstream: first.upstream,
+        policy,
+        body_idle: timeouts.body_idle,
+        metrics: metrics.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,23 +217,7 @@ mod tests {
     }
 
     #[test]
-    fn urls_are_shown_without_their_capabilities() {
-        let signed = Url::parse(
-            "https://user:pw@cdn.example:8443/a/b%20c?verify=1700000000-SIG&X-Amz-Signature=s#f",
-        )
-        .unwrap();
-        assert_eq!(shown(&signed), "https://cdn.example:8443/a/b%20c");
-        assert_eq!(
-            shown(&Url::parse("http://[::1]/x?y").unwrap()),
-            "http://[::1]/x"
-        );
-        assert_eq!(
-            shown_text("https://u:p@cdn.example/blob?sig=SECRET"),
-            "https://cdn.example/blob"
-        );
-        assert_eq!(shown_text("//u@h/p?s"), "//h/p");
-        assert_eq!(shown_text("/relative?sig=1"), "/relative");
-        assert_eq!(shown_text("http://[::1?sig=1"), "http://[::1");
+    fn errors_about_a_location_never_carry_its_query() {
         // Errors about a Location never carry its query.
         let base = Url::parse("https://registry.example/v2/a/blobs/sha256:1").unwrap();
         for location in [

@@ -1,0 +1,96 @@
+//! The client's response from an upstream one: its status, the headers the route chose, and
+//! the body streamed through (cut for HTTP/1.1 clients by `chunking`, resumed when it breaks by
+//! `resume`), with the upstream's length kept.
+
+use std::{sync::Arc, time::Duration};
+
+use actix_web::{
+    body::{BodyStream, BoxBody, MessageBody, None as NoBody, SizedStream},
+    dev::RequestHead,
+    error::PayloadError,
+    http::{header, header::HeaderMap, Method, StatusCode, Version},
+    HttpResponse,
+};
+use awc::ClientResponse;
+use bytes::Bytes;
+use futures_util::Stream;
+
+use crate::{
+    error::UpstreamName,
+    metrics::Metrics,
+    stream::{
+        chunking::ClientChunks,
+        idle::IdleGuard,
+        resume::{Download, Resume, Resumer},
+    },
+};
+
+/// Builds the client's response from an upstream one: status and the given headers, and the
+/// body streamed with the upstream `Content-Length` kept (a HEAD answer keeps it with no body).
+/// With a `resumer`, a body that breaks is asked for again from where it broke. `client` is the
+/// client's request: its method, and its HTTP version, which decides how the body is cut.
+pub fn relay(
+    response: ClientResponse,
+    client: &RequestHead,
+    mut headers: HeaderMap,
+    body_idle: Duration,
+    upstream: UpstreamName,
+    metrics: &Arc<Metrics>,
+    resumer: Option<Resumer>,
+) -> HttpResponse {
+    let method = &client.method;
+    let status = response.status();
+    // Read before the length is taken out of `headers` below.
+    let resume = resumer.and_then(|r| Resume::of(r, status, &headers));
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    // A 304 keeps its Content-Length header as metadata; every other response's framing comes
+    // from the body we attach.
+    if status != StatusCode::NOT_MODIFIED {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    let bodiless = *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let mut response = if bodiless {
+        match (length, *method == Method::HEAD) {
+            (Some(len), true) => HttpResponse::with_body(
+                status,
+                SizedStream::new(
+                    len,
+                    futures_util::stream::empty::<Result<Bytes, PayloadError>>(),
+                )
+                .boxed(),
+            ),
+            _ => HttpResponse::with_body(status, NoBody::new().boxed()),
+        }
+    } else {
+        let mut body = IdleGuard::new(response, body_idle, upstream, "response body");
+        body.expected = length;
+        body.metrics = Some(metrics.clone());
+        let body = Download::new(body, resume, metrics.stream_started());
+        if client.version < Version::HTTP_2 {
+            HttpResponse::with_body(status, framed(length, ClientChunks::new(body)))
+        } else {
+            // HTTP/2 cuts the body into its own frames under flow control.
+            HttpResponse::with_body(status, framed(length, body))
+        }
+    };
+    // Moved, not copied header by header: this runs for every proxied request.
+    *response.headers_mut() = headers;
+    response
+}
+
+/// A streamed body with the upstream's length kept when it has one.
+fn framed<S>(length: Option<u64>, body: S) -> BoxBody
+where
+    S: Stream<Item = Result<Bytes, std::io::Error>> + 'static,
+{
+    match length {
+        Some(len) => SizedStream::new(len, body).boxed(),
+        None => BodyStream::new(body).boxed(),
+    }
+}
