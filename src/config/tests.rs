@@ -757,3 +757,261 @@ fn the_readme_managed_auth_example_is_valid() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Three bad values, one from each layer, and two bad relations between settings: each is
+/// named, in one error, rather than the first alone (a fix, a restart, the next error).
+#[test]
+fn every_invalid_setting_is_reported_at_once() {
+    let dir = tempfile_dir("all-at-once");
+    let file = dir.join("hubferry.toml");
+    std::fs::write(&file, "[timeouts]\nconnect = \"soon\"\n").unwrap();
+    let args = [
+        "--config",
+        file.to_str().unwrap(),
+        "--workers",
+        "0",
+        "--allow",
+        "10.0.0.0/33",
+    ];
+    let err = load(&args, &[("HUBFERRY_LOG_FORMAT", "xml")]).unwrap_err();
+    std::fs::remove_dir_all(dir).ok();
+    let problems = err.problems();
+    for key in ["workers", "timeouts.connect", "log_format", "access.allow"] {
+        let named = problems
+            .iter()
+            .filter(|p| p.starts_with(&format!("{key}: ")));
+        assert_eq!(named.count(), 1, "{key} in {problems:?}");
+    }
+    let line = err.to_string();
+    assert!(!line.contains('\n'), "{line}");
+    assert!(
+        line.starts_with("invalid configuration, 4 problems: "),
+        "{line}"
+    );
+
+    // Once every value parses, the checks between settings are reported together too.
+    let err = load(
+        &[
+            "--tls-listen",
+            "127.0.0.1:5443",
+            "--ca-file",
+            "/nonexistent/ca.pem",
+            "--default-upstream",
+            "nowhere.example",
+        ],
+        &[],
+    )
+    .unwrap_err();
+    for key in [
+        "tls.cert",
+        "tls.key",
+        "upstream.ca_file",
+        "default_upstream",
+    ] {
+        assert!(
+            err.problems()
+                .iter()
+                .any(|p| p.starts_with(&format!("{key}: "))),
+            "{key} in {err}"
+        );
+    }
+}
+
+/// Every row of README.md's configuration table is a declared setting, with the declaration's
+/// flag, environment variable and default; every declared setting has its row.
+/// (README.zh-CN.md's table is kept in step with this one by `tests/readme_sync.rs`.)
+#[test]
+fn the_readme_table_matches_the_declarations() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("\n## Configuration\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("README has a Configuration section");
+    let mut rows = std::collections::BTreeMap::new();
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let key = cells[1].trim_matches('`');
+        let row = [cells[2], cells[3], cells[4]].map(str::to_owned);
+        assert!(rows.insert(key, row).is_none(), "{key} has two rows");
+    }
+    let code = |text: String| format!("`{text}`");
+    let mut wrong = Vec::new();
+    for setting in SETTINGS {
+        let flag = match setting.flag {
+            Some(_) => code(setting.flag_text()),
+            None => setting.flag_text(),
+        };
+        let env = setting.env().map_or("none".to_owned(), code);
+        let expected = [flag, env, setting.default_text()];
+        match rows.remove(setting.key) {
+            Some(row) if row == expected => {}
+            found => wrong.push(format!(
+                "{}: README has {found:?}, the declaration says | `{}` | {} |",
+                setting.key,
+                setting.key,
+                expected.join(" | ")
+            )),
+        }
+    }
+    for key in rows.keys() {
+        wrong.push(format!("{key}: in the README, but declared nowhere"));
+    }
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+}
+
+/// One setting of each value type, given in each layer in turn: the default, then the file,
+/// then the environment, then a flag decides. TOML's native numbers and booleans count as the
+/// same value written as text.
+#[test]
+fn each_type_is_layered_defaults_file_environment_flags() {
+    struct Case<'a> {
+        file: &'a str,
+        env: (&'a str, &'a str),
+        flag: &'a [&'a str],
+        shown: fn(&Config) -> String,
+        /// What `shown` gives with the default, the file, the environment, the flag.
+        expected: [&'static str; 4],
+    }
+    let dir = tempfile_dir("layers-per-type");
+    let pem = |name: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, "").unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (file_cert, env_cert, flag_cert) = (pem("file.pem"), pem("env.pem"), pem("flag.pem"));
+    let key_file = pem("key.pem");
+    let tls_file = format!(
+        "[tls]\nlisten = \"127.0.0.1:5443\"\ncert = \"{file_cert}\"\nkey = \"{key_file}\"\n"
+    );
+    let cases = [
+        Case {
+            // an address
+            file: "listen = \"127.0.0.1:7001\"\n",
+            env: ("HUBFERRY_LISTEN", "127.0.0.1:7002"),
+            flag: &["--listen", "127.0.0.1:7003"],
+            shown: |c| format!("{:?}", c.listen.unwrap()),
+            expected: [
+                "0.0.0.0:5000",
+                "127.0.0.1:7001",
+                "127.0.0.1:7002",
+                "127.0.0.1:7003",
+            ],
+        },
+        Case {
+            // a count, native in the file
+            file: "[limits]\nh2_max_streams = 101\n",
+            env: ("HUBFERRY_LIMITS__H2_MAX_STREAMS", "102"),
+            flag: &["--h2-max-streams", "103"],
+            shown: |c| c.limits.h2_max_streams.to_string(),
+            expected: ["100", "101", "102", "103"],
+        },
+        Case {
+            // a bool, native in the file
+            file: "[redirect]\nallow_private = true\n",
+            env: ("HUBFERRY_REDIRECT__ALLOW_PRIVATE", "false"),
+            flag: &["--allow-private-redirects", "TRUE"],
+            shown: |c| c.redirect.allow_private.to_string(),
+            expected: ["false", "true", "false", "true"],
+        },
+        Case {
+            // a duration
+            file: "[timeouts]\nconnect = \"3s\"\n",
+            env: ("HUBFERRY_TIMEOUTS__CONNECT", "4s"),
+            flag: &["--connect-timeout", "1m"],
+            shown: |c| format!("{:?}", c.timeouts.connect),
+            expected: ["10s", "3s", "4s", "60s"],
+        },
+        Case {
+            // a URL
+            file: "[upstream]\nindex = \"http://file.example\"\n",
+            env: ("HUBFERRY_UPSTREAM__INDEX", "http://env.example/"),
+            flag: &["--index", "https://flag.example/path/"],
+            shown: |c| c.upstream.index.to_string(),
+            expected: [
+                "https://index.docker.io/",
+                "http://file.example/",
+                "http://env.example/",
+                "https://flag.example/path",
+            ],
+        },
+        Case {
+            // a list: a TOML array, comma-separated text, a repeated flag
+            file: "[access]\ndeny = [\"10.1.0.0/16\", \"10.2.0.0/16\"]\n",
+            env: ("HUBFERRY_ACCESS__DENY", "10.3.0.0/16,10.4.0.0/16"),
+            flag: &["--deny", "10.5.0.0/16", "--deny", "10.6.0.0/16,10.7.0.0/16"],
+            shown: |c| {
+                let shown: Vec<String> = c.access.deny.iter().map(|n| n.to_string()).collect();
+                shown.join(" ")
+            },
+            expected: [
+                "",
+                "10.1.0.0/16 10.2.0.0/16",
+                "10.3.0.0/16 10.4.0.0/16",
+                "10.5.0.0/16 10.6.0.0/16 10.7.0.0/16",
+            ],
+        },
+        Case {
+            // a choice
+            file: "log_format = \"json\"\n",
+            env: ("HUBFERRY_LOG_FORMAT", "text"),
+            flag: &["--log-format", "json"],
+            shown: |c| format!("{:?}", c.log_format),
+            expected: ["Text", "Json", "Text", "Json"],
+        },
+        Case {
+            // text
+            file: "[images]\ndenied_message = \"from the file\"\n",
+            env: ("HUBFERRY_IMAGES__DENIED_MESSAGE", "from the environment"),
+            flag: &["--denied-message", "from a flag"],
+            shown: |c| c.images.message.clone(),
+            expected: [
+                "this image is not served by this mirror",
+                "from the file",
+                "from the environment",
+                "from a flag",
+            ],
+        },
+        Case {
+            // a number or a word
+            file: "[limits]\nmax_streams = 7\n",
+            env: ("HUBFERRY_LIMITS__MAX_STREAMS", "0"),
+            flag: &["--max-streams", "9"],
+            shown: |c| match c.limits.max_streams {
+                StreamCap::Set(n) => n.to_string(),
+                StreamCap::Derived { .. } => "auto".into(),
+            },
+            expected: ["auto", "7", "0", "9"],
+        },
+        Case {
+            // a path (TLS on in the file, so that the certificate is read)
+            file: &tls_file,
+            env: ("HUBFERRY_TLS__CERT", &env_cert),
+            flag: &["--tls-cert", &flag_cert],
+            shown: |c| match &c.tls {
+                Some(tls) => tls.cert.file_name().unwrap().to_string_lossy().into_owned(),
+                None => "off".into(),
+            },
+            expected: ["off", "file.pem", "env.pem", "flag.pem"],
+        },
+    ];
+    let file = dir.join("hubferry.toml");
+    let config_flag = ["--config", file.to_str().unwrap()];
+    for case in cases {
+        std::fs::write(&file, case.file).unwrap();
+        let with_flag: Vec<&str> = config_flag.iter().chain(case.flag).copied().collect();
+        let layered = [
+            load(&[], &[]),
+            load(&config_flag, &[]),
+            load(&config_flag, &[case.env]),
+            load(&with_flag, &[case.env]),
+        ];
+        let shown: Vec<String> = layered
+            .iter()
+            .map(|config| (case.shown)(config.as_ref().unwrap()))
+            .collect();
+        assert_eq!(shown, case.expected, "{}", case.env.0);
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
