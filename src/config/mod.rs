@@ -222,6 +222,11 @@ impl Config {
     }
 
     /// As [`Config::load`], with the environment given explicitly (tests).
+    ///
+    /// Two stages, each reporting every problem it finds: the values, each on its own (and
+    /// the file's unknown keys); then, once every value parses, the checks between settings
+    /// and of the files they name. A check between values that do not parse would only repeat
+    /// their problems in other words.
     pub fn load_from(
         flags: &Flags,
         env: impl IntoIterator<Item = (String, String)>,
