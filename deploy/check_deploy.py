@@ -45,7 +45,7 @@ def check_config(where, text):
         problem(where, f"not valid TOML: {e}")
         return None
     # Whether hubferry accepts every key is checked by hubferry's own loader, in the unit
-    # test `deploy_configs_load` (src/config.rs): no second list of keys to keep in step here.
+    # test `deploy_configs_load` (src/config/tests.rs): no second list of keys to keep in step here.
     try:
         seconds(str(config.get("shutdown_grace", "30s")))
     except ValueError as e:
@@ -84,9 +84,9 @@ def default_admin_listen():
     """hubferry's default admin address, read from where hubferry defines it, so this check and
     the binary cannot disagree."""
     found = re.findall(r'pub const DEFAULT_ADMIN_LISTEN: &str = "([^"]+)";',
-                       (REPO / "src/config.rs").read_text())
+                       (REPO / "src/config/mod.rs").read_text())
     if len(found) != 1:
-        problem("src/config.rs", "no DEFAULT_ADMIN_LISTEN, which check_deploy.py reads the "
+        problem("src/config/mod.rs", "no DEFAULT_ADMIN_LISTEN, which check_deploy.py reads the "
                                  "default admin address from")
         return "127.0.0.1:0"
     return found[0]

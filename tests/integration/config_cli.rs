@@ -43,6 +43,22 @@ fn bad_settings_are_named() {
     assert!(refused(&["--config", file.to_str().unwrap()], &[]).contains("registri"));
 }
 
+/// Three bad settings, from a flag, the environment and the file: the one line names all
+/// three, so that one edit fixes them rather than one restart per mistake.
+#[test]
+fn every_bad_setting_is_named_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hubferry.toml");
+    std::fs::write(&file, "[timeouts]\nconnect = \"soon\"\n").unwrap();
+    let line = refused(
+        &["--config", file.to_str().unwrap(), "--workers", "0"],
+        &[("HUBFERRY_LOG_FORMAT", "xml")],
+    );
+    for key in ["workers: ", "timeouts.connect: ", "log_format: "] {
+        assert!(line.contains(key), "{key} missing: {line}");
+    }
+}
+
 /// Kubernetes gives every pod of a namespace with a Service called `hubferry` variables such as
 /// `HUBFERRY_SERVICE_HOST` and `HUBFERRY_PORT`: they must not stop start-up. Each is named in a
 /// warning and left out; a misspelt key in the file is still refused (above).

@@ -1,0 +1,243 @@
+//! The registries mirrored: Docker Hub's from `[upstream]`, the built-in ones, and the
+//! `[[upstreams]]` entries of the file, each checked with its problems named
+//! `upstreams[<name>].<field>`; and each upstream's own account (managed auth).
+
+use serde::Deserialize;
+use url::Url;
+
+use super::{
+    invalid,
+    values::{parse_http_url, parse_upstream_url, Bool, FilePath, Leaf, List},
+    ConfigError, Upstreams,
+};
+use crate::{
+    auth::users::{Credentials, Secret},
+    net::origin::ServerName,
+    proxy::target::is_name_component,
+    upstream::registries::{self, Registries, Upstream, DOCKER_HUB},
+};
+
+/// One `[[upstreams]]` entry. Docker Hub's is configured by `[upstream]`; an entry named
+/// `docker.io` may only add `host_names` (and `library`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRegistry {
+    name: String,
+    registry: Option<String>,
+    /// A fixed token realm (full URL); unset, it is learned from the upstream's challenges.
+    realm: Option<String>,
+    library: Option<String>,
+    host_names: List<String>,
+    /// Passthrough mode: send clients' credentials here even when the request named this
+    /// registry by path prefix or `?ns=` (see `credentials`).
+    forward_credentials: Option<String>,
+    /// hubferry's own account at this registry (managed auth only).
+    username: Option<String>,
+    password: Option<String>,
+    password_file: FilePath,
+}
+
+/// Docker Hub (from `[upstream]`), the built-in registries, then `[[upstreams]]`: an entry with
+/// the name of an earlier one replaces its settings, any other is added.
+pub fn registries(
+    hub: &Upstreams,
+    hub_library: Option<bool>,
+    hub_credentials: Option<Credentials>,
+    raw: Vec<RawRegistry>,
+    default_upstream: &str,
+) -> Result<Registries, ConfigError> {
+    // The rule is Docker Hub's: another registry standing in as docker.io (a private registry,
+    // another mirror, a test double) may have one-component names of its own.
+    let hub_is_docker_hub = matches!(
+        hub.registry.host_str(),
+        Some("registry-1.docker.io" | "docker.io" | "index.docker.io")
+    );
+    let hub_library = hub_library.unwrap_or(hub_is_docker_hub);
+    let hub_realm = Url::parse(&format!(
+        "{}/token",
+        hub.auth.as_str().trim_end_matches('/')
+    ))
+    .map_err(|e| invalid("upstream.auth", e))?;
+    let mut list = vec![Upstream {
+        name: DOCKER_HUB.into(),
+        registry: hub.registry.clone(),
+        realm: Some(hub_realm),
+        library: hub_library,
+        host_names: Vec::new(),
+        forward_credentials: false,
+        credentials: hub_credentials,
+    }];
+    for (name, url) in registries::BUILT_IN {
+        list.push(Upstream {
+            name: name.into(),
+            registry: Url::parse(url).expect("built-in URLs parse"),
+            realm: None,
+            library: false,
+            host_names: Vec::new(),
+            forward_credentials: false,
+            credentials: None,
+        });
+    }
+    let mut listed = Vec::new();
+    for entry in raw {
+        let name = entry.name.trim().to_ascii_lowercase();
+        let key = |field: &str| format!("upstreams[{name}].{field}");
+        // Names appear in paths (`/v2/<name>/...`, `/token/<name>`): one name component.
+        if !is_name_component(&name) {
+            return Err(invalid(
+                "upstreams.name",
+                format!(
+                    "'{}' is not a registry name such as ghcr.io (lowercase letters, digits, . and -)",
+                    entry.name
+                ),
+            ));
+        }
+        if listed.contains(&name) {
+            return Err(invalid(
+                "upstreams.name",
+                format!("'{name}' is listed twice"),
+            ));
+        }
+        listed.push(name.clone());
+        let existing = list.iter().position(|u| u.name == name);
+        if name == DOCKER_HUB && (entry.registry.is_some() || entry.realm.is_some()) {
+            return Err(invalid(
+                &key("registry"),
+                "Docker Hub's registry and token issuer are upstream.registry and upstream.auth",
+            ));
+        }
+        let own = credentials(
+            &format!("upstreams[{name}]"),
+            &entry.username,
+            &entry.password,
+            &entry.password_file,
+        )?;
+        if name == DOCKER_HUB && own.is_some() {
+            return Err(invalid(
+                &key("username"),
+                "Docker Hub's account is upstream.username and upstream.password",
+            ));
+        }
+        let registry = match (&entry.registry, existing) {
+            (Some(text), _) => {
+                parse_upstream_url(text).map_err(|e| invalid(&key("registry"), e))?
+            }
+            (None, Some(i)) => list[i].registry.clone(),
+            (None, None) => return Err(invalid(&key("registry"), "is required")),
+        };
+        let realm = match &entry.realm {
+            Some(text) if !text.trim().is_empty() => {
+                Some(parse_http_url(text.trim()).map_err(|e| invalid(&key("realm"), e))?)
+            }
+            _ => existing.and_then(|i| list[i].realm.clone()),
+        };
+        let library = match &entry.library {
+            Some(text) => bool_at(&key("library"), text)?,
+            None => existing.is_some_and(|i| list[i].library),
+        };
+        let host_names = entry
+            .host_names
+            .0
+            .iter()
+            .map(|h| ServerName::parse(h).map_err(|e| invalid(&key("host_names"), e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let forward_credentials = match &entry.forward_credentials {
+            Some(text) => bool_at(&key("forward_credentials"), text)?,
+            None => existing.is_some_and(|i| list[i].forward_credentials),
+        };
+        let credentials = own.or_else(|| existing.and_then(|i| list[i].credentials.clone()));
+        let upstream = Upstream {
+            name,
+            registry,
+            realm,
+            library,
+            host_names,
+            forward_credentials,
+            credentials,
+        };
+        match existing {
+            Some(i) => list[i] = upstream,
+            None => list.push(upstream),
+        }
+    }
+    let mut seen: Vec<(&ServerName, &str)> = Vec::new();
+    for upstream in &list {
+        for host in &upstream.host_names {
+            if let Some((_, other)) = seen.iter().find(|(h, _)| *h == host) {
+                return Err(invalid(
+                    &format!("upstreams[{}].host_names", upstream.name),
+                    format!("'{host}' already selects {other}"),
+                ));
+            }
+            seen.push((host, &upstream.name));
+        }
+    }
+    let default_name = default_upstream.trim().to_ascii_lowercase();
+    let default = list
+        .iter()
+        .position(|u| u.name == default_name)
+        .ok_or_else(|| {
+            invalid(
+                "default_upstream",
+                format!("'{default_upstream}' is not the name of an upstream"),
+            )
+        })?;
+    Ok(Registries::new(list, default))
+}
+
+/// An upstream's `username` with its `password` or `password_file` (`section` names the keys).
+/// The file is read once, at start-up; one trailing newline is not part of the password.
+pub fn credentials(
+    section: &str,
+    username: &Option<String>,
+    password: &Option<String>,
+    password_file: &FilePath,
+) -> Result<Option<Credentials>, ConfigError> {
+    let key = |field: &str| format!("{section}.{field}");
+    let username = username.as_deref().map(str::trim).filter(|u| !u.is_empty());
+    let password = password.as_deref().filter(|p| !p.is_empty());
+    let password_file = password_file.0.as_deref();
+    let password = match (password, password_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                &key("password_file"),
+                format!("give {} or this, not both", key("password")),
+            ))
+        }
+        (Some(password), None) => Some(password.to_owned()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid(&key("password_file"), format!("{}: {e}", path.display())))?;
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            let text = text.strip_suffix('\r').unwrap_or(text);
+            if text.is_empty() {
+                return Err(invalid(&key("password_file"), "the file is empty"));
+            }
+            Some(text.to_owned())
+        }
+        (None, None) => None,
+    };
+    match (username, password) {
+        (Some(username), Some(password)) => Ok(Some(Credentials {
+            username: username.to_owned(),
+            password: Secret::new(password),
+        })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(invalid(
+            &key("password"),
+            format!(
+                "{} is set without a password or password_file",
+                key("username")
+            ),
+        )),
+        (None, Some(_)) => Err(invalid(
+            &key("username"),
+            "a password is set without a username",
+        )),
+    }
+}
+
+/// A `true` or `false` inside an `[[upstreams]]` entry, its problem named by `key`.
+fn bool_at(key: &str, text: &str) -> Result<bool, ConfigError> {
+    Bool::parse(text).map(|b| b.0).map_err(|e| invalid(key, e))
+}
