@@ -20,7 +20,7 @@ mod guard;
 mod headers;
 mod held_body;
 mod image_policy;
-pub mod log_escape;
+pub mod logging;
 mod login;
 mod metrics;
 mod origin;

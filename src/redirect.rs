@@ -153,7 +153,7 @@ pub async fn follow(
             });
         };
         let bad = |reason: String| {
-            metrics.upstream_error(current.upstream, "redirect");
+            metrics.upstream_error(current.upstream, current.registry, "redirect");
             ProxyError::BadRedirect {
                 upstream: current.upstream,
                 reason,
@@ -196,6 +196,7 @@ mod tests {
         headers.insert(header::HOST, "registry.example".parse().unwrap());
         Outgoing {
             upstream: "registry",
+            registry: "docker.io",
             method: Method::GET,
             url: Url::parse(url).unwrap(),
             headers,

@@ -7,7 +7,9 @@
 //! client's connection is aborted: never a short body that looks complete.
 
 use std::{
+    cell::Cell,
     pin::Pin,
+    rc::Rc,
     sync::Arc,
     task::{Context, Poll},
     time::Duration,
@@ -218,6 +220,8 @@ pub struct Resumer {
     pub first: Outgoing,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
+    /// The request's count of resumes, for its access line.
+    pub resumed: Rc<Cell<u32>>,
 }
 
 /// A resumable download: the span the first answer carried and how to ask for the rest.
@@ -346,12 +350,13 @@ impl Download {
         let mut body = IdleGuard::new(
             response,
             config.timeouts.body_idle,
-            resume.resumer.first.upstream,
+            (resume.resumer.first.upstream, resume.resumer.first.registry),
             "resumed response body",
         );
         body.expected = Some(resume.span.end - next + 1);
         body.metrics = Some(resume.resumer.metrics.clone());
         resume.resumer.metrics.download_resume("resumed");
+        resume.resumer.resumed.set(resume.resumer.resumed.get() + 1);
         self.state = State::Streaming(Box::pin(body));
         Ok(())
     }
@@ -524,6 +529,7 @@ mod tests {
     fn first() -> Outgoing {
         Outgoing {
             upstream: "registry",
+            registry: "docker.io",
             method: actix_web::http::Method::GET,
             url: url::Url::parse("http://registry.example/v2/a/blobs/sha256:1").unwrap(),
             headers: headers(&[

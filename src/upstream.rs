@@ -35,6 +35,7 @@ use crate::{
     redirect,
     resume::{Download, Resume, Resumer},
     upload,
+    upstreams::RegistryName,
 };
 
 /// TLS settings shared by every worker's client: the standard web roots (so a fresh machine
@@ -88,6 +89,8 @@ pub fn build_client(
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub upstream: UpstreamName,
+    /// The registry it is for (the one whose blob a CDN serves), for the metrics.
+    pub registry: RegistryName,
     pub method: Method,
     pub url: Url,
     pub headers: HeaderMap,
@@ -183,9 +186,9 @@ pub async fn send(
     let started = std::time::Instant::now();
     let result = send_timed(client, out, body, timeouts).await;
     match &result {
-        Ok(_) => metrics.upstream_answered(out.upstream, started.elapsed()),
+        Ok(_) => metrics.upstream_answered(out.upstream, out.registry, started.elapsed()),
         Err(ProxyError::ClientBody { .. }) => {}
-        Err(err) => metrics.upstream_error(out.upstream, err.kind()),
+        Err(err) => metrics.upstream_error(out.upstream, out.registry, err.kind()),
     }
     result
 }
@@ -293,7 +296,7 @@ pub fn relay(
     client: &RequestHead,
     mut headers: HeaderMap,
     timeouts: &Timeouts,
-    upstream: UpstreamName,
+    (upstream, registry): (UpstreamName, RegistryName),
     metrics: &Arc<Metrics>,
     resumer: Option<Resumer>,
 ) -> HttpResponse {
@@ -327,7 +330,12 @@ pub fn relay(
             _ => HttpResponse::with_body(status, NoBody::new().boxed()),
         }
     } else {
-        let mut body = IdleGuard::new(response, timeouts.body_idle, upstream, "response body");
+        let mut body = IdleGuard::new(
+            response,
+            timeouts.body_idle,
+            (upstream, registry),
+            "response body",
+        );
         body.expected = length;
         body.metrics = Some(metrics.clone());
         let body = Download::new(body, resume, metrics.stream_started());
@@ -374,12 +382,18 @@ pin_project_lite::pin_project! {
         // Where failures are counted (downloads only).
         pub metrics: Option<Arc<Metrics>>,
         upstream: UpstreamName,
+        registry: RegistryName,
         what: &'static str,
     }
 }
 
 impl<S> IdleGuard<S> {
-    pub fn new(inner: S, limit: Duration, upstream: UpstreamName, what: &'static str) -> Self {
+    pub fn new(
+        inner: S,
+        limit: Duration,
+        (upstream, registry): (UpstreamName, RegistryName),
+        what: &'static str,
+    ) -> Self {
         IdleGuard {
             inner,
             idle: sleep(limit),
@@ -390,6 +404,7 @@ impl<S> IdleGuard<S> {
             finished: false,
             metrics: None,
             upstream,
+            registry,
             what,
         }
     }
@@ -454,7 +469,7 @@ where
         };
         log::warn!("{failure}");
         if let Some(metrics) = this.metrics.as_ref() {
-            metrics.upstream_error(this.upstream, "body");
+            metrics.upstream_error(this.upstream, this.registry, "body");
         }
         *this.finished = true;
         Poll::Ready(Some(Err(failure)))
@@ -475,7 +490,7 @@ mod tests {
         let mut guard = IdleGuard::new(
             futures_util::stream::iter(chunks),
             Duration::from_secs(5),
-            "registry",
+            ("registry", "docker.io"),
             "test",
         );
         guard.expected = Some(5);
@@ -487,7 +502,7 @@ mod tests {
         let mut guard = IdleGuard::new(
             futures_util::stream::iter(short),
             Duration::from_secs(5),
-            "registry",
+            ("registry", "docker.io"),
             "test",
         );
         guard.expected = Some(5);
@@ -512,7 +527,7 @@ mod tests {
         let guard = IdleGuard::new(
             Box::pin(ticks),
             Duration::from_millis(100),
-            "registry",
+            ("registry", "docker.io"),
             "test",
         );
         let got: Vec<_> = guard.collect().await;
@@ -526,7 +541,7 @@ mod tests {
         let mut guard = Box::pin(IdleGuard::new(
             silent,
             Duration::from_millis(50),
-            "registry",
+            ("registry", "docker.io"),
             "test",
         ));
         let first = guard.next().await.unwrap();

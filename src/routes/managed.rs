@@ -367,6 +367,7 @@ async fn fetch_upstream_token(
     }
     let out = Outgoing {
         upstream: "auth",
+        registry: upstream.label(),
         method: Method::GET,
         url,
         headers,
@@ -399,7 +400,9 @@ async fn fetch_upstream_token(
     let body = match actix_rt::time::timeout(limit, response.body().limit(MAX_TOKEN_ANSWER)).await {
         Ok(body) => body.map_err(|_| refused(status))?,
         Err(_) => {
-            proxy.metrics.upstream_error(out.upstream, "body");
+            proxy
+                .metrics
+                .upstream_error(out.upstream, out.registry, "body");
             return Err(ProxyError::Timeout {
                 upstream: out.upstream,
                 url: crate::redirect::shown(&out.url),

@@ -31,7 +31,7 @@ use crate::{
     resume::{self, Resumer},
     scope,
     upstream::{self, Outgoing, RequestBody},
-    upstreams::{self, Upstream, Via},
+    upstreams::{self, RegistryName, Upstream, Via},
 };
 
 /// What each worker holds: its own upstream client (awc clients are not `Send`) and the
@@ -50,6 +50,7 @@ pub struct Proxy {
 #[derive(Debug, Clone, Copy)]
 pub struct UpstreamTrace {
     pub upstream: UpstreamName,
+    pub registry: RegistryName,
     pub redirects: u32,
 }
 
@@ -71,6 +72,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Debug, Clone)]
 struct RoutePolicy<'a> {
     upstream: UpstreamName,
+    /// The registry the request is for.
+    registry: RegistryName,
     /// Follow 3xx answers to GET/HEAD ourselves (blob downloads redirect to the CDN).
     follow_redirects: bool,
     /// Rewrite `WWW-Authenticate` challenges and `Location`s that point at this registry.
@@ -218,12 +221,14 @@ async fn forward(
     }
     let out = Outgoing {
         upstream: policy.upstream,
+        registry: policy.registry,
         method: policy.method.unwrap_or_else(|| req.method().clone()),
         headers: upstream_headers,
         url,
     };
     let mut trace = UpstreamTrace {
         upstream: policy.upstream,
+        registry: policy.registry,
         redirects: 0,
     };
     access::Notes::trace(req, trace);
@@ -240,6 +245,7 @@ async fn forward(
         first: out.clone(),
         config: config.clone(),
         metrics: proxy.metrics.clone(),
+        resumed: access::Notes::resumes(req),
     });
     let mut from_cdn = false;
     let response = if policy.follow_redirects && followable {
@@ -279,7 +285,7 @@ async fn forward(
         req.head(),
         headers,
         &config.timeouts,
-        policy.upstream,
+        (policy.upstream, policy.registry),
         &proxy.metrics,
         resumer,
     ))

@@ -114,6 +114,7 @@ pub async fn v2(
     };
     let policy = RoutePolicy {
         upstream: "registry",
+        registry: upstream.label(),
         follow_redirects: true,
         rewrite_to_mirror: Some(MirrorView { upstream, prefixed }),
         credentials,
@@ -157,6 +158,7 @@ pub async fn other(
     };
     let policy = RoutePolicy {
         upstream: "registry",
+        registry: upstream.label(),
         follow_redirects: false,
         rewrite_to_mirror: None,
         credentials,

@@ -27,6 +27,8 @@ pub async fn search(
     };
     let policy = RoutePolicy {
         upstream: "index",
+        // Docker Hub's index: the only one `/v1/search` serves.
+        registry: proxy.config.registries.docker_hub().label(),
         follow_redirects: false,
         rewrite_to_mirror: None,
         credentials,

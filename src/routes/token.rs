@@ -114,6 +114,7 @@ async fn learn_realms(
     }
     let out = Outgoing {
         upstream: "registry",
+        registry: upstream.label(),
         method: Method::GET,
         url,
         headers,
@@ -221,6 +222,7 @@ async fn relay(
     let url = realm_url(&realm, query.as_deref())?;
     let policy = RoutePolicy {
         upstream: "auth",
+        registry: upstream.label(),
         follow_redirects: false,
         rewrite_to_mirror: None,
         credentials: carried,
