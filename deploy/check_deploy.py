@@ -277,7 +277,7 @@ def check_kubernetes(rendered, default_admin):
                        f"{pre_stop}s + shutdown_grace {grace:g}s")
 
     # A download cap set by hand must fit the container's memory limit, at the budget
-    # src/capacity.rs uses for "auto" (64 MiB reserve, 256 KiB per download); 0 is no cap.
+    # src/config/capacity.rs uses for "auto" (64 MiB reserve, 256 KiB per download); 0 is no cap.
     cap = config.get("limits", {}).get("max_streams", "auto")
     memory = container.get("resources", {}).get("limits", {}).get("memory")
     if memory is None:

@@ -37,6 +37,10 @@ pub enum Rejection {
 /// log knows where to look.
 pub type UpstreamName = &'static str;
 
+/// A registry's name where a `&'static str` is what fits: a metric label, the access log's
+/// `Copy` trace of a request (see `Upstream::label`).
+pub type RegistryName = &'static str;
+
 #[derive(Debug, Display, Error)]
 pub enum ProxyError {
     /// The upstream could not be reached at all (refused, reset, DNS, TLS).
@@ -72,10 +76,10 @@ pub enum ProxyError {
     /// named.
     #[display("{_0}")]
     UnknownUpstream(#[error(not(source))] String),
-    /// A path or query refused before anything was forwarded (see `request_target`).
+    /// A path or query refused before anything was forwarded (see `proxy::target`).
     #[display("{_0}")]
     Rejected(#[error(not(source))] Rejection),
-    /// An image the operator's lists do not serve (see `image_policy`); the message is theirs.
+    /// An image the operator's lists do not serve (see `policy::images`); the message is theirs.
     #[display("{message} ({image})")]
     ImageDenied { image: String, message: String },
     /// The client's address is not allowed to use this mirror (`access.allow`/`access.deny`).

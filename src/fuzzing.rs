@@ -131,7 +131,7 @@ pub fn upstream_url(data: &[u8]) {
             Some((p, q)) => (p, Some(q)),
             None => (&path[..], None),
         };
-        let Ok(url) = routes::upstream_url(&base, path_only, query) else {
+        let Ok(url) = routes::forward::upstream_url(&base, path_only, query) else {
             continue;
         };
         if path.starts_with('/') {
@@ -179,7 +179,7 @@ pub fn registry_path(data: &[u8]) {
         .unwrap_or_else(|e| panic!("{raw:?} passed, its forwarded form {path:?} did not: {e:?}"));
     assert_eq!(again.endpoint, checked.endpoint, "{raw:?}");
     let base = Url::parse("https://registry.example").unwrap();
-    let url = routes::upstream_url(&base, path, None)
+    let url = routes::forward::upstream_url(&base, path, None)
         .unwrap_or_else(|e| panic!("{raw:?} passed but cannot be forwarded: {e}"));
     assert_eq!(url.path(), path, "{raw:?}");
 }

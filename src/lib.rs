@@ -12,7 +12,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod held_body;
-pub mod log_escape;
+pub mod logging;
 mod metrics;
 mod middleware;
 mod net;

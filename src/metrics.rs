@@ -15,7 +15,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::error::UpstreamName;
+use crate::error::{RegistryName, UpstreamName};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -23,14 +23,19 @@ struct RequestLabels {
     status: &'static str,
 }
 
+/// Which upstream: its role (`registry`, `auth`, `index`, `blob CDN`) and the registry it
+/// serves (`docker.io`, `ghcr.io`, ...; the CDN a registry's blobs were redirected to counts
+/// for that registry).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
     upstream: &'static str,
+    registry: RegistryName,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamErrorLabels {
     upstream: &'static str,
+    registry: RegistryName,
     kind: &'static str,
 }
 
@@ -117,7 +122,8 @@ impl Metrics {
         });
         registry.register(
             "upstream_response_seconds",
-            "Time from sending a request upstream to its response headers, by upstream",
+            "Time from sending a request upstream to its response headers, by upstream role and \
+             registry",
             upstream_seconds.clone(),
         );
         let redirects = Counter::default();
@@ -135,7 +141,8 @@ impl Metrics {
         let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
         registry.register(
             "upstream_errors",
-            "Upstream failures by upstream and kind (connect, timeout, redirect, body)",
+            "Upstream failures by upstream role, registry and kind (connect, timeout, redirect, \
+             body)",
             upstream_errors.clone(),
         );
         let resumes = Family::<ResumeLabels, Counter>::default();
@@ -170,6 +177,11 @@ impl Metrics {
              (denied, manifest_rate, blob_streams, table_full, max_streams, login_failures, \
              login_busy)",
             refusals.clone(),
+        );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log output did not keep up (a full queue)",
+            crate::logging::dropped_lines(),
         );
         // The usual way to tell, in queries and dashboards, which version a target runs.
         let build_info = Family::<BuildLabels, Gauge>::default();
@@ -222,9 +234,14 @@ impl Metrics {
         self.response_bytes.inc_by(body_bytes);
     }
 
-    pub fn upstream_answered(&self, upstream: UpstreamName, elapsed: Duration) {
+    pub fn upstream_answered(
+        &self,
+        upstream: UpstreamName,
+        registry: RegistryName,
+        elapsed: Duration,
+    ) {
         self.upstream_seconds
-            .get_or_create(&UpstreamLabels { upstream })
+            .get_or_create(&UpstreamLabels { upstream, registry })
             .observe(elapsed.as_secs_f64());
     }
 
@@ -232,9 +249,18 @@ impl Metrics {
         self.redirects.inc_by(u64::from(hops));
     }
 
-    pub fn upstream_error(&self, upstream: UpstreamName, kind: &'static str) {
+    pub fn upstream_error(
+        &self,
+        upstream: UpstreamName,
+        registry: RegistryName,
+        kind: &'static str,
+    ) {
         self.upstream_errors
-            .get_or_create(&UpstreamErrorLabels { upstream, kind })
+            .get_or_create(&UpstreamErrorLabels {
+                upstream,
+                registry,
+                kind,
+            })
             .inc();
     }
 
@@ -327,9 +353,11 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         metrics.request_done("registry", 200, 1234);
         metrics.request_done("catalog", 404, 10);
-        metrics.upstream_answered("registry", Duration::from_millis(3));
+        metrics.upstream_answered("registry", "docker.io", Duration::from_millis(3));
+        metrics.upstream_answered("registry", "ghcr.io", Duration::from_millis(3));
+        metrics.upstream_answered("registry", "ghcr.io", Duration::from_millis(4));
         metrics.redirects_followed(1);
-        metrics.upstream_error("blob CDN", "body");
+        metrics.upstream_error("blob CDN", "quay.io", "body");
         metrics.download_resume("resumed");
         metrics.refused("denied");
         metrics.saw_ratelimit(Some("100;w=21600"), Some("76;w=21600"));
@@ -339,9 +367,11 @@ mod tests {
             r#"hubferry_requests_total{route="registry",status="2xx"} 1"#,
             r#"hubferry_requests_total{route="catalog",status="4xx"} 1"#,
             "hubferry_response_body_bytes_total 1244",
-            r#"hubferry_upstream_response_seconds_count{upstream="registry"} 1"#,
+            r#"hubferry_upstream_response_seconds_count{upstream="registry",registry="docker.io"} 1"#,
+            r#"hubferry_upstream_response_seconds_count{upstream="registry",registry="ghcr.io"} 2"#,
             "hubferry_redirects_followed_total 1",
-            r#"hubferry_upstream_errors_total{upstream="blob CDN",kind="body"} 1"#,
+            r#"hubferry_upstream_errors_total{upstream="blob CDN",registry="quay.io",kind="body"} 1"#,
+            "hubferry_log_lines_dropped_total ",
             r#"hubferry_download_resumes_total{outcome="resumed"} 1"#,
             "hubferry_docker_ratelimit_limit 100",
             "hubferry_docker_ratelimit_remaining 76",

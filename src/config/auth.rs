@@ -1,4 +1,4 @@
-//! `[auth]`: how clients authenticate (see `clients`, `grant`, `upstream_tokens`). Passthrough
+//! `[auth]`: how clients authenticate (see `auth::users`, `auth::grant`, `auth::upstream_tokens`). Passthrough
 //! refuses the settings it would ignore; managed mode reads its users and signing key.
 
 use std::time::Duration;

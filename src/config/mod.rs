@@ -18,6 +18,7 @@ use crate::{
 // Built here, defined where they are used.
 pub use crate::{
     auth::managed::ManagedAuth,
+    logging::LogFormat,
     stream::resume::ResumePolicy,
     upstream::{client::Timeouts, redirect::RedirectPolicy},
 };
@@ -80,7 +81,7 @@ pub struct AccessPolicy {
     pub allow: Vec<Cidr>,
     /// Never served, even when in `allow`.
     pub deny: Vec<Cidr>,
-    /// Peers whose `X-Forwarded-For` names the client (see `client_ip`).
+    /// Peers whose `X-Forwarded-For` names the client (see `net::client_addr`).
     pub trusted_proxies: Vec<Cidr>,
 }
 
@@ -89,12 +90,6 @@ pub struct TlsListener {
     pub listen: SocketAddr,
     pub cert: PathBuf,
     pub key: PathBuf,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Clone, Copy)]

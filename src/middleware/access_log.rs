@@ -13,120 +13,118 @@ use std::{
 use actix_web::{
     body::{BodySize, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
+    http::{Method, Uri},
     middleware::Next,
     web, Error, HttpMessage, HttpRequest,
 };
 use bytes::Bytes;
-use serde_json::json;
+use log::kv::Value;
 
-use crate::{config::LogFormat, error::UpstreamName, worker::Worker};
+use crate::{
+    error::{RegistryName, UpstreamName},
+    logging::ACCESS_TARGET,
+    worker::Worker,
+};
 
 /// Which upstream answered a request and how many redirects were followed, for the access log
 /// (the route fills it in as it forwards).
 #[derive(Debug, Clone, Copy)]
 pub struct UpstreamTrace {
     pub upstream: UpstreamName,
+    pub registry: RegistryName,
     pub redirects: u32,
 }
 
 /// Everything one access-log line says.
 #[derive(Debug, Clone)]
 pub struct AccessRecord {
-    pub peer: Option<IpAddr>,
-    pub method: String,
-    /// Path and query as the client sent them.
-    pub target: String,
+    /// The peer, or the client a trusted proxy forwarded for.
+    pub client: Option<IpAddr>,
+    pub method: Method,
+    /// Path and query as the client sent them (a `Uri` clone shares the request's bytes).
+    pub target: Uri,
     pub version: &'static str,
     pub status: u16,
     pub route: &'static str,
     pub bytes: u64,
     pub micros: u64,
+    pub outcome: Outcome,
+    /// Broken upstream downloads asked for again from where they broke.
+    pub resumes: u32,
+    pub registry: Option<RegistryName>,
+    /// The upstream's role (`registry`, `auth`, `index`, `blob CDN`).
     pub upstream: Option<&'static str>,
     pub redirects: u32,
 }
 
-impl AccessRecord {
-    /// `peer "METHOD target VERSION" status bytes 12.346ms upstream=name redirects=N`. Built by
-    /// hand, not with `format!`: it runs once per request, and the formatting machinery for an
-    /// IP address and a float costs more than the rest of the line.
-    pub fn text(&self) -> String {
-        let mut line = String::with_capacity(self.target.len() + 112);
-        match self.peer {
-            Some(IpAddr::V4(ip)) => {
-                for (i, octet) in ip.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        line.push('.');
-                    }
-                    push_number(&mut line, u64::from(octet));
-                }
-            }
-            Some(ip) => line.push_str(&ip.to_string()),
-            None => line.push('-'),
-        }
-        line.push_str(" \"");
-        line.push_str(&self.method);
-        line.push(' ');
-        line.push_str(&self.target);
-        line.push(' ');
-        line.push_str(self.version);
-        line.push_str("\" ");
-        push_number(&mut line, u64::from(self.status));
-        line.push(' ');
-        push_number(&mut line, self.bytes);
-        line.push(' ');
-        push_number(&mut line, self.micros / 1000);
-        line.push('.');
-        let fraction = self.micros % 1000;
-        if fraction < 100 {
-            line.push('0');
-        }
-        if fraction < 10 {
-            line.push('0');
-        }
-        push_number(&mut line, fraction);
-        line.push_str("ms upstream=");
-        line.extend(
-            self.upstream
-                .unwrap_or("-")
-                .chars()
-                .map(|c| if c == ' ' { '_' } else { c }),
-        );
-        line.push_str(" redirects=");
-        push_number(&mut line, u64::from(self.redirects));
-        line
-    }
+/// How a request's exchange ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The response was sent to its end.
+    Complete,
+    /// The response was dropped part-way: the client left, or a shutdown cut it.
+    Aborted,
+    /// The response body failed part-way (its upstream broke or stalled, resumes ran out).
+    Failed,
+    /// No response at all: the request was dropped before it was answered (status 499).
+    Unanswered,
+}
 
-    pub fn json(&self) -> String {
-        json!({
-            "type": "access",
-            "peer": self.peer.map(|ip| ip.to_string()),
-            "method": self.method,
-            "path": self.target,
-            "version": self.version,
-            "status": self.status,
-            "route": self.route,
-            "bytes": self.bytes,
-            "duration_ms": self.micros as f64 / 1000.0,
-            "upstream": self.upstream,
-            "redirects": self.redirects,
-        })
-        .to_string()
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Complete => "complete",
+            Outcome::Aborted => "aborted",
+            Outcome::Failed => "failed",
+            Outcome::Unanswered => "unanswered",
+        }
     }
 }
 
-fn push_number(line: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+impl AccessRecord {
+    /// Hands `emit` the record as a log record whose key-values are the fields, in the order
+    /// the text line shows them (see `logging::format`). Nothing is formatted here: the
+    /// formatter writes each value into the line buffer.
+    fn with_log_record(&self, emit: impl FnOnce(&log::Record<'_>)) {
+        let client = self
+            .client
+            .as_ref()
+            .map_or_else(Value::null, Value::from_display);
+        let path = self
+            .target
+            .path_and_query()
+            .map_or_else(|| self.target.path(), |pq| pq.as_str());
+        let kvs: [(&str, Value<'_>); 14] = [
+            ("type", Value::from("access")),
+            ("client", client),
+            ("method", Value::from(self.method.as_str())),
+            ("path", Value::from(path)),
+            ("version", Value::from(self.version)),
+            ("status", Value::from(self.status)),
+            ("bytes", Value::from(self.bytes)),
+            ("duration_ms", Value::from(self.micros as f64 / 1000.0)),
+            ("route", Value::from(self.route)),
+            ("outcome", Value::from(self.outcome.as_str())),
+            ("resumes", Value::from(self.resumes)),
+            (
+                "registry",
+                self.registry.map_or_else(Value::null, Value::from),
+            ),
+            (
+                "upstream",
+                self.upstream.map_or_else(Value::null, Value::from),
+            ),
+            ("redirects", Value::from(self.redirects)),
+        ];
+        emit(
+            &log::Record::builder()
+                .level(log::Level::Info)
+                .target(ACCESS_TARGET)
+                .args(format_args!(""))
+                .key_values(&kvs)
+                .build(),
+        );
     }
-    // ASCII digits only.
-    line.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 /// The route a request matched, by the pattern it was registered under (see
@@ -172,20 +170,20 @@ pub async fn observe(
         // handlers answer their own errors, so this is only a middleware's).
         Err(err) => {
             let status = err.as_response_error().status_code().as_u16();
-            if let Some((record, started, worker)) = pending.answered(status, None) {
-                write(record, started, &worker);
+            if let Some(answered) = pending.answered(status, None) {
+                answered.write(Outcome::Complete);
             }
             return Err(err);
         }
     };
-    let (record, started, worker) = pending
+    let answered = pending
         .answered(res.status().as_u16(), Some(res.request()))
         .expect("a request is answered once");
     Ok(res.map_body(move |_, body| LoggedBody {
+        size: body.size(),
         body,
-        record: Some(record),
-        started,
-        worker,
+        answered: Some(answered),
+        ended: None,
     }))
 }
 
@@ -195,10 +193,12 @@ pub async fn observe(
 pub struct Notes {
     client: Cell<Option<IpAddr>>,
     trace: Cell<Option<UpstreamTrace>>,
+    /// Shared with the download's resumer, which counts on it while the body streams.
+    resumes: Rc<Cell<u32>>,
 }
 
 impl Notes {
-    /// The client a trusted proxy forwarded for, when it is not the peer (see `guard`).
+    /// The client a trusted proxy forwarded for, when it is not the peer (see `access_control`).
     pub fn client(req: &impl HttpMessage, client: IpAddr) {
         if let Some(notes) = req.extensions().get::<Rc<Notes>>() {
             notes.client.set(Some(client));
@@ -211,6 +211,14 @@ impl Notes {
             notes.trace.set(Some(trace));
         }
     }
+
+    /// Where the request's download counts its resumes (see `resume`).
+    pub fn resumes(req: &impl HttpMessage) -> Rc<Cell<u32>> {
+        req.extensions()
+            .get::<Rc<Notes>>()
+            .map(|notes| notes.resumes.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// A request's record until its response exists; written with [`NO_RESPONSE`] if dropped first.
@@ -221,31 +229,38 @@ struct Pending {
     worker: web::Data<Worker>,
 }
 
+/// A request's record once it is answered, until its response is done.
+struct Answered {
+    record: AccessRecord,
+    notes: Rc<Notes>,
+    started: Instant,
+    worker: web::Data<Worker>,
+}
+
 impl Pending {
     fn new(req: &ServiceRequest) -> Pending {
         let worker = req
             .app_data::<web::Data<Worker>>()
             .expect("Worker state is registered on every App")
             .clone();
-        let target = req
-            .uri()
-            .path_and_query()
-            .map_or_else(|| req.path().to_owned(), |pq| pq.as_str().to_owned());
         let notes = Rc::new(Notes::default());
         req.extensions_mut().insert(notes.clone());
         Pending {
             notes,
             started: Instant::now(),
             record: Some(AccessRecord {
-                peer: req.peer_addr().map(|a| a.ip()),
-                method: req.method().to_string(),
-                target,
+                client: req.peer_addr().map(|a| a.ip()),
+                method: req.method().clone(),
+                target: req.uri().clone(),
                 version: version_text(req.version()),
                 status: NO_RESPONSE,
                 // Before routing: every route is known by its path too.
                 route: route_label(Some(req.path()), req.path()),
                 bytes: 0,
                 micros: 0,
+                outcome: Outcome::Unanswered,
+                resumes: 0,
+                registry: None,
                 upstream: None,
                 redirects: 0,
             }),
@@ -255,26 +270,28 @@ impl Pending {
 
     /// The record completed with `status` (and the route `request`, the one the response
     /// carries, matched), and taken: nothing is written when `self` is dropped.
-    fn answered(
-        &mut self,
-        status: u16,
-        request: Option<&HttpRequest>,
-    ) -> Option<(AccessRecord, Instant, web::Data<Worker>)> {
+    fn answered(&mut self, status: u16, request: Option<&HttpRequest>) -> Option<Answered> {
         let mut record = self.record.take()?;
         self.complete(&mut record, status);
         if let Some(request) = request {
             record.route = route_label(request.match_pattern().as_deref(), request.path());
         }
-        Some((record, self.started, self.worker.clone()))
+        Some(Answered {
+            record,
+            notes: self.notes.clone(),
+            started: self.started,
+            worker: self.worker.clone(),
+        })
     }
 
     fn complete(&self, record: &mut AccessRecord, status: u16) {
         // Behind a trusted proxy, the client it forwarded for.
         if let Some(client) = self.notes.client.get() {
-            record.peer = Some(client);
+            record.client = Some(client);
         }
         if let Some(trace) = self.notes.trace.get() {
             record.upstream = Some(trace.upstream);
+            record.registry = Some(trace.registry);
             record.redirects = trace.redirects;
         }
         record.status = status;
@@ -285,22 +302,31 @@ impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(mut record) = self.record.take() {
             self.complete(&mut record, NO_RESPONSE);
-            write(record, self.started, &self.worker);
+            let answered = Answered {
+                record,
+                notes: self.notes.clone(),
+                started: self.started,
+                worker: self.worker.clone(),
+            };
+            answered.write(Outcome::Unanswered);
         }
     }
 }
 
-/// Counts the request and writes its line.
-fn write(mut record: AccessRecord, started: Instant, worker: &Worker) {
-    record.micros = started.elapsed().as_micros() as u64;
-    worker
-        .metrics
-        .request_done(record.route, record.status, record.bytes);
-    let line = match worker.config.log_format {
-        LogFormat::Text => record.text(),
-        LogFormat::Json => record.json(),
-    };
-    log::info!(target: "hubferry::access", "{line}");
+impl Answered {
+    /// Counts the request and writes its line.
+    fn write(mut self, outcome: Outcome) {
+        let record = &mut self.record;
+        record.micros = self.started.elapsed().as_micros() as u64;
+        record.outcome = outcome;
+        record.resumes = self.notes.resumes.get();
+        self.worker
+            .metrics
+            .request_done(record.route, record.status, record.bytes);
+        if log::log_enabled!(target: ACCESS_TARGET, log::Level::Info) {
+            record.with_log_record(|line| log::logger().log(line));
+        }
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -308,16 +334,27 @@ pin_project_lite::pin_project! {
     pub struct LoggedBody<B> {
         #[pin]
         body: B,
-        record: Option<AccessRecord>,
-        started: Instant,
-        worker: web::Data<Worker>,
+        size: BodySize,
+        answered: Option<Answered>,
+        // How the body ended, once it has.
+        ended: Option<Outcome>,
     }
 
     impl<B> PinnedDrop for LoggedBody<B> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some(record) = this.record.take() {
-                write(record, *this.started, this.worker);
+            if let Some(answered) = this.answered.take() {
+                let outcome = match *this.ended {
+                    Some(outcome) => outcome,
+                    // actix-web does not poll a body it knows to be empty, nor a HEAD answer's.
+                    None if answered.record.method == Method::HEAD => Outcome::Complete,
+                    None => match *this.size {
+                        BodySize::None | BodySize::Sized(0) => Outcome::Complete,
+                        BodySize::Sized(len) if answered.record.bytes >= len => Outcome::Complete,
+                        _ => Outcome::Aborted,
+                    },
+                };
+                answered.write(outcome);
             }
         }
     }
@@ -336,8 +373,17 @@ impl<B: MessageBody> MessageBody for LoggedBody<B> {
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
         let this = self.project();
         let polled = this.body.poll_next(cx);
-        if let (Poll::Ready(Some(Ok(chunk))), Some(record)) = (&polled, this.record.as_mut()) {
-            record.bytes += chunk.len() as u64;
+        match &polled {
+            Poll::Ready(Some(Ok(chunk))) => {
+                if let Some(answered) = this.answered.as_mut() {
+                    answered.record.bytes += chunk.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(_))) => *this.ended = Some(Outcome::Failed),
+            Poll::Ready(None) => {
+                this.ended.get_or_insert(Outcome::Complete);
+            }
+            Poll::Pending => {}
         }
         polled
     }
@@ -346,27 +392,48 @@ impl<B: MessageBody> MessageBody for LoggedBody<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::LogFormat;
 
     fn record() -> AccessRecord {
         AccessRecord {
-            peer: Some("192.0.2.1".parse().unwrap()),
-            method: "GET".into(),
-            target: "/v2/library/alpine/blobs/sha256:abc".into(),
+            client: Some("192.0.2.1".parse().unwrap()),
+            method: Method::GET,
+            target: "/v2/library/alpine/blobs/sha256:abc".parse().unwrap(),
             version: "HTTP/1.1",
             status: 200,
             route: "registry",
             bytes: 1024,
             micros: 12_346,
+            outcome: Outcome::Complete,
+            resumes: 0,
+            registry: Some("docker.io"),
             upstream: Some("blob CDN"),
             redirects: 1,
+        }
+    }
+
+    /// The record's line in `format`, after `[time LEVEL target] ` in text.
+    fn line(record: &AccessRecord, format: LogFormat) -> String {
+        let mut out = Vec::new();
+        record.with_log_record(|r| {
+            crate::logging::format::write_record(&mut out, format, &"T", r).unwrap()
+        });
+        let line = String::from_utf8(out).unwrap();
+        match format {
+            LogFormat::Text => line
+                .strip_prefix("[T INFO  hubferry::access] ")
+                .unwrap()
+                .trim_end()
+                .to_owned(),
+            LogFormat::Json => line,
         }
     }
 
     #[test]
     fn text_line_says_everything() {
         assert_eq!(
-            record().text(),
-            r#"192.0.2.1 "GET /v2/library/alpine/blobs/sha256:abc HTTP/1.1" 200 1024 12.346ms upstream=blob_CDN redirects=1"#
+            line(&record(), LogFormat::Text),
+            r#"192.0.2.1 "GET /v2/library/alpine/blobs/sha256:abc HTTP/1.1" 200 1024 12.346ms route=registry outcome=complete resumes=0 registry=docker.io upstream=blob_CDN redirects=1"#
         );
     }
 
@@ -375,25 +442,39 @@ mod tests {
         let mut r = record();
         r.micros = 5;
         r.bytes = 0;
-        r.peer = Some("2001:db8::1".parse().unwrap());
+        r.client = Some("2001:db8::1".parse().unwrap());
         r.upstream = None;
+        r.registry = None;
+        r.outcome = Outcome::Unanswered;
+        r.status = NO_RESPONSE;
         assert_eq!(
-            r.text(),
-            r#"2001:db8::1 "GET /v2/library/alpine/blobs/sha256:abc HTTP/1.1" 200 0 0.005ms upstream=- redirects=1"#
+            line(&r, LogFormat::Text),
+            r#"2001:db8::1 "GET /v2/library/alpine/blobs/sha256:abc HTTP/1.1" 499 0 0.005ms route=registry outcome=unanswered resumes=0 registry=- upstream=- redirects=1"#
         );
         r.micros = 1_234_050;
-        r.peer = None;
-        assert!(r.text().starts_with(r#"- "GET "#));
-        assert!(r.text().contains(" 1234.050ms "));
+        r.client = None;
+        assert!(line(&r, LogFormat::Text).starts_with(r#"- "GET "#));
+        assert!(line(&r, LogFormat::Text).contains(" 1234.050ms "));
     }
 
     #[test]
     fn json_line_is_one_object() {
-        let value: serde_json::Value = serde_json::from_str(&record().json()).unwrap();
+        let mut r = record();
+        r.resumes = 2;
+        r.outcome = Outcome::Failed;
+        r.target = "/v2/x/manifests/1?ns=ghcr.io".parse().unwrap();
+        let value: serde_json::Value = serde_json::from_str(&line(&r, LogFormat::Json)).unwrap();
+        assert_eq!(value["type"], "access");
+        assert_eq!(value["target"], ACCESS_TARGET);
+        assert_eq!(value["client"], "192.0.2.1");
+        assert_eq!(value["path"], "/v2/x/manifests/1?ns=ghcr.io");
         assert_eq!(value["status"], 200);
         assert_eq!(value["bytes"], 1024);
+        assert_eq!(value["registry"], "docker.io");
         assert_eq!(value["upstream"], "blob CDN");
         assert_eq!(value["redirects"], 1);
+        assert_eq!(value["resumes"], 2);
+        assert_eq!(value["outcome"], "failed");
         assert_eq!(value["route"], "registry");
         assert_eq!(value["duration_ms"], 12.346);
     }

@@ -1,6 +1,6 @@
 //! IPv4 addresses written as IPv6 ones. The same IPv4 host can reach hubferry, or be reached by
 //! it, under several IPv6 spellings; the redirect filter (`egress`) and the access lists
-//! (`client_ip`) must both see the IPv4 address behind each of them, so both read it here.
+//! (`client_addr`) must both see the IPv4 address behind each of them, so both read it here.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -16,7 +16,7 @@ use actix_web::{
     web, HttpRequest, HttpResponse, Resource,
 };
 
-use super::public_base;
+use super::forward::public_base;
 use crate::{
     metrics::{RateLimitSeen, Status},
     worker::Worker,

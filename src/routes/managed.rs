@@ -11,7 +11,10 @@ use actix_web::{
 };
 use serde_json::json;
 
-use super::{checked_query, public_base, registry, search, token};
+use super::{
+    forward::{checked_query, public_base},
+    registry, search, token,
+};
 use crate::{
     auth::{
         grant::{self, Grant},
@@ -415,6 +418,7 @@ async fn fetch_upstream_token(
     }
     let out = Outgoing {
         upstream: "auth",
+        registry: upstream.label(),
         method: Method::GET,
         url,
         headers,
@@ -447,7 +451,9 @@ async fn fetch_upstream_token(
     let body = match actix_rt::time::timeout(limit, response.body().limit(MAX_TOKEN_ANSWER)).await {
         Ok(body) => body.map_err(|_| refused(status))?,
         Err(_) => {
-            worker.metrics.upstream_error(out.upstream, "body");
+            worker
+                .metrics
+                .upstream_error(out.upstream, out.registry, "body");
             return Err(ProxyError::Timeout {
                 upstream: out.upstream,
                 url: crate::net::redact::shown(&out.url),

@@ -9,7 +9,7 @@ use actix_web::HttpMessage;
 
 use url::Url;
 
-use super::{
+use super::forward::{
     checked_query, client_credentials, forward, resolve, upstream_url, MirrorView, RoutePolicy,
 };
 use crate::{
@@ -135,6 +135,7 @@ pub(super) async fn forward_v2(
 ) -> Result<HttpResponse, ProxyError> {
     let policy = RoutePolicy {
         upstream: "registry",
+        registry: resolved.upstream.label(),
         follow_redirects: true,
         rewrite_to_mirror: Some(MirrorView {
             upstream: resolved.upstream,
@@ -193,6 +194,7 @@ pub(super) async fn forward_other(
     let url = upstream_url(&upstream.registry, req.uri().path(), query)?;
     let policy = RoutePolicy {
         upstream: "registry",
+        registry: upstream.label(),
         follow_redirects: false,
         rewrite_to_mirror: None,
         credentials: credentials(upstream),

@@ -3,7 +3,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{checked_query, client_credentials, forward, upstream_url, RoutePolicy};
+use super::forward::{checked_query, client_credentials, forward, upstream_url, RoutePolicy};
 use crate::{
     error::ProxyError, proxy::credentials::Carried, upstream::client::RequestBody, worker::Worker,
 };
@@ -30,6 +30,8 @@ pub(super) async fn forward_search(
     let url = upstream_url(&worker.config.upstream.index, "/v1/search", Some(&query))?;
     let policy = RoutePolicy {
         upstream: "index",
+        // Docker Hub's index: the only one `/v1/search` serves.
+        registry: worker.config.registries.docker_hub().label(),
         follow_redirects: false,
         rewrite_to_mirror: None,
         credentials,

@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use url::Url;
 
-use super::{checked_query, forward, home, upstream_url, RoutePolicy};
+use super::forward::{checked_query, forward, home, upstream_url, RoutePolicy};
 use crate::{
     error::Rejection,
     error::{BodyFault, ProxyError, UnreadBody},
@@ -105,6 +105,7 @@ async fn learn_realms(
     }
     let out = Outgoing {
         upstream: "registry",
+        registry: upstream.label(),
         method: Method::GET,
         url,
         headers,
@@ -212,6 +213,7 @@ async fn relay(
     let url = realm_url(&realm, query.as_deref())?;
     let policy = RoutePolicy {
         upstream: "auth",
+        registry: upstream.label(),
         follow_redirects: false,
         rewrite_to_mirror: None,
         credentials: carried,

@@ -12,7 +12,10 @@ use actix_rt::time::{sleep, Sleep};
 use bytes::Bytes;
 use futures_util::{Future, Stream};
 
-use crate::{error::UpstreamName, metrics::Metrics};
+use crate::{
+    error::{RegistryName, UpstreamName},
+    metrics::Metrics,
+};
 
 pin_project_lite::pin_project! {
     /// Passes a body through while enforcing the idle timeout between chunks (never a total
@@ -34,12 +37,18 @@ pin_project_lite::pin_project! {
         // Where failures are counted (downloads only).
         pub metrics: Option<Arc<Metrics>>,
         upstream: UpstreamName,
+        registry: RegistryName,
         what: &'static str,
     }
 }
 
 impl<S> IdleGuard<S> {
-    pub fn new(inner: S, limit: Duration, upstream: UpstreamName, what: &'static str) -> Self {
+    pub fn new(
+        inner: S,
+        limit: Duration,
+        (upstream, registry): (UpstreamName, RegistryName),
+        what: &'static str,
+    ) -> Self {
         IdleGuard {
             inner,
             idle: sleep(limit),
@@ -50,6 +59,7 @@ impl<S> IdleGuard<S> {
             finished: false,
             metrics: None,
             upstream,
+            registry,
             what,
         }
     }
@@ -114,7 +124,7 @@ where
         };
         log::warn!("{failure}");
         if let Some(metrics) = this.metrics.as_ref() {
-            metrics.upstream_error(this.upstream, "body");
+            metrics.upstream_error(this.upstream, this.registry, "body");
         }
         *this.finished = true;
         Poll::Ready(Some(Err(failure)))
@@ -136,7 +146,7 @@ mod tests {
         let mut guard = IdleGuard::new(
             futures_util::stream::iter(chunks),
             Duration::from_secs(5),
-            "registry",
+            ("registry", "docker.io"),
             "test",
         );
         guard.expected = Some(5);
@@ -148,7 +158,7 @@ mod tests {
         let mut guard = IdleGuard::new(
             futures_util::stream::iter(short),
             Duration::from_secs(5),
-            "registry",
+            ("registry", "docker.io"),
             "test",
         );
         guard.expected = Some(5);
@@ -173,7 +183,7 @@ mod tests {
         let guard = IdleGuard::new(
             Box::pin(ticks),
             Duration::from_millis(100),
-            "registry",
+            ("registry", "docker.io"),
             "test",
         );
         let got: Vec<_> = guard.collect().await;
@@ -187,7 +197,7 @@ mod tests {
         let mut guard = Box::pin(IdleGuard::new(
             silent,
             Duration::from_millis(50),
-            "registry",
+            ("registry", "docker.io"),
             "test",
         ));
         let first = guard.next().await.unwrap();

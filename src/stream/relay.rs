@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use crate::{
-    error::UpstreamName,
+    error::{RegistryName, UpstreamName},
     metrics::Metrics,
     stream::{
         chunking::ClientChunks,
@@ -34,7 +34,7 @@ pub fn relay(
     client: &RequestHead,
     mut headers: HeaderMap,
     body_idle: Duration,
-    upstream: UpstreamName,
+    (upstream, registry): (UpstreamName, RegistryName),
     metrics: &Arc<Metrics>,
     resumer: Option<Resumer>,
 ) -> HttpResponse {
@@ -68,7 +68,7 @@ pub fn relay(
             _ => HttpResponse::with_body(status, NoBody::new().boxed()),
         }
     } else {
-        let mut body = IdleGuard::new(response, body_idle, upstream, "response body");
+        let mut body = IdleGuard::new(response, body_idle, (upstream, registry), "response body");
         body.expected = length;
         body.metrics = Some(metrics.clone());
         let body = Download::new(body, resume, metrics.stream_started());

@@ -7,7 +7,9 @@
 //! client's connection is aborted: never a short body that looks complete.
 
 use std::{
+    cell::Cell,
     pin::Pin,
+    rc::Rc,
     sync::Arc,
     task::{Context, Poll},
     time::Duration,
@@ -23,7 +25,7 @@ use futures_util::{future::LocalBoxFuture, FutureExt, Stream};
 use awc::ClientResponse;
 
 use crate::{
-    error::{ProxyError, UpstreamName},
+    error::{ProxyError, RegistryName, UpstreamName},
     metrics::{Metrics, StreamInFlight},
     stream::idle::IdleGuard,
 };
@@ -235,10 +237,13 @@ pub struct Resumer {
     /// The first request's URL as logs show it.
     pub shown_url: String,
     pub upstream: UpstreamName,
+    pub registry: RegistryName,
     pub policy: ResumePolicy,
     /// `timeouts.body_idle`, for each resumed body.
     pub body_idle: Duration,
     pub metrics: Arc<Metrics>,
+    /// The request's count of resumes, for its access line.
+    pub resumed: Rc<Cell<u32>>,
 }
 
 /// A resumable download: the span the first answer carried and how to ask for the rest.
@@ -360,12 +365,13 @@ impl Download {
         let mut body = IdleGuard::new(
             response,
             resume.resumer.body_idle,
-            resume.resumer.upstream,
+            (resume.resumer.upstream, resume.resumer.registry),
             "resumed response body",
         );
         body.expected = Some(resume.span.end - next + 1);
         body.metrics = Some(resume.resumer.metrics.clone());
         resume.resumer.metrics.download_resume("resumed");
+        resume.resumer.resumed.set(resume.resumer.resumed.get() + 1);
         self.state = State::Streaming(Box::pin(body));
         Ok(())
     }

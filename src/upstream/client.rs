@@ -15,7 +15,7 @@ use rustls::{pki_types::CertificateDer, ClientConfig, RootCertStore};
 use url::Url;
 
 use crate::{
-    error::{ProxyError, UpstreamName},
+    error::{ProxyError, RegistryName, UpstreamName},
     metrics::Metrics,
     stream::upload,
     upstream::egress,
@@ -80,6 +80,8 @@ pub fn build_client(
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub upstream: UpstreamName,
+    /// The registry it is for (the one whose blob a CDN serves), for the metrics.
+    pub registry: RegistryName,
     pub method: Method,
     pub url: Url,
     pub headers: HeaderMap,
@@ -175,9 +177,9 @@ pub async fn send(
     let started = std::time::Instant::now();
     let result = send_timed(client, out, body, timeouts).await;
     match &result {
-        Ok(_) => metrics.upstream_answered(out.upstream, started.elapsed()),
+        Ok(_) => metrics.upstream_answered(out.upstream, out.registry, started.elapsed()),
         Err(ProxyError::ClientBody { .. }) => {}
-        Err(err) => metrics.upstream_error(out.upstream, err.kind()),
+        Err(err) => metrics.upstream_error(out.upstream, out.registry, err.kind()),
     }
     result
 }

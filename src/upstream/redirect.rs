@@ -2,7 +2,7 @@
 //! clients behind the mirror cannot reach. We follow such redirects ourselves so the client
 //! only ever sees the final answer (200, 206, 304, 404 ...).
 
-use std::sync::Arc;
+use std::{cell::Cell, rc::Rc, sync::Arc};
 
 use actix_web::http::{header, Method, StatusCode};
 use futures_util::FutureExt;
@@ -129,7 +129,7 @@ pub async fn follow(
             });
         };
         let bad = |reason: String| {
-            metrics.upstream_error(current.upstream, "redirect");
+            metrics.upstream_error(current.upstream, current.registry, "redirect");
             ProxyError::BadRedirect {
                 upstream: current.upstream,
                 reason,
@@ -170,6 +170,7 @@ pub fn resumer(
     timeouts: Timeouts,
     policy: ResumePolicy,
     metrics: &Arc<Metrics>,
+    resumed: Rc<Cell<u32>>,
 ) -> Resumer {
     let refetch = {
         let (client, first, metrics) = (client.clone(), first.clone(), metrics.clone());
@@ -192,9 +193,11 @@ pub fn resumer(
         first_headers: first.headers.clone(),
         shown_url: shown(&first.url),
         upstream: first.upstream,
+        registry: first.registry,
         policy,
         body_idle: timeouts.body_idle,
         metrics: metrics.clone(),
+        resumed,
     }
 }
 
@@ -210,6 +213,7 @@ mod tests {
         headers.insert(header::HOST, "registry.example".parse().unwrap());
         Outgoing {
             upstream: "registry",
+            registry: "docker.io",
             method: Method::GET,
             url: Url::parse(url).unwrap(),
             headers,

@@ -5,9 +5,13 @@
 //! (`ghcr.mirror.example.com`, from an upstream's `host_names`), a path prefix
 //! (`/v2/ghcr.io/owner/image/...`); otherwise the default upstream (Docker Hub).
 
+use std::sync::{PoisonError, RwLock};
+
 use url::Url;
 
 use crate::{auth::users::Credentials, net::origin::ServerName};
+
+pub use crate::error::RegistryName;
 
 /// The name of Docker Hub's entry: configured by the `[upstream]` section (and its flags), the
 /// only one `/token` without a suffix and `/v1/search` serve.
@@ -48,6 +52,11 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// Its name as a [`RegistryName`].
+    pub fn label(&self) -> RegistryName {
+        registry_name(&self.name)
+    }
+
     /// Where clients get tokens for it on the mirror, when its realm is fixed by configuration:
     /// `/token` for Docker Hub (as before there were many upstreams), `/token/<name>` else.
     pub fn token_path(&self) -> String {
@@ -57,6 +66,24 @@ impl Upstream {
             format!("/token/{}", self.name)
         }
     }
+}
+
+/// `name`, interned: the same `&'static str` for every call with that name. Names come from the
+/// configuration only (a request resolves to a configured upstream or to none), so the few
+/// leaked are bounded; looking one up is a read lock and a scan of a handful.
+fn registry_name(name: &str) -> RegistryName {
+    static NAMES: RwLock<Vec<&'static str>> = RwLock::new(Vec::new());
+    let known = |names: &[&'static str]| names.iter().copied().find(|n| *n == name);
+    if let Some(found) = known(&NAMES.read().unwrap_or_else(PoisonError::into_inner)) {
+        return found;
+    }
+    let mut names = NAMES.write().unwrap_or_else(PoisonError::into_inner);
+    if let Some(found) = known(&names) {
+        return found;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.push(leaked);
+    leaked
 }
 
 /// How a request found its upstream.
@@ -259,5 +286,14 @@ mod tests {
         );
         assert_eq!(ns_param(Some("digest=sha256:x")), None);
         assert_eq!(ns_param(None), None);
+    }
+
+    #[test]
+    fn labels_are_interned() {
+        let ghcr = upstream("ghcr.io", &[]);
+        let again = upstream("ghcr.io", &[]);
+        assert_eq!(ghcr.label(), "ghcr.io");
+        assert!(std::ptr::eq(ghcr.label(), again.label()));
+        assert_eq!(upstream("quay.io", &[]).label(), "quay.io");
     }
 }

@@ -176,7 +176,37 @@ fn a_request_dropped_before_its_answer_is_logged_once_as_499() {
     assert_eq!(lines.len(), 1, "no access line for the dropped request");
     assert_eq!(access_log::status_of(&lines[0]), 499, "{}", lines[0]);
     assert!(lines[0].contains("upstream=registry"), "{}", lines[0]);
+    assert!(
+        lines[0].contains(" outcome=unanswered ") && lines[0].contains(" registry=docker.io "),
+        "{}",
+        lines[0]
+    );
     assert_eq!(access_log::settled_lines(&hf, target).len(), 1);
+}
+
+/// A client that leaves part-way through a download: its line says the response was aborted,
+/// not complete, and how many bytes went out before.
+#[test]
+fn a_download_the_client_leaves_is_logged_as_aborted() {
+    let w = world::plain();
+    let hf = Hubferry::for_world(w, &crate::hubferry::FOLLOW_LOCAL_REDIRECTS);
+    let big = w.big_layer();
+    let bearer = format!("Bearer {}", w.token(&["repository:library/big:pull"]));
+    let path = format!("/v2/library/big/blobs/{}", big.digest);
+    let mut download =
+        crate::hubferry::RawDownload::start(&hf.addr, &path, &[("Authorization", &bearer)]);
+    download.read_some(1 << 20);
+    drop(download);
+    let lines = access_log::wait_for_lines(&hf, &big.digest, 1);
+    assert_eq!(lines.len(), 1, "no access line for the download");
+    assert_eq!(access_log::status_of(&lines[0]), 200, "{}", lines[0]);
+    assert!(
+        lines[0].contains(
+            " outcome=aborted resumes=0 registry=docker.io upstream=registry redirects=1"
+        ),
+        "{}",
+        lines[0]
+    );
 }
 
 /// `Connection: Upgrade` and `Upgrade: websocket` on a POST with a 3-byte body: actix-http reads

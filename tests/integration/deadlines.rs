@@ -10,13 +10,7 @@ use std::{
 };
 
 use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
-use crate::{
-    fakes,
-    hubferry::Hubferry,
-    operations::{get_text, sample},
-    relay::Relay,
-    world,
-};
+use crate::{fakes, hubferry::Hubferry, operations::get_text, relay::Relay, world};
 
 /// `--idle-timeout` and `--response-timeout` of every hubferry here.
 const LIMIT: &str = "2s";
@@ -100,18 +94,13 @@ fn metrics(hf: &Hubferry) -> String {
     get_text(&format!("{}/metrics", hf.admin_url.as_ref().unwrap())).1
 }
 
+/// Every upstream error counted for `upstream` (a role), of any kind and registry.
 fn upstream_errors(hf: &Hubferry, upstream: &str) -> f64 {
-    let metrics = metrics(hf);
-    ["connect", "timeout", "redirect", "body", "auth"]
-        .iter()
-        .map(|kind| {
-            sample(
-                &metrics,
-                &format!(
-                    r#"hubferry_upstream_errors_total{{upstream="{upstream}",kind="{kind}"}}"#
-                ),
-            )
-        })
+    let prefix = format!(r#"hubferry_upstream_errors_total{{upstream="{upstream}","#);
+    metrics(hf)
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix)?.rsplit_once(' '))
+        .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
         .sum()
 }
 

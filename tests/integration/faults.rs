@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
-    fakes,
+    access_log, fakes,
     hubferry::{Hubferry, RawDownload},
     operations::{get_text, sample},
     relay::{Fault, Relay},
@@ -138,6 +138,13 @@ fn a_resumed_download_keeps_the_range_the_client_asked_for() {
         big_layer_digest_from(from)
     );
     assert_eq!(hf.log_text().matches("resuming ").count(), 2);
+    // Its access line counts both resumes and says the client got it all.
+    let lines = access_log::wait_for_lines(&hf, &big.digest, 1);
+    assert!(
+        lines[0].contains(" outcome=complete resumes=2 "),
+        "{}",
+        lines[0]
+    );
 }
 
 /// What a strict client sees when a download cannot be completed: the promised length and
@@ -183,6 +190,8 @@ fn resume_gives_up_after_its_tries_and_aborts_the_client() {
     );
     let log = hf.log_text();
     assert!(log.contains("gave up after 2 tries in a row"), "{log}");
+    let lines = access_log::wait_for_lines(&hf, &big.digest, 1);
+    assert!(lines[0].contains(" outcome=failed "), "{}", lines[0]);
     let (_, metrics) = get_text(&format!("{}/metrics", hf.admin_url.as_ref().unwrap()));
     assert_eq!(
         sample(

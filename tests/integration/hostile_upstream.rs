@@ -85,8 +85,9 @@ fn the_registry_redirect_to_a_loopback_cdn_is_refused_by_default() {
     assert!(hf.log_text().contains("refusing to connect to"));
     let metrics = metrics(&hf);
     assert!(
-        metrics
-            .contains(r#"hubferry_upstream_errors_total{upstream="blob CDN",kind="redirect"} 1"#),
+        metrics.contains(
+            r#"hubferry_upstream_errors_total{upstream="blob CDN",registry="docker.io",kind="redirect"} 1"#
+        ),
         "{metrics}"
     );
 }

@@ -126,6 +126,14 @@ impl Hubferry {
         Self::start_prepared(args, env, |_| {})
     }
 
+    /// As [`Hubferry::start`], with stderr (its log) a pipe that nobody reads: a stuck log
+    /// shipper. The pipe's read end stays open in `child.stderr` for as long as hubferry runs.
+    pub fn start_with_stderr_unread(args: &[String]) -> Hubferry {
+        Self::start_prepared(args, &[], |cmd| {
+            cmd.stderr(Stdio::piped());
+        })
+    }
+
     /// As [`Hubferry::start`], in the cgroup whose `cgroup.procs` file is `procs`: the process
     /// joins it before it runs hubferry, so hubferry sees that cgroup's limits as its own.
     pub fn start_in_cgroup(args: &[String], procs: &Path) -> Hubferry {

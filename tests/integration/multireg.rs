@@ -10,7 +10,9 @@ use serde_json::Value;
 
 use crate::hubferry::FOLLOW_LOCAL_REDIRECTS;
 use crate::{
+    access_log,
     hubferry::Hubferry,
+    operations::{get_text, sample},
     skopeo::{self, assert_blobs_copied},
     world::{self, SecondRegistry, World, SECOND_SERVICE},
 };
@@ -370,7 +372,7 @@ async fn token_realms_are_only_those_an_upstream_named() {
         "/token/ghcr.io".to_owned(),
     ] {
         let mut res = client
-            .get(format!("{}{path}?scope=x", hf.url))
+            .get(format!("{}{path}?scope=never-forwarded", hf.url))
             .send()
             .await
             .unwrap();
@@ -378,8 +380,9 @@ async fn token_realms_are_only_those_an_upstream_named() {
         let body: Value = res.json().await.unwrap();
         assert_eq!(body["errors"][0]["code"], "NAME_UNKNOWN", "{path}");
     }
-    // None of them reached the issuer: a token request that does, made after them, is the
-    // only one it received since.
+    // None of them reached the issuer: once a token request that does, made after them, has
+    // arrived, the issuer has seen none of theirs. (Other tests share the issuer and may use
+    // it meanwhile: only the probes' own scope is looked for.)
     let marker = "repository:owner/settled:pull";
     let res = client
         .get(format!(
@@ -398,6 +401,51 @@ async fn token_realms_are_only_those_an_upstream_named() {
             .then_some(records)
     })
     .expect("the marker token request reached the issuer");
-    let since: Vec<_> = records[before..].iter().map(|r| &r.query).collect();
-    assert_eq!(since.len(), 1, "{since:?}");
+    let probes: Vec<_> = records[before..]
+        .iter()
+        .map(|r| &r.query)
+        .filter(|q| q.contains("never-forwarded"))
+        .collect();
+    assert!(probes.is_empty(), "{probes:?}");
+}
+
+// The upstream metrics and the access log say which registry, as well as which role, answered:
+// a pull through the ghcr.io prefix counts against ghcr.io (its registry, its token issuer and
+// the CDN its blobs were redirected to), not against docker.io.
+#[test]
+fn upstream_metrics_and_access_lines_name_the_registry() {
+    let (_, second, hf) = start(&FOLLOW_LOCAL_REDIRECTS);
+    let image = second.image("owner/image");
+    let dir = skopeo::pull(&through(&hf.addr), "ghcr.io/owner/image:v1", &[]);
+    assert_blobs_copied(&dir, &image.blobs);
+    let admin = hf.admin_url.clone().unwrap();
+    let count = |metrics: &str, role: &str, registry: &str| {
+        sample(
+            metrics,
+            &format!(
+                r#"hubferry_upstream_response_seconds_count{{upstream="{role}",registry="{registry}"}}"#
+            ),
+        )
+    };
+    let mut metrics = String::new();
+    assert!(
+        world::wait_until(Duration::from_secs(10), || {
+            metrics = get_text(&format!("{admin}/metrics")).1;
+            count(&metrics, "blob CDN", "ghcr.io") >= image.blobs.len() as f64
+        }),
+        "{metrics}"
+    );
+    assert!(count(&metrics, "registry", "ghcr.io") >= 1.0, "{metrics}");
+    assert!(count(&metrics, "auth", "ghcr.io") >= 1.0, "{metrics}");
+    // Only skopeo's `/v2/` check, which names no repository, goes to the default upstream.
+    for role in ["auth", "blob CDN"] {
+        assert_eq!(count(&metrics, role, "docker.io"), 0.0, "{metrics}");
+    }
+    let blob = &image.blobs[0].digest;
+    let lines = access_log::wait_for_lines(&hf, blob, 1);
+    assert!(
+        lines.iter().any(|l| l.contains(" 200 ")
+            && l.contains(" registry=ghcr.io upstream=registry redirects=1")),
+        "{lines:?}"
+    );
 }

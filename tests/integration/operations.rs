@@ -100,19 +100,19 @@ fn health_readiness_and_metrics_move_with_a_pull() {
     assert!(
         sample(
             &metrics,
-            r#"hubferry_upstream_response_seconds_count{upstream="registry"}"#
+            r#"hubferry_upstream_response_seconds_count{upstream="registry",registry="docker.io"}"#
         ) >= 1.0
     );
     assert!(
         sample(
             &metrics,
-            r#"hubferry_upstream_response_seconds_count{upstream="blob CDN"}"#
+            r#"hubferry_upstream_response_seconds_count{upstream="blob CDN",registry="docker.io"}"#
         ) >= 1.0
     );
     assert!(
         sample(
             &metrics,
-            r#"hubferry_upstream_response_seconds_count{upstream="auth"}"#
+            r#"hubferry_upstream_response_seconds_count{upstream="auth",registry="docker.io"}"#
         ) >= 1.0
     );
     assert_eq!(sample(&metrics, "hubferry_streams_in_flight"), 0.0);
@@ -147,7 +147,7 @@ fn upstream_errors_and_docker_rate_limits_are_counted() {
     assert_eq!(
         sample(
             &metrics,
-            r#"hubferry_upstream_errors_total{upstream="auth",kind="connect"}"#
+            r#"hubferry_upstream_errors_total{upstream="auth",registry="docker.io",kind="connect"}"#
         ),
         1.0,
         "{metrics}"
@@ -155,7 +155,7 @@ fn upstream_errors_and_docker_rate_limits_are_counted() {
     assert_eq!(
         sample(
             &metrics,
-            r#"hubferry_upstream_errors_total{upstream="registry",kind="redirect"}"#
+            r#"hubferry_upstream_errors_total{upstream="registry",registry="docker.io",kind="redirect"}"#
         ),
         1.0,
         "{metrics}"
@@ -254,6 +254,91 @@ fn json_access_log_is_one_object_per_line() {
     assert_eq!(access["redirects"], 1);
     assert!(access["bytes"].as_u64().unwrap() > 0);
     assert!(access["duration_ms"].is_number() && access["time"].is_string());
+}
+
+/// Requests on one keep-alive connection that stop at the first one not answered within the
+/// socket's read timeout: how many were answered.
+fn keep_alive_gets(addr: &str, path: &str, count: usize, each_within: Duration) -> usize {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(each_within)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    for answered in 0..count {
+        if writer.write_all(request.as_bytes()).is_err() {
+            return answered;
+        }
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return answered,
+                Ok(_) => {}
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap();
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return answered;
+        }
+    }
+    count
+}
+
+/// A log output nobody reads (a stuck log shipper, a full pipe) never stalls the mirror:
+/// hubferry's stderr is a pipe that is never read, shrunk to one page, and thousands of
+/// requests (more log lines than the pipe and hubferry's log queue hold together) are still
+/// answered, each promptly; the lines that did not fit are counted as dropped.
+#[test]
+fn an_unread_log_pipe_never_stalls_requests() {
+    use std::os::fd::AsRawFd;
+    let hf = Hubferry::start_with_stderr_unread(&["--workers".into(), "1".into()]);
+    let pipe = hf.child.stderr.as_ref().unwrap().as_raw_fd();
+    // SAFETY: an fcntl on a pipe this process holds; the smallest size Linux allows.
+    let resized = unsafe { libc::fcntl(pipe, libc::F_SETPIPE_SZ, 4096) };
+    assert!(
+        resized >= 4096,
+        "F_SETPIPE_SZ: {}",
+        std::io::Error::last_os_error()
+    );
+    // The first requests fill the pipe; a logger that waited for it would stall from then on.
+    let requests = 6000;
+    let answered = keep_alive_gets(&hf.addr, "/v2/_catalog", requests, Duration::from_secs(10));
+    assert_eq!(
+        answered,
+        requests,
+        "request {} got no answer within 10s: the worker is stuck writing its log",
+        answered + 1
+    );
+    // Each request is counted once its response is done, which may be just after it was read.
+    let admin = hf.admin_url.clone().unwrap();
+    let mut metrics = String::new();
+    world::wait_until(Duration::from_secs(10), || {
+        metrics = get_text(&format!("{admin}/metrics")).1;
+        sample(
+            &metrics,
+            r#"hubferry_requests_total{route="catalog",status="4xx"}"#,
+        ) >= requests as f64
+    });
+    assert!(
+        sample(&metrics, "hubferry_log_lines_dropped_total") > 0.0,
+        "{metrics}"
+    );
+    assert!(
+        sample(
+            &metrics,
+            r#"hubferry_requests_total{route="catalog",status="4xx"}"#
+        ) >= requests as f64,
+        "{metrics}"
+    );
 }
 
 /// hubferry with exactly `args` (and `env`), its log in a file: no listener chosen for it.

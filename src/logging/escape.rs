@@ -1,8 +1,9 @@
 //! Text log lines a client cannot forge. Request paths, token realm ids, OAuth2 scopes and user
 //! names end up in log messages; a CR or LF among them would start a line of the client's
 //! choosing (a fake access record), and an ESC would drive the terminal of whoever reads the log.
-//! The text formatter writes every message through [`write_escaped`], so every value of every
-//! record is covered in one place; the JSON format is escaped by serde_json already.
+//! The text formatter (`logging::format`) writes every message through [`write_escaped`] and
+//! every key-value through [`write_escaped_word`], so every value of every record is covered in
+//! one place; the JSON format is escaped by serde_json.
 
 use std::{fmt, io};
 
@@ -14,7 +15,22 @@ use std::{fmt, io};
 /// Runs once per request (the access line): the message is formatted straight into `out`, each
 /// piece scanned once and copied whole unless it holds a control character.
 pub fn write_escaped(out: &mut impl io::Write, message: fmt::Arguments<'_>) -> io::Result<()> {
-    let mut escaping = Escaping { out, error: None };
+    write_with(out, message, false)
+}
+
+/// As [`write_escaped`], for the value of a `key=value` field: spaces are written as `_` too, so
+/// a value is one word and the next space always starts the next field (a value holding
+/// ` status=200` cannot pass for a field of its own).
+pub fn write_escaped_word(out: &mut impl io::Write, value: fmt::Arguments<'_>) -> io::Result<()> {
+    write_with(out, value, true)
+}
+
+fn write_with(out: &mut impl io::Write, message: fmt::Arguments<'_>, word: bool) -> io::Result<()> {
+    let mut escaping = Escaping {
+        out,
+        word,
+        error: None,
+    };
     match fmt::write(&mut escaping, message) {
         Ok(()) => Ok(()),
         Err(fmt::Error) => Err(escaping
@@ -25,13 +41,18 @@ pub fn write_escaped(out: &mut impl io::Write, message: fmt::Arguments<'_>) -> i
 
 struct Escaping<'a, W> {
     out: &'a mut W,
+    /// Spaces as `_` (see [`write_escaped_word`]).
+    word: bool,
     /// Why the last write failed, since `fmt::Write` can only say that it did.
     error: Option<io::Error>,
 }
 
 impl<W: io::Write> fmt::Write for Escaping<'_, W> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
-        escape(text, |piece| self.out.write_all(piece.as_bytes())).map_err(|e| {
+        escape(text, self.word, |piece| {
+            self.out.write_all(piece.as_bytes())
+        })
+        .map_err(|e| {
             self.error = Some(e);
             fmt::Error
         })
@@ -39,15 +60,16 @@ impl<W: io::Write> fmt::Write for Escaping<'_, W> {
 }
 
 /// Hands `text` to `emit` in pieces: runs without control characters as they are, each control
-/// character as its escape.
-fn escape<E>(text: &str, mut emit: impl FnMut(&str) -> Result<(), E>) -> Result<(), E> {
+/// character as its escape (and, for a `word`, each space as `_`).
+fn escape<E>(text: &str, word: bool, mut emit: impl FnMut(&str) -> Result<(), E>) -> Result<(), E> {
     let bytes = text.as_bytes();
+    let lowest = if word { 0x21 } else { 0x20 };
     // Nearly every piece is printable ASCII: tell so a block of bytes at a time (the fold has
     // no early exit, so it vectorises), and hand it on whole.
     let printable = bytes.chunks(32).all(|block| {
         block
             .iter()
-            .fold(true, |ok, &b| ok & (0x20..0x7f).contains(&b))
+            .fold(true, |ok, &b| ok & (lowest..0x7f).contains(&b))
     });
     if printable {
         return emit(text);
@@ -58,6 +80,15 @@ fn escape<E>(text: &str, mut emit: impl FnMut(&str) -> Result<(), E>) -> Result<
         // UTF-8: C1 is 0xC2 0x80..=0x9F, U+2028 and U+2029 are 0xE2 0x80 0xA8/0xA9. No other
         // character's encoding holds these sequences, so a byte scan is exact.
         let len = match bytes[at] {
+            b' ' if word => {
+                if clean_from < at {
+                    emit(&text[clean_from..at])?;
+                }
+                emit("_")?;
+                at += 1;
+                clean_from = at;
+                continue;
+            }
             0x00..=0x1f | 0x7f => 1,
             0xc2 if matches!(bytes.get(at + 1), Some(0x80..=0x9f)) => 2,
             0xe2 if bytes.get(at + 1) == Some(&0x80)
@@ -170,6 +201,20 @@ mod tests {
         )
         .unwrap();
         assert!(!out.contains(&b'\n') && !out.contains(&b'\r'));
+    }
+
+    #[test]
+    fn a_word_has_no_spaces_and_no_control_characters() {
+        let word = |text: &str| {
+            let mut out = Vec::new();
+            write_escaped_word(&mut out, format_args!("{text}")).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(word("blob CDN"), "blob_CDN");
+        assert_eq!(word("docker.io"), "docker.io");
+        assert_eq!(word(" x status=200\r\n"), "_x_status=200\\r\\n");
+        assert_eq!(word("a \r\n b"), r"a_\r\n_b");
+        assert_eq!(word("é \u{1b}"), r"é_\x1b");
     }
 
     #[test]
