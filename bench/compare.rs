@@ -1,4 +1,4 @@
-//! `make bench`: hubferry against the seed's nginx config and against no proxy, on the test
+//! `make bench`: hubferry against the nginx config hubferry replaces and against no proxy, on the test
 //! world of the integration tests (real registry with token auth and 307s to an nginx CDN).
 //! Prints a Markdown report and writes it, with an SVG chart, to target/bench/.
 //!
@@ -122,10 +122,10 @@ fn run() -> Result<(), String> {
     world::remove_at_exit(dir.clone());
     let tls = world::tls_files(&dir);
 
-    progress("starting seed-nginx and hubferry");
+    progress("starting nginx-config and hubferry");
     let contenders = vec![
         contenders::direct(world),
-        contenders::seed_nginx(world, &dir, &tls)?,
+        contenders::nginx_config(world, &dir, &tls)?,
         contenders::hubferry(world, &dir, &tls, cores)?,
     ];
     for c in &contenders {
@@ -297,16 +297,16 @@ fn header(cores: usize, took: f64, foreign: &str) -> String {
         });
     let p = params();
     format!(
-        "## hubferry vs seed-nginx vs direct\n\n\
+        "## hubferry vs nginx-config vs direct\n\n\
          Run {date} by `{command}`; the benchmark program took {took:.0} s (set-up included, \
          build not). Every figure below was measured in this run.\n\n\
          - Machine: {cpu}, {cores} cores, {memory}, Linux {kernel}\n\
-         - Versions: {hubferry} at commit `{commit}` (release build, `--workers {cores}`); {nginx} (seed config, \
+         - Versions: {hubferry} at commit `{commit}` (release build, `--workers {cores}`); {nginx} (the nginx config, \
          `worker_processes auto`); {registry}; {curl}; {wrk}; {h2load}\n\
          - Set-up: the integration tests' world — `docker-registry` with token auth answering \
          blob GETs with 307 to an nginx CDN — on 127.0.0.1; all three contenders use it. \
          direct = client → registry → CDN, no proxy. Contenders run interleaved (direct, \
-         seed-nginx, hubferry, direct, …), {reps} repetitions of each scenario ({blob1} of \
+         nginx-config, hubferry, direct, …), {reps} repetitions of each scenario ({blob1} of \
          scenario 1), medians shown. MB = 10^6 \
          bytes.\n\
          - Other processes on the machine during each scenario (CPU, % of one core; 0 = the \

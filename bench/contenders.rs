@@ -1,5 +1,5 @@
 //! The three contenders, all pointed at the same test world: no proxy at all, nginx running
-//! the seed's config, and hubferry's release binary.
+//! the nginx config hubferry replaces, and hubferry's release binary.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use crate::world::{self, ManagedChild, TlsFiles, World};
 
-/// The adapted seed config; every change from the seed is commented in the file.
-const SEED_TEMPLATE: &str = include_str!("seed-nginx.conf");
+/// The adapted nginx config; every change from the original post's is commented in the file.
+const NGINX_CONFIG_TEMPLATE: &str = include_str!("nginx-config.conf");
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     Direct,
-    Seed,
+    NginxConfig,
     Hubferry,
 }
 
@@ -21,7 +21,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Direct => "direct",
-            Kind::Seed => "seed-nginx",
+            Kind::NginxConfig => "nginx-config",
             Kind::Hubferry => "hubferry",
         }
     }
@@ -76,10 +76,10 @@ pub fn direct(world: &World) -> Contender {
     }
 }
 
-/// nginx with the seed's config, its master and workers in a private prefix under `dir`.
-pub fn seed_nginx(world: &World, dir: &Path, tls: &TlsFiles) -> Result<Contender, String> {
+/// nginx with the nginx config hubferry replaces, its master and workers in a private prefix under `dir`.
+pub fn nginx_config(world: &World, dir: &Path, tls: &TlsFiles) -> Result<Contender, String> {
     let nginx = world::require_tool("nginx");
-    let prefix = dir.join("seed-nginx");
+    let prefix = dir.join("nginx-config");
     std::fs::create_dir_all(prefix.join("tmp")).map_err(|e| format!("create prefix: {e}"))?;
     let conf = prefix.join("nginx.conf");
     let error_log = prefix.join("error.log");
@@ -87,7 +87,7 @@ pub fn seed_nginx(world: &World, dir: &Path, tls: &TlsFiles) -> Result<Contender
     // A port picked by free_port may be taken before nginx binds it: try again on new ones.
     for _attempt in 0..5 {
         let (plain_port, tls_port) = (world::free_port(), world::free_port());
-        let text = render_seed(world, &prefix, tls, plain_port, tls_port)?;
+        let text = render_nginx_config(world, &prefix, tls, plain_port, tls_port)?;
         std::fs::write(&conf, text).map_err(|e| format!("write nginx.conf: {e}"))?;
         let mut child = Nginx {
             child: world::spawn_nginx(&nginx, &conf, &prefix, &error_log),
@@ -96,7 +96,7 @@ pub fn seed_nginx(world: &World, dir: &Path, tls: &TlsFiles) -> Result<Contender
         let secure = format!("127.0.0.1:{tls_port}");
         if wait_both(&plain, &secure) && child.child.try_wait().ok().flatten().is_none() {
             return Ok(Contender {
-                kind: Kind::Seed,
+                kind: Kind::NginxConfig,
                 plain: format!("http://{plain}"),
                 tls: Some(format!("https://{secure}")),
                 admin: None,
@@ -106,12 +106,12 @@ pub fn seed_nginx(world: &World, dir: &Path, tls: &TlsFiles) -> Result<Contender
         last_error = std::fs::read_to_string(&error_log).unwrap_or_default();
     }
     Err(format!(
-        "seed nginx did not start; error log:\n{last_error}"
+        "the nginx config did not start; error log:\n{last_error}"
     ))
 }
 
-/// The seed template with this world's addresses, the test certificate and fresh ports.
-fn render_seed(
+/// The nginx config template with this world's addresses, the test certificate and fresh ports.
+fn render_nginx_config(
     world: &World,
     prefix: &Path,
     tls: &TlsFiles,
@@ -119,7 +119,7 @@ fn render_seed(
     tls_port: u16,
 ) -> Result<String, String> {
     let p = |path: &Path| path.display().to_string();
-    let text = SEED_TEMPLATE
+    let text = NGINX_CONFIG_TEMPLATE
         .replace("{{prefix}}", &p(prefix))
         .replace("{{plain_listen}}", &format!("127.0.0.1:{plain_port}"))
         .replace("{{tls_listen}}", &format!("127.0.0.1:{tls_port}"))
@@ -130,7 +130,7 @@ fn render_seed(
         .replace("{{index_host}}", world.issuer_host());
     match text.find("{{") {
         Some(at) => Err(format!(
-            "seed template has an unknown placeholder near: {}",
+            "the nginx config template has an unknown placeholder near: {}",
             &text[at..(at + 40).min(text.len())]
         )),
         None => Ok(text),

@@ -119,7 +119,7 @@ fn table(out: &mut String, results: &Results, title: &str, note: &str, rows: &[R
     }
     let _ = writeln!(
         out,
-        "| | direct | seed-nginx | hubferry | hubferry / seed-nginx | hubferry / direct |"
+        "| | direct | nginx-config | hubferry | hubferry / nginx-config | hubferry / direct |"
     );
     let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|");
     for r in rows {
@@ -129,9 +129,9 @@ fn table(out: &mut String, results: &Results, title: &str, note: &str, rows: &[R
             "| {} | {} | {} | {} | {} | {} |",
             r.label,
             cell(results.get(r.key, Kind::Direct), r.decimals),
-            cell(results.get(r.key, Kind::Seed), r.decimals),
+            cell(results.get(r.key, Kind::NginxConfig), r.decimals),
             cell(results.get(r.key, Kind::Hubferry), r.decimals),
-            show_ratio(ratio(v(Kind::Hubferry), v(Kind::Seed))),
+            show_ratio(ratio(v(Kind::Hubferry), v(Kind::NginxConfig))),
             show_ratio(ratio(v(Kind::Hubferry), v(Kind::Direct))),
         );
     }
@@ -246,7 +246,7 @@ pub fn tables(results: &Results, p: &crate::scenarios::Params, blob_mb: f64) -> 
 enum Check {
     /// hubferry / contender ≥ x (throughput).
     AtLeast(&'static str, Kind, f64),
-    /// hubferry / seed ≤ x (cost).
+    /// hubferry / nginx-config ≤ x (cost).
     AtMost(&'static str, Kind, f64),
     /// hubferry's own figure ≤ x (absolute limit).
     Below(&'static str, f64, &'static str),
@@ -261,40 +261,40 @@ struct Target {
 
 const TARGETS: &[Target] = &[
     Target {
-        what: "blob, 1 client, plain HTTP: ≥ 2.5× seed-nginx",
-        check: Check::AtLeast("blob1.plain", Kind::Seed, 2.5),
+        what: "blob, 1 client, plain HTTP: ≥ 2.5× nginx-config",
+        check: Check::AtLeast("blob1.plain", Kind::NginxConfig, 2.5),
     },
     Target {
         what: "blob, 1 client, plain HTTP: ≥ 0.5× direct",
         check: Check::AtLeast("blob1.plain", Kind::Direct, 0.5),
     },
     Target {
-        what: "blob, 8 clients, plain HTTP: ≥ 2.5× seed-nginx",
-        check: Check::AtLeast("blob8.plain.mbps", Kind::Seed, 2.5),
+        what: "blob, 8 clients, plain HTTP: ≥ 2.5× nginx-config",
+        check: Check::AtLeast("blob8.plain.mbps", Kind::NginxConfig, 2.5),
     },
     Target {
-        what: "blob over TLS + HTTP/2, 1 client: ≥ 2× seed-nginx",
-        check: Check::AtLeast("blob1.h2", Kind::Seed, 2.0),
+        what: "blob over TLS + HTTP/2, 1 client: ≥ 2× nginx-config",
+        check: Check::AtLeast("blob1.h2", Kind::NginxConfig, 2.0),
     },
     Target {
-        what: "blob over TLS + HTTP/2, 8 clients: ≥ 2× seed-nginx",
-        check: Check::AtLeast("blob8.h2.mbps", Kind::Seed, 2.0),
+        what: "blob over TLS + HTTP/2, 8 clients: ≥ 2× nginx-config",
+        check: Check::AtLeast("blob8.h2.mbps", Kind::NginxConfig, 2.0),
     },
     Target {
-        what: "manifests, HTTP/1.1: CPU per request ≤ 0.5× seed-nginx",
-        check: Check::AtMost("man.plain.cpu", Kind::Seed, 0.5),
+        what: "manifests, HTTP/1.1: CPU per request ≤ 0.5× nginx-config",
+        check: Check::AtMost("man.plain.cpu", Kind::NginxConfig, 0.5),
     },
     Target {
-        what: "manifests, HTTP/2: CPU per request ≤ 0.5× seed-nginx",
-        check: Check::AtMost("man.h2.cpu", Kind::Seed, 0.5),
+        what: "manifests, HTTP/2: CPU per request ≤ 0.5× nginx-config",
+        check: Check::AtMost("man.h2.cpu", Kind::NginxConfig, 0.5),
     },
     Target {
-        what: "manifests, HTTP/1.1: requests/s ≥ seed-nginx",
-        check: Check::AtLeast("man.plain.rps", Kind::Seed, 1.0),
+        what: "manifests, HTTP/1.1: requests/s ≥ nginx-config",
+        check: Check::AtLeast("man.plain.rps", Kind::NginxConfig, 1.0),
     },
     Target {
-        what: "manifests, HTTP/2: requests/s ≥ seed-nginx",
-        check: Check::AtLeast("man.h2.rps", Kind::Seed, 1.0),
+        what: "manifests, HTTP/2: requests/s ≥ nginx-config",
+        check: Check::AtLeast("man.h2.rps", Kind::NginxConfig, 1.0),
     },
     Target {
         what: "latency added at one connection: p99 ≤ 1 ms over direct",
@@ -370,7 +370,7 @@ pub fn verdicts(results: &Results) -> Vec<Verdict> {
                             results.value(key, other).unwrap()
                         ),
                         Some(r <= max),
-                        // Drawn as "times cheaper": seed / hubferry against 1 / max.
+                        // Drawn as "times cheaper": nginx-config / hubferry against 1 / max.
                         (r > 0.0).then(|| (1.0 / r, 1.0 / max)),
                     ),
                     None => (missing(results, key, other), None, None),

@@ -1,7 +1,7 @@
 //! The scenarios, driven by the real tools a user would measure with: curl for downloads,
 //! wrk (HTTP/1.1) and h2load (HTTP/2 over TLS) for manifest load (see loadgen.rs), and the
 //! bench's own slow clients (slow_clients.rs). Each repetition runs every contender once, in
-//! the same order (direct, seed-nginx, hubferry), so drift over the run hits them all alike.
+//! the same order (direct, nginx-config, hubferry), so drift over the run hits them all alike.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -318,7 +318,7 @@ fn per_request(
 /// HTTP/2); requests/s and the proxy's CPU per request.
 ///
 /// The registry (Go) uses most of the machine here, and a run leaves work behind (garbage to
-/// collect) that lands on the next one: in the order direct, seed-nginx plain and HTTP/2,
+/// collect) that lands on the next one: in the order direct, nginx-config plain and HTTP/2,
 /// hubferry plain and HTTP/2, the run right after 640 concurrent HTTP/2 streams cost the
 /// registry 10-15 % more CPU per request, and so had fewer requests/s. So each protocol's runs
 /// go together, the proxies swap places every other repetition, and each run has one

@@ -1,7 +1,7 @@
 //! The one error type of the request path, and the one place that decides which status and
 //! registry-style JSON body (`{"errors":[{"code","message","detail"}]}`) each error becomes.
 
-use std::{any::Any, rc::Rc, time::Duration};
+use std::{any::Any, cell::Cell, fmt, rc::Rc, time::Duration};
 
 use actix_web::{
     body::BoxBody, error::PayloadError, http::StatusCode, HttpResponse, ResponseError,
@@ -31,6 +31,65 @@ pub enum Rejection {
     /// Well formed, but not a registry API endpoint hubferry carries.
     #[display("not a registry API endpoint: {_0}")]
     Unsupported(String),
+}
+
+/// A request's id: in the access line, in the log line of its error, and in its error answer
+/// (`detail.request_id`, and `X-Request-Id`), so a user's report leads to the log. 64 bits, the
+/// first 32 random per worker and the rest counted, written as 16 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestId(u64);
+
+impl RequestId {
+    /// The next id of this worker.
+    pub fn next() -> RequestId {
+        thread_local! {
+            static NEXT: Cell<u64> = Cell::new({
+                let mut seed = [0u8; 4];
+                // Without OS randomness ids are still unique per worker, only guessable.
+                let _ = getrandom::getrandom(&mut seed);
+                u64::from(u32::from_be_bytes(seed)) << 32
+            });
+        }
+        NEXT.with(|next| {
+            let id = next.get();
+            next.set(id.wrapping_add(1));
+            RequestId(id)
+        })
+    }
+}
+
+#[cfg(test)]
+impl RequestId {
+    pub fn fixed(id: u64) -> RequestId {
+        RequestId(id)
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Whose doing an error is: it decides how loudly it is logged, and what the client is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The client's request was refused: its target, its credentials, its limits, its body.
+    Client,
+    /// An upstream failed: unreachable, slow, a bad redirect, a refused token request.
+    Upstream,
+    /// The mirror itself is at a bound it keeps (password checks, downloads at once).
+    Internal,
+}
+
+impl ErrorSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorSource::Client => "client",
+            ErrorSource::Upstream => "upstream",
+            ErrorSource::Internal => "internal",
+        }
+    }
 }
 
 /// Which upstream host an error came from; named in every message so an operator reading the
@@ -224,6 +283,87 @@ impl ProxyError {
 }
 
 impl ProxyError {
+    /// Whose doing this error is.
+    pub fn error_source(&self) -> ErrorSource {
+        match self {
+            ProxyError::Unreachable { .. }
+            | ProxyError::Timeout { .. }
+            | ProxyError::BadRedirect { .. }
+            | ProxyError::UpstreamToken { .. } => ErrorSource::Upstream,
+            ProxyError::Overloaded { .. } => ErrorSource::Internal,
+            ProxyError::BadRequest(_)
+            | ProxyError::CatalogUnsupported
+            | ProxyError::UnknownUpstream(_)
+            | ProxyError::Rejected(_)
+            | ProxyError::ImageDenied { .. }
+            | ProxyError::Denied { .. }
+            | ProxyError::TooManyRequests { .. }
+            | ProxyError::Switch { .. }
+            | ProxyError::Unauthorized { .. }
+            | ProxyError::PullOnly { .. }
+            | ProxyError::ClientBody { .. } => ErrorSource::Client,
+        }
+    }
+
+    /// What the client is told: short, and without what only the operator should read. Upstream
+    /// URLs, causes and addresses go to the log (`Display`), never into an answer: a URL may be
+    /// a signed capability, a cause names hosts and addresses of the mirror's network.
+    pub fn client_message(&self) -> String {
+        match self {
+            ProxyError::Unreachable { upstream, .. } => {
+                format!("the mirror cannot reach upstream {upstream}")
+            }
+            ProxyError::Timeout {
+                upstream, phase, ..
+            } => format!("upstream {upstream} did not {phase} in time"),
+            ProxyError::BadRedirect { upstream, .. } => {
+                format!("upstream {upstream} sent a redirect the mirror does not follow")
+            }
+            ProxyError::Denied { .. } => "access is not allowed by this mirror".to_owned(),
+            ProxyError::TooManyRequests {
+                limit, retry_after, ..
+            } => format!("too many requests: {limit}; retry in {retry_after}s"),
+            other => other.to_string(),
+        }
+    }
+
+    /// Writes the log line of this error: everything, for the operator, with the request's id.
+    /// Client errors are routine (`info`); the others say something is wrong (`warn`).
+    pub fn log(&self, request: RequestId) {
+        let source = self.error_source();
+        let level = match source {
+            ErrorSource::Client => log::Level::Info,
+            ErrorSource::Upstream | ErrorSource::Internal => log::Level::Warn,
+        };
+        log::log!(
+            level,
+            request_id:% = request,
+            source = source.as_str(),
+            code = self.code();
+            "{self}"
+        );
+    }
+
+    /// The body of this error's answer: a registry error (`{"errors":[{"code","message",
+    /// "detail"}]}`) with the client's message and, once the access log gave the request one,
+    /// its id in `detail`.
+    pub fn body(&self, request: Option<RequestId>) -> BoxBody {
+        let detail = match request {
+            Some(id) => json!({ "request_id": id.to_string() }),
+            None => serde_json::Value::Null,
+        };
+        let json = json!({
+            "errors": [{ "code": self.code(), "message": self.client_message(), "detail": detail }]
+        });
+        let body = BoxBody::new(json.to_string());
+        match self {
+            ProxyError::ClientBody { unread, .. } if unread.0.is_some() => {
+                BoxBody::new(HeldBody::new(body, unread.clone()))
+            }
+            _ => body,
+        }
+    }
+
     /// The kind of upstream failure, for the `upstream_errors` metric.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -272,14 +412,12 @@ impl ResponseError for ProxyError {
         }
     }
 
+    /// The answer without a request id; the access log gives it one and logs the error
+    /// (`middleware::access_log`), which every route's answer passes through.
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        if status.is_server_error() {
-            log::warn!("{self}");
-        } else {
-            log::info!("{self}");
-        }
         let mut res = HttpResponse::build(status);
+        res.content_type(actix_web::http::header::ContentType::json());
         if let ProxyError::ClientBody { .. } = self {
             // The rest of the body is unread, so the connection cannot carry another request;
             // RFC 9110 §15.5.9 asks a 408 to say it closes.
@@ -299,16 +437,7 @@ impl ResponseError for ProxyError {
                 challenge.as_str(),
             ));
         }
-        let res = res.json(json!({
-            "errors": [{ "code": self.code(), "message": self.to_string(), "detail": null }]
-        }));
-        match self {
-            ProxyError::ClientBody { unread, .. } if unread.0.is_some() => {
-                let unread = unread.clone();
-                res.map_body(|_, body| BoxBody::new(HeldBody::new(body, unread)))
-            }
-            _ => res,
-        }
+        res.body(self.body(None))
     }
 }
 
@@ -326,11 +455,90 @@ mod tests {
         };
         let res = err.error_response();
         assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            res.headers().get("content-type").unwrap(),
+            "application/json"
+        );
         let body = to_bytes(res.into_body()).await.unwrap();
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["errors"][0]["code"], "UNAVAILABLE");
+        assert_eq!(body["errors"][0]["detail"], serde_json::Value::Null);
         let message = body["errors"][0]["message"].as_str().unwrap();
-        assert!(message.contains("registry") && message.contains("connection refused"));
+        assert!(message.contains("registry"), "{message}");
+    }
+
+    /// Upstream URLs, causes and addresses are the operator's to read: the log line (`Display`)
+    /// has them, the client's answer has the error's code, a short message and the request id.
+    #[actix_rt::test]
+    async fn what_only_the_log_gets_stays_out_of_answers() {
+        let id = RequestId::fixed(0x1234);
+        for err in [
+            ProxyError::Unreachable {
+                upstream: "blob CDN",
+                url: "http://10.1.2.3:9000/blob".into(),
+                reason: "connection refused by 10.1.2.3:9000".into(),
+            },
+            ProxyError::Timeout {
+                upstream: "registry",
+                url: "http://10.1.2.3:9000/v2/".into(),
+                phase: "send response headers",
+                limit: Duration::from_secs(30),
+            },
+            ProxyError::BadRedirect {
+                upstream: "registry",
+                reason: "redirect to http://10.1.2.3:9000/x refused".into(),
+            },
+            ProxyError::Denied {
+                client: "10.1.2.3".parse().unwrap(),
+            },
+            ProxyError::TooManyRequests {
+                client: "10.1.2.3".parse().unwrap(),
+                limit: "60 manifest requests per minute".into(),
+                retry_after: 3,
+            },
+        ] {
+            assert!(
+                err.to_string().contains("10.1.2.3"),
+                "the log line has it: {err}"
+            );
+            let body = to_bytes(err.body(Some(id))).await.unwrap();
+            let text = String::from_utf8(body.to_vec()).unwrap();
+            assert!(!text.contains("10.1.2.3"), "{text}");
+            let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                body["errors"][0]["detail"]["request_id"],
+                "0000000000001234"
+            );
+            assert_eq!(body["errors"][0]["code"], err.code());
+        }
+    }
+
+    #[test]
+    fn errors_know_whose_doing_they_are() {
+        let upstream = ProxyError::Unreachable {
+            upstream: "registry",
+            url: String::new(),
+            reason: String::new(),
+        };
+        assert_eq!(upstream.error_source(), ErrorSource::Upstream);
+        let busy = ProxyError::Overloaded {
+            what: "downloads".into(),
+            retry_after: 1,
+        };
+        assert_eq!(busy.error_source(), ErrorSource::Internal);
+        assert_eq!(
+            ProxyError::from(Rejection::Name("X".into())).error_source(),
+            ErrorSource::Client
+        );
+    }
+
+    #[test]
+    fn request_ids_differ_and_read_as_hex() {
+        let (a, b) = (RequestId::next(), RequestId::next());
+        assert_ne!(a, b);
+        let text = a.to_string();
+        assert_eq!(text.len(), 16);
+        assert!(text.bytes().all(|c| c.is_ascii_hexdigit()), "{text}");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use actix_web::{
     dev::{ServiceRequest, ServiceResponse},
     http::{header, Method},
     middleware::Next,
-    web, Error, HttpMessage, ResponseError,
+    web, Error, HttpMessage,
 };
 
 use crate::{
@@ -398,8 +398,8 @@ fn refuse<B>(
     reason: &'static str,
 ) -> ServiceResponse<EitherBody<B>> {
     guard.metrics.refused(reason);
-    req.into_response(error.error_response())
-        .map_into_right_body()
+    // Not `into_response`: that keeps the response but drops the error the access log reads.
+    req.error_response(error).map_into_right_body()
 }
 
 #[cfg(test)]

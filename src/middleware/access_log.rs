@@ -11,9 +11,12 @@ use std::{
 };
 
 use actix_web::{
-    body::{BodySize, MessageBody},
+    body::{BodySize, EitherBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
-    http::{Method, Uri},
+    http::{
+        header::{HeaderName, HeaderValue},
+        Method, Uri,
+    },
     middleware::Next,
     web, Error, HttpMessage, HttpRequest,
 };
@@ -21,7 +24,7 @@ use bytes::Bytes;
 use log::kv::Value;
 
 use crate::{
-    error::{RegistryName, UpstreamName},
+    error::{ProxyError, RegistryName, RequestId, UpstreamName},
     logging::ACCESS_TARGET,
     worker::Worker,
 };
@@ -38,6 +41,8 @@ pub struct UpstreamTrace {
 /// Everything one access-log line says.
 #[derive(Debug, Clone)]
 pub struct AccessRecord {
+    /// Also in the log line and the answer of the request's error, if it has one.
+    pub request_id: RequestId,
     /// The peer, or the client a trusted proxy forwarded for.
     pub client: Option<IpAddr>,
     pub method: Method,
@@ -94,7 +99,7 @@ impl AccessRecord {
             .target
             .path_and_query()
             .map_or_else(|| self.target.path(), |pq| pq.as_str());
-        let kvs: [(&str, Value<'_>); 14] = [
+        let kvs: [(&str, Value<'_>); 15] = [
             ("type", Value::from("access")),
             ("client", client),
             ("method", Value::from(self.method.as_str())),
@@ -103,6 +108,7 @@ impl AccessRecord {
             ("status", Value::from(self.status)),
             ("bytes", Value::from(self.bytes)),
             ("duration_ms", Value::from(self.micros as f64 / 1000.0)),
+            ("request_id", Value::from_display(&self.request_id)),
             ("route", Value::from(self.route)),
             ("outcome", Value::from(self.outcome.as_str())),
             ("resumes", Value::from(self.resumes)),
@@ -164,11 +170,16 @@ pub async fn observe(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let mut pending = Pending::new(&req);
+    let request_id = pending.request_id();
     let res = match next.call(req).await {
         Ok(res) => res,
         // actix-web answers an error after this middleware: log the status it will send (the
-        // handlers answer their own errors, so this is only a middleware's).
+        // handlers and the request filters answer their own errors, so this is only another
+        // middleware's).
         Err(err) => {
+            if let Some(err) = err.as_error::<ProxyError>() {
+                err.log(request_id);
+            }
             let status = err.as_response_error().status_code().as_u16();
             if let Some(answered) = pending.answered(status, None) {
                 answered.write(Outcome::Complete);
@@ -179,6 +190,7 @@ pub async fn observe(
     let answered = pending
         .answered(res.status().as_u16(), Some(res.request()))
         .expect("a request is answered once");
+    let res = with_request_id(res, request_id);
     Ok(res.map_body(move |_, body| LoggedBody {
         size: body.size(),
         body,
@@ -186,6 +198,29 @@ pub async fn observe(
         ended: None,
     }))
 }
+
+/// An error's answer gets the request's id (in its body and as `X-Request-Id`), and the error
+/// its log line, here: the error itself was answered before the id was at hand. Every other
+/// answer passes as it is.
+fn with_request_id<B: MessageBody>(
+    mut res: ServiceResponse<B>,
+    request_id: RequestId,
+) -> ServiceResponse<EitherBody<B>> {
+    let Some(err) = res
+        .response()
+        .error()
+        .and_then(|e| e.as_error::<ProxyError>())
+    else {
+        return res.map_into_left_body();
+    };
+    err.log(request_id);
+    let body = err.body(Some(request_id));
+    let id = HeaderValue::from_str(&request_id.to_string()).expect("hex digits are ASCII");
+    res.headers_mut().insert(X_REQUEST_ID, id);
+    res.map_body(|_, _| EitherBody::right(body))
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What the request filter and the routes learn about a request that its line reports, kept
 /// (in the request's extensions) where the access log still reads it if the request is dropped.
@@ -238,6 +273,13 @@ struct Answered {
 }
 
 impl Pending {
+    fn request_id(&self) -> RequestId {
+        self.record
+            .as_ref()
+            .expect("asked before the request is answered")
+            .request_id
+    }
+
     fn new(req: &ServiceRequest) -> Pending {
         let worker = req
             .app_data::<web::Data<Worker>>()
@@ -249,6 +291,7 @@ impl Pending {
             notes,
             started: Instant::now(),
             record: Some(AccessRecord {
+                request_id: RequestId::next(),
                 client: req.peer_addr().map(|a| a.ip()),
                 method: req.method().clone(),
                 target: req.uri().clone(),
@@ -396,6 +439,7 @@ mod tests {
 
     fn record() -> AccessRecord {
         AccessRecord {
+            request_id: RequestId::fixed(0xab),
             client: Some("192.0.2.1".parse().unwrap()),
             method: Method::GET,
             target: "/v2/library/alpine/blobs/sha256:abc".parse().unwrap(),
@@ -433,7 +477,7 @@ mod tests {
     fn text_line_says_everything() {
         assert_eq!(
             line(&record(), LogFormat::Text),
-            r#"192.0.2.1 "GET /v2/library/alpine/blobs/sha256:abc HTTP/1.1" 200 1024 12.346ms route=registry outcome=complete resumes=0 registry=docker.io upstream=blob_CDN redirects=1"#
+            r#"192.0.2.1 "GET /v2/library/alpine/blobs/sha256:abc HTTP/1.1" 200 1024 12.346ms request_id=00000000000000ab route=registry outcome=complete resumes=0 registry=docker.io upstream=blob_CDN redirects=1"#
         );
     }
 
@@ -449,7 +493,7 @@ mod tests {
         r.status = NO_RESPONSE;
         assert_eq!(
             line(&r, LogFormat::Text),
-            r#"2001:db8::1 "GET /v2/library/alpine/blobs/sha256:abc HTTP/1.1" 499 0 0.005ms route=registry outcome=unanswered resumes=0 registry=- upstream=- redirects=1"#
+            r#"2001:db8::1 "GET /v2/library/alpine/blobs/sha256:abc HTTP/1.1" 499 0 0.005ms request_id=00000000000000ab route=registry outcome=unanswered resumes=0 registry=- upstream=- redirects=1"#
         );
         r.micros = 1_234_050;
         r.client = None;
@@ -477,6 +521,7 @@ mod tests {
         assert_eq!(value["outcome"], "failed");
         assert_eq!(value["route"], "registry");
         assert_eq!(value["duration_ms"], 12.346);
+        assert_eq!(value["request_id"], "00000000000000ab");
     }
 
     #[test]
@@ -499,5 +544,30 @@ mod tests {
         assert_eq!(route_label(Some("/v1/search"), "/v1/search"), "search");
         assert_eq!(route_label(None, "/v2foo"), "other");
         assert_eq!(route_label(None, "/"), "other");
+    }
+}
+
+#[cfg(test)]
+mod request_id_tests {
+    use super::*;
+    use actix_web::{body::to_bytes, test::TestRequest};
+
+    #[actix_rt::test]
+    async fn an_error_answer_gets_the_request_id() {
+        let res = TestRequest::default()
+            .to_srv_request()
+            .error_response(ProxyError::CatalogUnsupported);
+        assert!(res.response().error().is_some());
+        let res = with_request_id(res, RequestId::fixed(7));
+        assert_eq!(
+            res.headers().get("x-request-id").unwrap(),
+            "0000000000000007"
+        );
+        let body = to_bytes(res.into_body()).await.ok().unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body["errors"][0]["detail"]["request_id"],
+            "0000000000000007"
+        );
     }
 }

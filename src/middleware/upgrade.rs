@@ -18,7 +18,7 @@ use actix_web::{
         ConnectionType, Method,
     },
     middleware::Next,
-    Error, ResponseError,
+    Error,
 };
 
 use crate::error::ProxyError;
@@ -69,9 +69,11 @@ pub async fn check(
             Ok(res.map_into_left_body())
         }
         Switch::Refused(asked) => {
-            let mut res = ProxyError::Switch { asked }.error_response();
-            res.head_mut().set_connection_type(ConnectionType::Close);
-            Ok(req.into_response(res).map_into_right_body())
+            let mut res = req.error_response(ProxyError::Switch { asked });
+            res.response_mut()
+                .head_mut()
+                .set_connection_type(ConnectionType::Close);
+            Ok(res.map_into_right_body())
         }
     }
 }

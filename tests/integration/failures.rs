@@ -1,5 +1,5 @@
 //! Upstream failures become registry JSON errors with the right status and a log line naming
-//! the upstream (behaviour 10), and a body that breaks is never passed off as complete.
+//! the upstream, and a body that breaks is never passed off as complete.
 
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,53 @@ async fn refused_connection_is_a_502_naming_the_upstream() {
     assert!(
         log.contains("cannot reach upstream registry") && log.contains(&dead),
         "{log}"
+    );
+}
+
+/// The answer is for the client: the error's code, which role failed, and a request id. The
+/// upstream's address and the cause are for the operator: in the log line of that same id,
+/// which the request's access line carries too.
+#[actix_rt::test]
+async fn an_error_answer_and_its_log_lines_share_a_request_id_and_only_the_log_says_why() {
+    let port = world::free_port();
+    let dead = format!("http://127.0.0.1:{port}");
+    let hf = start(&dead, &[]);
+    let mut res = world::client(None)
+        .get(format!("{}/v2/library/alpine/manifests/latest", hf.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 502);
+    let header = res
+        .headers()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = error_of(&mut res).await;
+    let id = body["errors"][0]["detail"]["request_id"].as_str().unwrap();
+    assert_eq!(id, header);
+    assert_eq!(
+        body["errors"][0]["message"],
+        "the mirror cannot reach upstream registry"
+    );
+    assert!(!body.to_string().contains(&port.to_string()), "{body}");
+    let logged = hf.error_log_line(&body);
+    assert!(
+        logged.contains(&dead) && logged.contains("WARN"),
+        "{logged}"
+    );
+    assert!(logged.contains("source=upstream"), "{logged}");
+    let access = format!("request_id={id}");
+    assert!(
+        world::wait_until(Duration::from_secs(5), || {
+            hf.log_text()
+                .lines()
+                .any(|l| l.contains("hubferry::access]") && l.contains(&access))
+        }),
+        "no access line with {access}:\n{}",
+        hf.log_text()
     );
 }
 

@@ -256,8 +256,41 @@ impl Hubferry {
         args
     }
 
+    /// The log so far. hubferry writes its log from a thread of its own, behind a queue, so a
+    /// line logged before an answer went out may reach the file just after the client read the
+    /// answer: this reads once the file has stopped growing (two looks 20 ms apart), or after
+    /// a second of steady logging.
     pub fn log_text(&self) -> String {
+        let size = || std::fs::metadata(&self.log).map_or(0, |m| m.len());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        let mut last = size();
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let now = size();
+            if now == last || std::time::Instant::now() > deadline {
+                break;
+            }
+            last = now;
+        }
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log line of the error whose registry error `body` a client got: found by the
+    /// request id the answer carries (`detail.request_id`). What only the operator may read
+    /// (upstream URLs, causes, addresses) is there, and only there.
+    pub fn error_log_line(&self, body: &serde_json::Value) -> String {
+        let id = body["errors"][0]["detail"]["request_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no request id in {body}"))
+            .to_owned();
+        let needle = format!("request_id={id}");
+        crate::world::wait_for(std::time::Duration::from_secs(5), || {
+            self.log_text()
+                .lines()
+                .find(|l| l.contains(&needle) && !l.contains("hubferry::access]"))
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("no log line with {needle}:\n{}", self.log_text()))
     }
 
     /// Resident memory of the hubferry process, in KiB.

@@ -1,4 +1,4 @@
-//! The redirect resolver against an upstream that redirects in every way (behaviour 6); the
+//! The redirect resolver against an upstream that redirects in every way; the
 //! real 307-to-CDN flow is in `registry_api`.
 
 use actix_web::http::Method;

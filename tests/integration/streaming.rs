@@ -1,4 +1,4 @@
-//! Streaming (behaviour 8): the upstream length is kept, and a slow client slows the upstream
+//! Streaming: the upstream length is kept, and a slow client slows the upstream
 //! read instead of making hubferry buffer the blob.
 
 use std::time::Duration;
