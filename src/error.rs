@@ -77,7 +77,7 @@ pub enum ErrorSource {
     /// The client's request was refused: its target, its credentials, its limits, its body.
     Client,
     /// An upstream failed: unreachable, slow, a bad redirect, a refused token request.
-    Upstream,
+    Registry,
     /// The mirror itself is at a bound it keeps (password checks, downloads at once).
     Internal,
 }
@@ -86,7 +86,7 @@ impl ErrorSource {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorSource::Client => "client",
-            ErrorSource::Upstream => "upstream",
+            ErrorSource::Registry => "upstream",
             ErrorSource::Internal => "internal",
         }
     }
@@ -97,7 +97,7 @@ impl ErrorSource {
 pub type UpstreamName = &'static str;
 
 /// A registry's name where a `&'static str` is what fits: a metric label, the access log's
-/// `Copy` trace of a request (see `Upstream::label`).
+/// `Copy` trace of a request (see `Registry::label`).
 pub type RegistryName = &'static str;
 
 #[derive(Debug, Display, Error)]
@@ -289,7 +289,7 @@ impl ProxyError {
             ProxyError::Unreachable { .. }
             | ProxyError::Timeout { .. }
             | ProxyError::BadRedirect { .. }
-            | ProxyError::UpstreamToken { .. } => ErrorSource::Upstream,
+            | ProxyError::UpstreamToken { .. } => ErrorSource::Registry,
             ProxyError::Overloaded { .. } => ErrorSource::Internal,
             ProxyError::BadRequest(_)
             | ProxyError::CatalogUnsupported
@@ -333,7 +333,7 @@ impl ProxyError {
         let source = self.error_source();
         let level = match source {
             ErrorSource::Client => log::Level::Info,
-            ErrorSource::Upstream | ErrorSource::Internal => log::Level::Warn,
+            ErrorSource::Registry | ErrorSource::Internal => log::Level::Warn,
         };
         log::log!(
             level,
@@ -520,7 +520,7 @@ mod tests {
             url: String::new(),
             reason: String::new(),
         };
-        assert_eq!(upstream.error_source(), ErrorSource::Upstream);
+        assert_eq!(upstream.error_source(), ErrorSource::Registry);
         let busy = ProxyError::Overloaded {
             what: "downloads".into(),
             retry_after: 1,

@@ -55,7 +55,10 @@ pub struct Config {
     pub public_url: Option<Url>,
     /// Host names a request's `Host` may name to be believed (see `origin::public_base`).
     pub server_names: Vec<ServerName>,
-    pub upstream: Upstreams,
+    /// Docker Hub's hosts (`[upstream]` in the file, for compatibility).
+    pub docker_hub: DockerHub,
+    /// Extra trust anchors for every upstream, from `upstream.ca_file`, already parsed.
+    pub extra_roots: Vec<CertificateDer<'static>>,
     /// Every registry mirrored, Docker Hub's (`upstream`) among them.
     pub registries: Registries,
     pub timeouts: Timeouts,
@@ -130,13 +133,12 @@ impl StreamCap {
     }
 }
 
+/// Docker Hub's three hosts: its registry, its token issuer and its search index.
 #[derive(Debug, Clone)]
-pub struct Upstreams {
+pub struct DockerHub {
     pub registry: Url,
     pub auth: Url,
     pub index: Url,
-    /// Extra trust anchors from `upstream.ca_file`, already parsed.
-    pub extra_roots: Vec<CertificateDer<'static>>,
 }
 
 /// Every configuration problem found, each naming the key it is about.
@@ -185,9 +187,9 @@ impl Config {
     /// URLs, every configured registry and every configured realm (see `upstream::egress`).
     pub fn egress_policy(&self) -> egress::Policy {
         let hub = [
-            &self.upstream.registry,
-            &self.upstream.auth,
-            &self.upstream.index,
+            &self.docker_hub.registry,
+            &self.docker_hub.auth,
+            &self.docker_hub.index,
         ];
         let registries = self
             .registries

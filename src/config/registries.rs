@@ -8,13 +8,13 @@ use url::Url;
 use super::{
     invalid,
     values::{parse_http_url, parse_upstream_url, Bool, FilePath, Leaf, List},
-    ConfigError, Upstreams,
+    ConfigError, DockerHub,
 };
 use crate::{
     auth::users::{Credentials, Secret},
     net::origin::ServerName,
     proxy::target::is_name_component,
-    upstream::registries::{self, Registries, Upstream, DOCKER_HUB},
+    upstream::registries::{self, Registries, Registry, DOCKER_HUB},
 };
 
 /// One `[[upstreams]]` entry. Docker Hub's is configured by `[upstream]`; an entry named
@@ -40,7 +40,7 @@ pub struct RawRegistry {
 /// Docker Hub (from `[upstream]`), the built-in registries, then `[[upstreams]]`: an entry with
 /// the name of an earlier one replaces its settings, any other is added.
 pub fn registries(
-    hub: &Upstreams,
+    hub: &DockerHub,
     hub_library: Option<bool>,
     hub_credentials: Option<Credentials>,
     raw: Vec<RawRegistry>,
@@ -58,7 +58,7 @@ pub fn registries(
         hub.auth.as_str().trim_end_matches('/')
     ))
     .map_err(|e| invalid("upstream.auth", e))?;
-    let mut list = vec![Upstream {
+    let mut list = vec![Registry {
         name: DOCKER_HUB.into(),
         registry: hub.registry.clone(),
         realm: Some(hub_realm),
@@ -68,7 +68,7 @@ pub fn registries(
         credentials: hub_credentials,
     }];
     for (name, url) in registries::BUILT_IN {
-        list.push(Upstream {
+        list.push(Registry {
             name: name.into(),
             registry: Url::parse(url).expect("built-in URLs parse"),
             realm: None,
@@ -146,7 +146,7 @@ pub fn registries(
             None => existing.is_some_and(|i| list[i].forward_credentials),
         };
         let credentials = own.or_else(|| existing.and_then(|i| list[i].credentials.clone()));
-        let upstream = Upstream {
+        let upstream = Registry {
             name,
             registry,
             realm,

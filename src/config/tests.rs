@@ -76,11 +76,11 @@ fn defaults_point_at_docker_hub() {
     assert_eq!(config.shutdown_grace, Duration::from_secs(30));
     assert_eq!(config.limits.upstream_pool, 0);
     assert_eq!(
-        config.upstream.registry.as_str(),
+        config.docker_hub.registry.as_str(),
         "https://registry-1.docker.io/"
     );
-    assert_eq!(config.upstream.auth.as_str(), "https://auth.docker.io/");
-    assert_eq!(config.upstream.index.as_str(), "https://index.docker.io/");
+    assert_eq!(config.docker_hub.auth.as_str(), "https://auth.docker.io/");
+    assert_eq!(config.docker_hub.index.as_str(), "https://index.docker.io/");
     assert!(config.public_url.is_none());
     assert_eq!(config.timeouts.connect, Duration::from_secs(10));
     assert_eq!(config.redirect.max_hops, 5);
@@ -106,8 +106,11 @@ fn flags_beat_environment_beats_file() {
     let config = load(&["--config", file, "--workers", "7"], &env).unwrap();
     assert_eq!(config.workers.get(), 7);
     assert_eq!(config.listen, Some("127.0.0.1:7000".parse().unwrap()));
-    assert_eq!(config.upstream.registry.as_str(), "http://env.example/");
-    assert_eq!(config.upstream.index.as_str(), "http://index.file.example/");
+    assert_eq!(config.docker_hub.registry.as_str(), "http://env.example/");
+    assert_eq!(
+        config.docker_hub.index.as_str(),
+        "http://index.file.example/"
+    );
     assert_eq!(config.timeouts.connect, Duration::from_secs(3));
     let config = load(&["--config", file], &env).unwrap();
     assert_eq!(config.workers.get(), 5);
@@ -225,7 +228,10 @@ fn public_url_and_upstream_paths_are_normalised() {
         config.public_url.unwrap().as_str(),
         "https://mirror.example.com/"
     );
-    assert_eq!(config.upstream.registry.as_str(), "http://r.example/prefix");
+    assert_eq!(
+        config.docker_hub.registry.as_str(),
+        "http://r.example/prefix"
+    );
 }
 
 #[test]
@@ -928,7 +934,7 @@ fn each_type_is_layered_defaults_file_environment_flags() {
             file: "[upstream]\nindex = \"http://file.example\"\n",
             env: ("HUBFERRY_UPSTREAM__INDEX", "http://env.example/"),
             flag: &["--index", "https://flag.example/path/"],
-            shown: |c| c.upstream.index.to_string(),
+            shown: |c| c.docker_hub.index.to_string(),
             expected: [
                 "https://index.docker.io/",
                 "http://file.example/",

@@ -9,8 +9,8 @@ use super::{
     registries::{credentials, registries},
     settings::Raw,
     values::{FilePath, List, MaxStreams},
-    AccessPolicy, Config, ConfigError, Limits, RedirectPolicy, ResumePolicy, StreamCap, Timeouts,
-    TlsListener, Upstreams,
+    AccessPolicy, Config, ConfigError, DockerHub, Limits, RedirectPolicy, ResumePolicy, StreamCap,
+    Timeouts, TlsListener,
 };
 use crate::{
     config::capacity,
@@ -34,14 +34,14 @@ pub fn config(mut raw: Raw) -> Result<Config, ConfigError> {
         Some(count) => NonZeroUsize::new(count.usize()).expect("at least 1 by its type"),
         None => std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
     };
-    let upstream = Upstreams {
+    let docker_hub = DockerHub {
         registry: raw.upstream_registry.0.clone(),
         auth: raw.upstream_auth.0.clone(),
         index: raw.upstream_index.0.clone(),
-        extra_roots: problems
-            .take(extra_roots(&raw.upstream_ca_file))
-            .unwrap_or_default(),
     };
+    let extra_roots = problems
+        .take(extra_roots(&raw.upstream_ca_file))
+        .unwrap_or_default();
     let hub_credentials = problems
         .take(credentials(
             "upstream",
@@ -51,7 +51,7 @@ pub fn config(mut raw: Raw) -> Result<Config, ConfigError> {
         ))
         .flatten();
     let registries = problems.take(registries(
-        &upstream,
+        &docker_hub,
         raw.upstream_library.0.map(|library| library.0),
         hub_credentials,
         raw.upstreams.take().unwrap_or_default(),
@@ -97,7 +97,8 @@ pub fn config(mut raw: Raw) -> Result<Config, ConfigError> {
         workers,
         public_url: raw.public_url.0,
         server_names,
-        upstream,
+        docker_hub,
+        extra_roots,
         registries,
         timeouts: Timeouts {
             connect: raw.timeouts_connect.0,

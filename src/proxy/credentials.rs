@@ -16,7 +16,7 @@
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 
-use crate::upstream::registries::Upstream;
+use crate::upstream::registries::Registry;
 
 /// What starts a marked token; never part of a registry name, which is a single name component.
 const MARK: &str = "hf~";
@@ -33,7 +33,7 @@ pub fn marked(token: &str) -> Option<(&str, &str)> {
 
 /// What a client's token means for `upstream`: the token itself when it may go there (marked
 /// for it, or unmarked and the client's credentials may go there), else `None`.
-pub fn token_for<'a>(token: &'a str, upstream: &Upstream, trusted: bool) -> Option<&'a str> {
+pub fn token_for<'a>(token: &'a str, upstream: &Registry, trusted: bool) -> Option<&'a str> {
     match marked(token) {
         Some((registry, inner)) => (registry == upstream.name).then_some(inner),
         None => trusted.then_some(token),
@@ -42,7 +42,7 @@ pub fn token_for<'a>(token: &'a str, upstream: &Upstream, trusted: bool) -> Opti
 
 /// Whether the client's own credentials (a password, cookies, a token hubferry did not mark)
 /// may go to `upstream`, for a request whose host name stands for `home`.
-pub fn trusted(upstream: &Upstream, home: &Upstream) -> bool {
+pub fn trusted(upstream: &Registry, home: &Registry) -> bool {
     upstream.name == home.name || upstream.forward_credentials
 }
 
@@ -69,7 +69,7 @@ impl Carried {
     }
 
     /// What of the client's may go to `upstream` (see the module comment).
-    pub fn client(headers: &HeaderMap, upstream: &Upstream, home: &Upstream) -> Carried {
+    pub fn client(headers: &HeaderMap, upstream: &Registry, home: &Registry) -> Carried {
         let trusted = trusted(upstream, home);
         let authorization = headers
             .get(header::AUTHORIZATION)
@@ -113,7 +113,7 @@ impl Carried {
 /// dropped when marked for another registry), anything else only when `trusted`.
 fn authorization_for(
     value: &HeaderValue,
-    upstream: &Upstream,
+    upstream: &Registry,
     trusted: bool,
 ) -> Option<HeaderValue> {
     let text = value.to_str().ok();
@@ -134,7 +134,7 @@ fn authorization_for(
 /// `upstream`'s issuer: with a refresh token marked for it unmarked; `None` when it carries a
 /// credential that may not go there (a password, or a refresh token of another registry's), so
 /// the request must go anonymously instead (see [`anonymous_query`]).
-pub fn token_form(form: &str, upstream: &Upstream, trusted: bool) -> Option<String> {
+pub fn token_form(form: &str, upstream: &Registry, trusted: bool) -> Option<String> {
     let field = |name: &str| {
         url::form_urlencoded::parse(form.as_bytes())
             .find(|(k, _)| k == name)
@@ -199,8 +199,8 @@ pub fn mark_answer(body: &[u8], registry: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
-    fn upstream(name: &str, forward_credentials: bool) -> Upstream {
-        Upstream {
+    fn upstream(name: &str, forward_credentials: bool) -> Registry {
+        Registry {
             name: name.into(),
             registry: url::Url::parse(&format!("https://{name}")).unwrap(),
             realm: None,

@@ -27,7 +27,7 @@ use crate::{
     upstream::client::{self, Outgoing, RequestBody},
     upstream::realms::{self, Realms},
     upstream::redirect,
-    upstream::registries::{self, RegistryName, Upstream, Via},
+    upstream::registries::{self, Registry, RegistryName, Via},
     worker::Worker,
 };
 
@@ -55,7 +55,7 @@ pub(super) struct RoutePolicy<'a> {
 /// The registry a response came from, and how the client named it.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct MirrorView<'a> {
-    pub(super) upstream: &'a Upstream,
+    pub(super) upstream: &'a Registry,
     /// The client used the path-prefix form (`/v2/ghcr.io/...`): scopes and `Location`s get
     /// the prefix back.
     pub(super) prefixed: bool,
@@ -76,7 +76,7 @@ pub(super) fn resolve<'a>(
     config: &'a Config,
     query: Option<&str>,
     name: Option<&str>,
-) -> Result<(&'a Upstream, Via), ProxyError> {
+) -> Result<(&'a Registry, Via), ProxyError> {
     let ns = registries::ns_param(query);
     config
         .registries
@@ -124,7 +124,7 @@ pub(super) fn checked_query(req: &HttpRequest) -> Result<Option<&str>, ProxyErro
 }
 
 /// The registry the request's host name stands for, whose credentials the client's are.
-pub(super) fn home<'a>(req: &HttpRequest, config: &'a Config) -> &'a Upstream {
+pub(super) fn home<'a>(req: &HttpRequest, config: &'a Config) -> &'a Registry {
     config
         .registries
         .home(request_host(req).as_deref(), downstream_proto(req))
@@ -135,7 +135,7 @@ pub(super) fn home<'a>(req: &HttpRequest, config: &'a Config) -> &'a Upstream {
 pub(super) fn client_credentials(
     req: &HttpRequest,
     config: &Config,
-    upstream: &Upstream,
+    upstream: &Registry,
 ) -> Carried {
     let headers = req.headers();
     if !headers.contains_key(header::AUTHORIZATION) && !headers.contains_key(header::COOKIE) {
@@ -324,7 +324,7 @@ pub(super) fn rewrite_to_mirror(
 
 /// Remembers the `service` a Bearer challenge names, for token requests dispatched to this
 /// upstream from another's realm (see `token`).
-pub(super) fn learn_service(value: &header::HeaderValue, upstream: &Upstream, realms: &Realms) {
+pub(super) fn learn_service(value: &header::HeaderValue, upstream: &Registry, realms: &Realms) {
     let text = String::from_utf8_lossy(value.as_bytes());
     let Some(challenge) = challenge::parse_challenge(&text) else {
         return;
@@ -342,7 +342,7 @@ pub(super) fn learn_service(value: &header::HeaderValue, upstream: &Upstream, re
 /// else the realm it named, remembered and reached through `/token/<upstream>/<id>`.
 pub(super) fn our_realm(
     base: &str,
-    upstream: &Upstream,
+    upstream: &Registry,
     named: Option<&str>,
     realms: &Realms,
 ) -> String {

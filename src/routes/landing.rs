@@ -63,8 +63,8 @@ async fn page(req: HttpRequest, worker: web::Data<Worker>) -> HttpResponse {
             .iter()
             .map(|u| (u.name.as_str(), u.registry.as_str().trim_end_matches('/')))
             .collect(),
-        auth: config.upstream.auth.as_str().trim_end_matches('/'),
-        index: config.upstream.index.as_str().trim_end_matches('/'),
+        auth: config.docker_hub.auth.as_str().trim_end_matches('/'),
+        index: config.docker_hub.index.as_str().trim_end_matches('/'),
         status: worker.metrics.status(),
     };
     HttpResponse::Ok()

@@ -27,7 +27,7 @@ use crate::{
     proxy::{challenge, credentials::Carried, target},
     upstream::{
         client::{self, Outgoing, RequestBody},
-        registries::Upstream,
+        registries::Registry,
     },
     worker::Worker,
 };
@@ -367,7 +367,7 @@ pub async fn upstream_authorization(
     req: &HttpRequest,
     worker: &Worker,
     managed: &Managed,
-    upstream: &Upstream,
+    upstream: &Registry,
     scope: &str,
 ) -> Result<header::HeaderValue, ProxyError> {
     let token = managed
@@ -387,7 +387,7 @@ pub async fn upstream_authorization(
 async fn fetch_upstream_token(
     req: &HttpRequest,
     worker: &Worker,
-    upstream: &Upstream,
+    upstream: &Registry,
     scope: &str,
 ) -> Result<(Secret, std::time::Duration), ProxyError> {
     let (realm, service) = token::realm_and_service(req, worker, upstream).await?;

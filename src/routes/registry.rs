@@ -18,13 +18,13 @@ use crate::{
     proxy::scope,
     proxy::target::{self, Endpoint, RegistryPath},
     upstream::client::RequestBody,
-    upstream::registries::{Upstream, Via},
+    upstream::registries::{Registry, Via},
     worker::Worker,
 };
 
 /// A `/v2` request, checked and resolved: the upstream it goes to and the URL it goes up as.
 pub(super) struct Resolved<'a> {
-    pub upstream: &'a Upstream,
+    pub upstream: &'a Registry,
     /// Named by path prefix (`/v2/ghcr.io/...`).
     pub prefixed: bool,
     /// The repository as the upstream knows it; `None` for `/v2/` itself.
@@ -187,7 +187,7 @@ pub(super) async fn forward_other(
     req: &HttpRequest,
     payload: web::Payload,
     worker: &Worker,
-    credentials: impl FnOnce(&Upstream) -> Carried,
+    credentials: impl FnOnce(&Registry) -> Carried,
 ) -> Result<HttpResponse, ProxyError> {
     let query = checked_query(req)?;
     let (upstream, _) = resolve(req, &worker.config, query, None)?;

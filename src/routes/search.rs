@@ -27,7 +27,7 @@ pub(super) async fn forward_search(
     credentials: Carried,
 ) -> Result<HttpResponse, ProxyError> {
     let query = search_query(checked_query(req)?.unwrap_or_default());
-    let url = upstream_url(&worker.config.upstream.index, "/v1/search", Some(&query))?;
+    let url = upstream_url(&worker.config.docker_hub.index, "/v1/search", Some(&query))?;
     let policy = RoutePolicy {
         upstream: "index",
         // Docker Hub's index: the only one `/v1/search` serves.

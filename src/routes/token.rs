@@ -25,7 +25,7 @@ use crate::{
     proxy::scope,
     upstream::client::{self, Outgoing, RequestBody},
     upstream::realms::parse_realm,
-    upstream::registries::Upstream,
+    upstream::registries::Registry,
     worker::Worker,
 };
 
@@ -81,7 +81,7 @@ pub async fn learned_token(
     relay(&req, payload, &worker, upstream, realm).await
 }
 
-fn known_upstream<'a>(worker: &'a Worker, name: &str) -> Result<&'a Upstream, ProxyError> {
+fn known_upstream<'a>(worker: &'a Worker, name: &str) -> Result<&'a Registry, ProxyError> {
     worker
         .config
         .registries
@@ -93,7 +93,7 @@ fn known_upstream<'a>(worker: &'a Worker, name: &str) -> Result<&'a Upstream, Pr
 async fn learn_realms(
     req: &HttpRequest,
     worker: &Worker,
-    upstream: &Upstream,
+    upstream: &Registry,
 ) -> Result<(), ProxyError> {
     let url = upstream_url(&upstream.registry, "/v2/", None)?;
     let mut headers = header::HeaderMap::new();
@@ -139,7 +139,7 @@ async fn relay(
     req: &HttpRequest,
     payload: web::Payload,
     worker: &Worker,
-    upstream: &Upstream,
+    upstream: &Registry,
     realm: Url,
 ) -> Result<HttpResponse, ProxyError> {
     let query = checked_query(req)?.filter(|q| !q.is_empty());
@@ -283,8 +283,8 @@ async fn mark_tokens(
 fn prefixed_upstream<'a>(
     scopes: &[String],
     worker: &'a Worker,
-    current: &Upstream,
-) -> Option<&'a Upstream> {
+    current: &Registry,
+) -> Option<&'a Registry> {
     scopes
         .iter()
         .flat_map(|value| scope::repository_names(value))
@@ -304,7 +304,7 @@ fn prefixed_upstream<'a>(
 pub(super) async fn realm_and_service(
     req: &HttpRequest,
     worker: &Worker,
-    upstream: &Upstream,
+    upstream: &Registry,
 ) -> Result<(Url, Option<String>), ProxyError> {
     let known = |worker: &Worker| {
         let realm = upstream

@@ -32,8 +32,8 @@ const CLIENT_WRITE_BUFFER: usize = 1024;
 /// Runs the mirror (and its admin listener) until SIGTERM or SIGINT, then shuts down
 /// gracefully: see [`shutdown_on_signal`].
 pub async fn serve(config: Config) -> std::io::Result<()> {
-    let tls = crate::upstream::client::tls_config(&config.upstream.extra_roots)
-        .map_err(std::io::Error::other)?;
+    let tls =
+        crate::upstream::client::tls_config(&config.extra_roots).map_err(std::io::Error::other)?;
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
     let lifecycle = Arc::new(Lifecycle::default());
@@ -53,9 +53,9 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         "hubferry {} with {} workers; registry {}, auth {}, index {}",
         env!("CARGO_PKG_VERSION"),
         config.workers,
-        config.upstream.registry,
-        config.upstream.auth,
-        config.upstream.index,
+        config.docker_hub.registry,
+        config.docker_hub.auth,
+        config.docker_hub.index,
     );
     for upstream in config.registries.all() {
         log::info!(

@@ -36,7 +36,7 @@ enum Turn {
     /// The client's, to send the next chunk.
     Client(Instant),
     /// The upstream's, to take the chunk it was handed.
-    Upstream(Instant),
+    Registry(Instant),
     /// The whole body is sent: the upstream's response headers are due.
     Sent(Instant),
     /// The client's body failed (see `Progress::fault`).
@@ -118,7 +118,7 @@ where
                 progress
                     .received
                     .set(progress.received.get() + chunk.len() as u64);
-                progress.turn.set(Turn::Upstream(Instant::now()));
+                progress.turn.set(Turn::Registry(Instant::now()));
             }
             Poll::Ready(Some(Err(err))) => {
                 *progress.fault.borrow_mut() = Some(BodyFault::of(err));
@@ -185,7 +185,7 @@ impl Future for UploadDeadline {
                 let fault = fault.unwrap_or_else(|| BodyFault::Malformed("unreadable".into()));
                 return Poll::Ready(self.client_error(fault));
             }
-            Turn::Client(since) | Turn::Upstream(since) => since + self.idle,
+            Turn::Client(since) | Turn::Registry(since) => since + self.idle,
             Turn::NotAsked(since) | Turn::Sent(since) => since + self.headers,
         };
         loop {

@@ -30,7 +30,7 @@ pub const BUILT_IN: [(&str, &str); 7] = [
 ];
 
 #[derive(Debug, Clone)]
-pub struct Upstream {
+pub struct Registry {
     /// How clients name it: `?ns=`, the path prefix, `/token/<name>`.
     pub name: String,
     /// Base URL of its registry API (may carry a path).
@@ -51,7 +51,7 @@ pub struct Upstream {
     pub credentials: Option<Credentials>,
 }
 
-impl Upstream {
+impl Registry {
     /// Its name as a [`RegistryName`].
     pub fn label(&self) -> RegistryName {
         registry_name(&self.name)
@@ -106,30 +106,30 @@ pub struct UnknownUpstream(pub String);
 /// present, the default one of them).
 #[derive(Debug, Clone)]
 pub struct Registries {
-    list: Vec<Upstream>,
+    list: Vec<Registry>,
     default: usize,
 }
 
 impl Registries {
     /// `list` must hold an entry named [`DOCKER_HUB`] and `default` must be an index into it.
-    pub fn new(list: Vec<Upstream>, default: usize) -> Registries {
+    pub fn new(list: Vec<Registry>, default: usize) -> Registries {
         assert!(default < list.len() && list.iter().any(|u| u.name == DOCKER_HUB));
         Registries { list, default }
     }
 
-    pub fn all(&self) -> &[Upstream] {
+    pub fn all(&self) -> &[Registry] {
         &self.list
     }
 
-    pub fn get(&self, name: &str) -> Option<&Upstream> {
+    pub fn get(&self, name: &str) -> Option<&Registry> {
         self.list.iter().find(|u| u.name == name)
     }
 
-    pub fn default_upstream(&self) -> &Upstream {
+    pub fn default_upstream(&self) -> &Registry {
         &self.list[self.default]
     }
 
-    pub fn docker_hub(&self) -> &Upstream {
+    pub fn docker_hub(&self) -> &Registry {
         self.get(DOCKER_HUB)
             .expect("validated: docker.io is configured")
     }
@@ -142,7 +142,7 @@ impl Registries {
         host: Option<&str>,
         proto: &str,
         name: Option<&str>,
-    ) -> Result<(&Upstream, Via), UnknownUpstream> {
+    ) -> Result<(&Registry, Via), UnknownUpstream> {
         if let Some(ns) = ns.filter(|ns| !ns.is_empty()) {
             let ns = ns.to_ascii_lowercase();
             return self
@@ -165,12 +165,12 @@ impl Registries {
     /// the default. A client's credentials for that host name are meant for this registry
     /// (`docker login mirror.example.com` logs in to what `mirror.example.com` serves), whatever
     /// `?ns=` or path prefix a request adds (see `credentials`).
-    pub fn home(&self, host: Option<&str>, proto: &str) -> &Upstream {
+    pub fn home(&self, host: Option<&str>, proto: &str) -> &Registry {
         self.by_host(host, proto)
             .unwrap_or_else(|| self.default_upstream())
     }
 
-    fn by_host(&self, host: Option<&str>, proto: &str) -> Option<&Upstream> {
+    fn by_host(&self, host: Option<&str>, proto: &str) -> Option<&Registry> {
         let host = host?;
         self.list.iter().find(|u| {
             u.host_names
@@ -191,8 +191,8 @@ pub fn ns_param(query: Option<&str>) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn upstream(name: &str, hosts: &[&str]) -> Upstream {
-        Upstream {
+    fn upstream(name: &str, hosts: &[&str]) -> Registry {
+        Registry {
             name: name.into(),
             registry: Url::parse(&format!("https://{name}")).unwrap(),
             realm: None,
