@@ -24,6 +24,7 @@ use crate::{
     },
     error::ProxyError,
     middleware::access_control,
+    net::redact,
     proxy::{challenge, credentials::Carried, target},
     upstream::{
         client::{self, Outgoing, RequestBody},
@@ -456,7 +457,7 @@ async fn fetch_upstream_token(
                 .upstream_error(out.upstream, out.registry, "body");
             return Err(ProxyError::Timeout {
                 upstream: out.upstream,
-                url: crate::net::redact::shown(&out.url),
+                url: redact::shown(&out.url),
                 phase: "send its token answer",
                 limit,
             });

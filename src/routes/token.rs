@@ -20,6 +20,7 @@ use super::forward::{checked_query, forward, home, upstream_url, RoutePolicy};
 use crate::{
     error::Rejection,
     error::{BodyFault, ProxyError, UnreadBody},
+    net::redact,
     proxy::challenge,
     proxy::credentials::{self, Carried},
     proxy::scope,
@@ -244,7 +245,7 @@ async fn mark_tokens(
     }
     let unreadable = |reason: String| ProxyError::Unreachable {
         upstream: "auth",
-        url: crate::net::redact::shown(realm),
+        url: redact::shown(realm),
         reason,
     };
     // Asked for without content coding: one that comes coded anyway cannot be read to mark
@@ -261,7 +262,7 @@ async fn mark_tokens(
         .await
         .map_err(|_| ProxyError::Timeout {
             upstream: "auth",
-            url: crate::net::redact::shown(realm),
+            url: redact::shown(realm),
             phase: "send its token answer",
             limit,
         })?

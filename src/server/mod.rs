@@ -11,14 +11,17 @@ use actix_web::{dev::ServerHandle, middleware::from_fn, web, App, HttpServer};
 
 use crate::{
     auth::managed::Managed,
-    config::Config,
+    config::{capacity, Config, StreamCap},
     metrics::Metrics,
     middleware::{access_control, access_log, upgrade},
     routes,
-    server::admin::Lifecycle,
-    upstream::{client::build_client, realms::Realms},
+    upstream::{
+        client::{build_client, tls_config},
+        realms::Realms,
+    },
     worker::Worker,
 };
+use admin::Lifecycle;
 
 /// actix-http's refill threshold for an HTTP/1.1 connection's write buffer: it asks the body
 /// for another chunk only while less than this is waiting to be written. Kept at 1 KiB so
@@ -32,8 +35,7 @@ const CLIENT_WRITE_BUFFER: usize = 1024;
 /// Runs the mirror (and its admin listener) until SIGTERM or SIGINT, then shuts down
 /// gracefully: see [`shutdown_on_signal`].
 pub async fn serve(config: Config) -> std::io::Result<()> {
-    let tls =
-        crate::upstream::client::tls_config(&config.extra_roots).map_err(std::io::Error::other)?;
+    let tls = tls_config(&config.extra_roots).map_err(std::io::Error::other)?;
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
     let lifecycle = Arc::new(Lifecycle::default());
@@ -86,7 +88,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     // the health and metrics endpoints do too (tests and probes rely on that order).
     let admin = match config.admin_listen {
         Some(addr) => {
-            let admin = crate::server::admin::server(addr, metrics.clone(), lifecycle.clone())?;
+            let admin = admin::server(addr, metrics.clone(), lifecycle.clone())?;
             log::info!("serving /healthz, /readyz and /metrics on {addr}");
             Some(admin)
         }
@@ -138,13 +140,11 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         log::info!("serving plain HTTP on {listen}");
     }
     if let Some(listener) = &config.tls {
-        // New connections get whatever pair is current: see `crate::server::tls::spawn_rotation`.
-        let certs =
-            crate::server::tls::Certificates::load(listener).map_err(std::io::Error::other)?;
-        let server_config =
-            crate::server::tls::server_config(certs.clone()).map_err(std::io::Error::other)?;
+        // New connections get whatever pair is current: see `tls::spawn_rotation`.
+        let certs = tls::Certificates::load(listener).map_err(std::io::Error::other)?;
+        let server_config = tls::server_config(certs.clone()).map_err(std::io::Error::other)?;
         server = server.bind_rustls_0_23(listener.listen, server_config)?;
-        crate::server::tls::spawn_rotation(certs)?;
+        tls::spawn_rotation(certs)?;
         log::info!("serving HTTPS (HTTP/2, HTTP/1.1) on {}", listener.listen);
     }
     let server = server.run();
@@ -164,8 +164,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
 }
 
 /// How many blob downloads may stream at once, and where the number comes from.
-fn log_stream_cap(cap: crate::config::StreamCap) {
-    use crate::config::StreamCap;
+fn log_stream_cap(cap: StreamCap) {
     const MIB: u64 = 1024 * 1024;
     match cap {
         StreamCap::Set(0) => log::warn!(
@@ -180,8 +179,8 @@ fn log_stream_cap(cap: crate::config::StreamCap) {
             "at most {max} blob downloads at once: the memory limit of {} MiB, less {} MiB, at \
              {} KiB each (limits.max_streams = auto)",
             limit / MIB,
-            crate::config::capacity::RESERVE / MIB,
-            crate::config::capacity::STREAM_COST / 1024,
+            capacity::RESERVE / MIB,
+            capacity::STREAM_COST / 1024,
         ),
         StreamCap::Derived {
             max,

@@ -17,6 +17,7 @@ use url::Url;
 use crate::{
     error::{ProxyError, RegistryName, UpstreamName},
     metrics::Metrics,
+    net::redact,
     stream::upload,
     upstream::egress,
 };
@@ -209,7 +210,7 @@ async fn send_timed(
                 payload,
                 upload_deadlines(timeouts),
                 out.upstream,
-                crate::net::redact::shown(&out.url),
+                redact::shown(&out.url),
             );
             let sending = request.send_body(SizedStream::new(len, body));
             return send_upload(sending, deadline, out, timeouts).await;
@@ -219,7 +220,7 @@ async fn send_timed(
                 payload,
                 upload_deadlines(timeouts),
                 out.upstream,
-                crate::net::redact::shown(&out.url),
+                redact::shown(&out.url),
             );
             let sending = request.send_stream(body);
             return send_upload(sending, deadline, out, timeouts).await;
@@ -229,7 +230,7 @@ async fn send_timed(
         Ok(result) => result.map_err(|e| send_error(out, e, timeouts)),
         Err(_) => Err(ProxyError::Timeout {
             upstream: out.upstream,
-            url: crate::net::redact::shown(&out.url),
+            url: redact::shown(&out.url),
             phase: "send response headers",
             limit: timeouts.response_headers,
         }),
@@ -257,7 +258,7 @@ async fn send_upload(
 }
 
 fn send_error(out: &Outgoing, err: SendRequestError, timeouts: &Timeouts) -> ProxyError {
-    let url = crate::net::redact::shown(&out.url);
+    let url = redact::shown(&out.url);
     match err {
         SendRequestError::Connect(ConnectError::Timeout) => ProxyError::Timeout {
             upstream: out.upstream,
