@@ -1,5 +1,6 @@
-//! `[auth]`: how clients authenticate (see `auth::users`, `auth::grant`, `auth::upstream_tokens`). Passthrough
-//! refuses the settings it would ignore; managed mode reads its users and signing key.
+//! `[auth]`: how clients authenticate (see `auth::users`, `auth::grant`,
+//! `auth::upstream_tokens`). Passthrough refuses the settings it would ignore; managed mode
+//! reads its users and signing key.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use super::{
     invalid,
     settings::Raw,
     values::{AuthMode, FilePath},
-    ConfigError, ManagedAuth,
+    ConfigError, ManagedAuth, Problems,
 };
 use crate::{
     auth::grant::TokenKey,
@@ -15,8 +16,9 @@ use crate::{
     upstream::registries::{Registries, DOCKER_HUB},
 };
 
-/// The managed-auth settings, or `None` in passthrough mode.
+/// The managed-auth settings, or `None` in passthrough mode. Every problem is reported.
 pub fn managed(raw: &Raw, registries: &Registries) -> Result<Option<ManagedAuth>, ConfigError> {
+    let mut problems = Problems::default();
     let tokens = raw.auth_tokens.0.clone();
     let htpasswd = &raw.auth_htpasswd.0;
     let key_file = &raw.auth_token_key_file.0;
@@ -28,48 +30,53 @@ pub fn managed(raw: &Raw, registries: &Registries) -> Result<Option<ManagedAuth>
             ("auth.tokens", !tokens.is_empty()),
             ("auth.token_key_file", key_file.is_some()),
         ];
-        if let Some((key, _)) = unused.iter().find(|(_, set)| *set) {
-            return Err(invalid(key, "is only used with auth.mode = \"managed\""));
+        for (key, _) in unused.iter().filter(|(_, set)| *set) {
+            problems.take::<()>(Err(invalid(
+                key,
+                "is only used with auth.mode = \"managed\"",
+            )));
         }
-        if let Some(upstream) = registries.all().iter().find(|u| u.credentials.is_some()) {
+        for upstream in registries.all().iter().filter(|u| u.credentials.is_some()) {
             let key = if upstream.name == DOCKER_HUB {
                 "upstream.username".to_owned()
             } else {
                 format!("upstreams[{}].username", upstream.name)
             };
-            return Err(invalid(
+            problems.take::<()>(Err(invalid(
                 &key,
                 "upstream credentials are only used with auth.mode = \"managed\" \
                  (in passthrough mode clients send their own)",
-            ));
+            )));
         }
-        return Ok(None);
+        return problems.finish(None);
     }
-    let users = match htpasswd {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| invalid("auth.htpasswd", format!("{}: {e}", path.display())))?;
-            Users::from_htpasswd(&text, tokens).map_err(|e| invalid("auth.htpasswd", e))?
-        }
-        None => Users::from_htpasswd("", tokens).expect("no lines"),
-    };
+    let users = problems.take(match htpasswd {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| invalid("auth.htpasswd", format!("{}: {e}", path.display())))
+            .and_then(|text| {
+                Users::from_htpasswd(&text, tokens).map_err(|e| invalid("auth.htpasswd", e))
+            }),
+        None => Ok(Users::from_htpasswd("", tokens).expect("no lines")),
+    });
     let anonymous = raw.auth_anonymous.0;
-    if !anonymous && users.is_empty() {
-        return Err(invalid(
+    if !anonymous && users.as_ref().is_some_and(Users::is_empty) {
+        problems.take::<()>(Err(invalid(
             "auth.anonymous",
             "is false and neither auth.htpasswd nor auth.tokens names a user: \
              no client could pull",
-        ));
+        )));
     }
     let token_ttl = raw.auth_token_ttl.0;
     if token_ttl < Duration::from_secs(10) || token_ttl > Duration::from_secs(86_400) {
-        return Err(invalid("auth.token_ttl", "must be from 10s to 24h"));
+        problems.take::<()>(Err(invalid("auth.token_ttl", "must be from 10s to 24h")));
     }
+    let token_key = problems.take(token_key(&raw.auth_token_key_file));
+    problems.finish(())?;
     Ok(Some(ManagedAuth {
-        users,
+        users: users.expect("no problem, so read"),
         anonymous,
         token_ttl,
-        token_key: token_key(&raw.auth_token_key_file)?,
+        token_key: token_key.expect("no problem, so read"),
         login_failures_per_minute: raw.auth_login_failures_per_minute.u32(),
     }))
 }

@@ -178,6 +178,27 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Problems found so far, each naming its key: checks that do not depend on each other all
+/// run, and report together.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    /// The value of a check that passed; `None`, with its problems noted, for one that failed.
+    fn take<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
+        result.map_err(|e| self.0.extend(e.problems)).ok()
+    }
+
+    /// `value` when no problem was noted, else every problem.
+    fn finish<T>(self, value: T) -> Result<T, ConfigError> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(ConfigError { problems: self.0 })
+        }
+    }
+}
+
 fn invalid(key: &str, problem: impl fmt::Display) -> ConfigError {
     ConfigError::one(format!("{key}: {problem}"))
 }

@@ -8,7 +8,7 @@ use url::Url;
 use super::{
     invalid,
     values::{parse_http_url, parse_upstream_url, Bool, FilePath, Leaf, List},
-    ConfigError, DockerHub,
+    ConfigError, DockerHub, Problems,
 };
 use crate::{
     auth::users::{Credentials, Secret},
@@ -78,111 +78,133 @@ pub fn registries(
             credentials: None,
         });
     }
+    let mut problems = Problems::default();
     let mut listed = Vec::new();
     for entry in raw {
         let name = entry.name.trim().to_ascii_lowercase();
-        let key = |field: &str| format!("upstreams[{name}].{field}");
         // Names appear in paths (`/v2/<name>/...`, `/token/<name>`): one name component.
         if !is_name_component(&name) {
-            return Err(invalid(
+            problems.take::<()>(Err(invalid(
                 "upstreams.name",
                 format!(
                     "'{}' is not a registry name such as ghcr.io (lowercase letters, digits, . and -)",
                     entry.name
                 ),
-            ));
+            )));
+            continue;
         }
         if listed.contains(&name) {
-            return Err(invalid(
+            problems.take::<()>(Err(invalid(
                 "upstreams.name",
                 format!("'{name}' is listed twice"),
-            ));
+            )));
+            continue;
         }
         listed.push(name.clone());
-        let existing = list.iter().position(|u| u.name == name);
-        if name == DOCKER_HUB && (entry.registry.is_some() || entry.realm.is_some()) {
-            return Err(invalid(
-                &key("registry"),
-                "Docker Hub's registry and token issuer are upstream.registry and upstream.auth",
-            ));
-        }
-        let own = credentials(
-            &format!("upstreams[{name}]"),
-            &entry.username,
-            &entry.password,
-            &entry.password_file,
-        )?;
-        if name == DOCKER_HUB && own.is_some() {
-            return Err(invalid(
-                &key("username"),
-                "Docker Hub's account is upstream.username and upstream.password",
-            ));
-        }
-        let registry = match (&entry.registry, existing) {
-            (Some(text), _) => {
-                parse_upstream_url(text).map_err(|e| invalid(&key("registry"), e))?
+        let existing = list.iter().position(|u| u.name == name).map(|i| &list[i]);
+        if let Some(registry) = problems.take(entry_registry(entry, name, existing)) {
+            match list.iter().position(|u| u.name == registry.name) {
+                Some(i) => list[i] = registry,
+                None => list.push(registry),
             }
-            (None, Some(i)) => list[i].registry.clone(),
-            (None, None) => return Err(invalid(&key("registry"), "is required")),
-        };
-        let realm = match &entry.realm {
-            Some(text) if !text.trim().is_empty() => {
-                Some(parse_http_url(text.trim()).map_err(|e| invalid(&key("realm"), e))?)
-            }
-            _ => existing.and_then(|i| list[i].realm.clone()),
-        };
-        let library = match &entry.library {
-            Some(text) => bool_at(&key("library"), text)?,
-            None => existing.is_some_and(|i| list[i].library),
-        };
-        let host_names = entry
-            .host_names
-            .0
-            .iter()
-            .map(|h| ServerName::parse(h).map_err(|e| invalid(&key("host_names"), e)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let forward_credentials = match &entry.forward_credentials {
-            Some(text) => bool_at(&key("forward_credentials"), text)?,
-            None => existing.is_some_and(|i| list[i].forward_credentials),
-        };
-        let credentials = own.or_else(|| existing.and_then(|i| list[i].credentials.clone()));
-        let upstream = Registry {
-            name,
-            registry,
-            realm,
-            library,
-            host_names,
-            forward_credentials,
-            credentials,
-        };
-        match existing {
-            Some(i) => list[i] = upstream,
-            None => list.push(upstream),
         }
     }
     let mut seen: Vec<(&ServerName, &str)> = Vec::new();
     for upstream in &list {
         for host in &upstream.host_names {
             if let Some((_, other)) = seen.iter().find(|(h, _)| *h == host) {
-                return Err(invalid(
+                problems.take::<()>(Err(invalid(
                     &format!("upstreams[{}].host_names", upstream.name),
                     format!("'{host}' already selects {other}"),
-                ));
+                )));
+            } else {
+                seen.push((host, &upstream.name));
             }
-            seen.push((host, &upstream.name));
         }
     }
     let default_name = default_upstream.trim().to_ascii_lowercase();
-    let default = list
-        .iter()
-        .position(|u| u.name == default_name)
-        .ok_or_else(|| {
+    let default = problems.take(list.iter().position(|u| u.name == default_name).ok_or_else(
+        || {
             invalid(
                 "default_upstream",
                 format!("'{default_upstream}' is not the name of an upstream"),
             )
-        })?;
-    Ok(Registries::new(list, default))
+        },
+    ));
+    let default = problems.finish(default)?;
+    Ok(Registries::new(
+        list,
+        default.expect("no problem, so found"),
+    ))
+}
+
+/// One `[[upstreams]]` entry named `name` (checked), over the registry of that name it
+/// overrides, if any. Every problem of the entry is reported, each by its key.
+fn entry_registry(
+    entry: RawRegistry,
+    name: String,
+    existing: Option<&Registry>,
+) -> Result<Registry, ConfigError> {
+    let key = |field: &str| format!("upstreams[{name}].{field}");
+    let mut problems = Problems::default();
+    if name == DOCKER_HUB && (entry.registry.is_some() || entry.realm.is_some()) {
+        problems.take::<()>(Err(invalid(
+            &key("registry"),
+            "Docker Hub's registry and token issuer are upstream.registry and upstream.auth",
+        )));
+    }
+    let own = problems
+        .take(credentials(
+            &format!("upstreams[{name}]"),
+            &entry.username,
+            &entry.password,
+            &entry.password_file,
+        ))
+        .flatten();
+    if name == DOCKER_HUB && own.is_some() {
+        problems.take::<()>(Err(invalid(
+            &key("username"),
+            "Docker Hub's account is upstream.username and upstream.password",
+        )));
+    }
+    let registry = problems.take(match (&entry.registry, existing) {
+        (Some(text), _) => parse_upstream_url(text).map_err(|e| invalid(&key("registry"), e)),
+        (None, Some(existing)) => Ok(existing.registry.clone()),
+        (None, None) => Err(invalid(&key("registry"), "is required")),
+    });
+    let realm = problems.take(match &entry.realm {
+        Some(text) if !text.trim().is_empty() => parse_http_url(text.trim())
+            .map(Some)
+            .map_err(|e| invalid(&key("realm"), e)),
+        _ => Ok(existing.and_then(|e| e.realm.clone())),
+    });
+    let library = problems.take(match &entry.library {
+        Some(text) => bool_at(&key("library"), text),
+        None => Ok(existing.is_some_and(|e| e.library)),
+    });
+    let host_names: Vec<ServerName> = entry
+        .host_names
+        .0
+        .iter()
+        .filter_map(|h| {
+            problems.take(ServerName::parse(h).map_err(|e| invalid(&key("host_names"), e)))
+        })
+        .collect();
+    let forward_credentials = problems.take(match &entry.forward_credentials {
+        Some(text) => bool_at(&key("forward_credentials"), text),
+        None => Ok(existing.is_some_and(|e| e.forward_credentials)),
+    });
+    let credentials = own.or_else(|| existing.and_then(|e| e.credentials.clone()));
+    problems.finish(())?;
+    Ok(Registry {
+        name,
+        registry: registry.expect("no problem, so parsed"),
+        realm: realm.expect("no problem, so parsed"),
+        library: library.expect("no problem, so parsed"),
+        host_names,
+        forward_credentials: forward_credentials.expect("no problem, so parsed"),
+        credentials,
+    })
 }
 
 /// An upstream's `username` with its `password` or `password_file` (`section` names the keys).

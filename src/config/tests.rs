@@ -1021,3 +1021,96 @@ fn each_type_is_layered_defaults_file_environment_flags() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Inside `[[upstreams]]` and `[auth]` too, every problem is named, not the first one found.
+#[test]
+fn every_problem_of_the_registry_list_and_of_auth_is_reported() {
+    let err = with_file(
+        "upstreams-all",
+        r#"
+default_upstream = "nowhere.example"
+
+[[upstreams]]
+name = "Bad Name"
+registry = "https://bad.example"
+
+[[upstreams]]
+name = "one.example"
+registry = "ftp://one.example"
+library = "maybe"
+host_names = ["a.example", "not a host"]
+
+[[upstreams]]
+name = "two.example"
+
+[[upstreams]]
+name = "three.example"
+registry = "https://three.example"
+host_names = ["a.example"]
+"#,
+        &[],
+    )
+    .unwrap_err();
+    for key in [
+        "upstreams.name",
+        "upstreams[one.example].registry",
+        "upstreams[one.example].library",
+        "upstreams[one.example].host_names",
+        "upstreams[two.example].registry",
+        "default_upstream",
+    ] {
+        assert!(
+            err.problems()
+                .iter()
+                .any(|p| p.starts_with(&format!("{key}: "))),
+            "{key} in {:?}",
+            err.problems()
+        );
+    }
+
+    let err = with_file(
+        "auth-all",
+        "[auth]\ntokens = [\"ci:sometoken\"]\ntoken_key_file = \"/nonexistent/key\"\n\
+         [upstream]\nusername = \"me\"\npassword = \"secret\"\n",
+        &["--htpasswd", "/nonexistent/htpasswd"],
+    )
+    .unwrap_err();
+    for key in [
+        "auth.htpasswd",
+        "auth.tokens",
+        "auth.token_key_file",
+        "upstream.username",
+    ] {
+        assert!(
+            err.problems()
+                .iter()
+                .any(|p| p.starts_with(&format!("{key}: "))),
+            "{key} in {:?}",
+            err.problems()
+        );
+    }
+
+    let err = load(
+        &[
+            "--auth-mode",
+            "managed",
+            "--anonymous",
+            "false",
+            "--token-ttl",
+            "2s",
+            "--token-key-file",
+            "/nonexistent/key",
+        ],
+        &[],
+    )
+    .unwrap_err();
+    for key in ["auth.anonymous", "auth.token_ttl", "auth.token_key_file"] {
+        assert!(
+            err.problems()
+                .iter()
+                .any(|p| p.starts_with(&format!("{key}: "))),
+            "{key} in {:?}",
+            err.problems()
+        );
+    }
+}

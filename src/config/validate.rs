@@ -9,24 +9,13 @@ use super::{
     registries::{credentials, registries},
     settings::Raw,
     values::{FilePath, List, MaxStreams},
-    AccessPolicy, Config, ConfigError, DockerHub, Limits, RedirectPolicy, ResumePolicy, StreamCap,
-    Timeouts, TlsListener,
+    AccessPolicy, Config, ConfigError, DockerHub, Limits, Problems, RedirectPolicy, ResumePolicy,
+    StreamCap, Timeouts, TlsListener,
 };
 use crate::{
     config::capacity,
     policy::images::{ImagePolicy, Pattern, PatternList},
 };
-
-/// Problems found so far, each naming its key.
-#[derive(Default)]
-struct Problems(Vec<String>);
-
-impl Problems {
-    /// The value of a check that passed; `None`, with its problems noted, for one that failed.
-    fn take<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
-        result.map_err(|e| self.0.extend(e.problems)).ok()
-    }
-}
 
 pub fn config(mut raw: Raw) -> Result<Config, ConfigError> {
     let mut problems = Problems::default();
