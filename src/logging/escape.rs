@@ -25,6 +25,12 @@ pub fn write_escaped_word(out: &mut impl io::Write, value: fmt::Arguments<'_>) -
     write_with(out, value, true)
 }
 
+/// As [`write_escaped`] (or [`write_escaped_word`] if `word`), for text at hand: no
+/// formatting machinery in between.
+pub fn write_str_escaped(out: &mut impl io::Write, text: &str, word: bool) -> io::Result<()> {
+    escape(text, word, |piece| out.write_all(piece.as_bytes()))
+}
+
 fn write_with(out: &mut impl io::Write, message: fmt::Arguments<'_>, word: bool) -> io::Result<()> {
     let mut escaping = Escaping {
         out,

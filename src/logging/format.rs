@@ -26,19 +26,6 @@ use super::LogFormat;
 /// The target of the access records, one per request.
 pub const ACCESS_TARGET: &str = "hubferry::access";
 
-/// The fields an access record's text line opens with, in the common log format's layout
-/// (`type` is what the target says already); the rest follow as `key=value`.
-const ACCESS_HEAD: [&str; 8] = [
-    "type",
-    "client",
-    "method",
-    "path",
-    "version",
-    "status",
-    "bytes",
-    "duration_ms",
-];
-
 /// Writes `record`, stamped `time`, as one line of `format`.
 pub fn write_record(
     out: &mut impl io::Write,
@@ -58,46 +45,23 @@ fn write_text(
     record: &Record<'_>,
 ) -> io::Result<()> {
     write!(out, "[{time} {:<5} {}] ", record.level(), record.target())?;
-    let skip: &[&str] = if record.target() == ACCESS_TARGET {
-        write_access_head(out, record)?;
-        &ACCESS_HEAD
-    } else {
+    let access = record.target() == ACCESS_TARGET;
+    if !access {
         escape::write_escaped(out, *record.args())?;
-        &[]
-    };
+    }
+    // One pass over the key-values: an access record's head fields come first (as
+    // `middleware::access_log` writes them) and are held until the first other field, which
+    // writes the head before it.
     let mut fields = TextFields {
         out: &mut *out,
-        skip,
+        head: access.then(AccessHead::default),
         error: None,
     };
     visit(record, &mut fields, |f| f.error.take())?;
-    out.write_all(b"\n")
-}
-
-/// `client "METHOD target VERSION" status bytes 12.346ms`, each missing field as `-`.
-fn write_access_head(out: &mut impl io::Write, record: &Record<'_>) -> io::Result<()> {
-    let mut head = AccessHead::default();
-    visit(record, &mut head, |_| None)?;
-    write_text_value(out, head.client.as_ref(), true)?;
-    out.write_all(b" \"")?;
-    write_text_value(out, head.method.as_ref(), true)?;
-    out.write_all(b" ")?;
-    write_text_value(out, head.path.as_ref(), false)?;
-    out.write_all(b" ")?;
-    write_text_value(out, head.version.as_ref(), true)?;
-    out.write_all(b"\" ")?;
-    write_text_value(out, head.status.as_ref(), true)?;
-    out.write_all(b" ")?;
-    write_text_value(out, head.bytes.as_ref(), true)?;
-    out.write_all(b" ")?;
-    match head.duration_ms.as_ref().and_then(Value::to_f64) {
-        // Whole microseconds, written as milliseconds with three decimals, as ever.
-        Some(ms) if ms.is_finite() && ms >= 0.0 => {
-            let micros = (ms * 1000.0).round() as u64;
-            write!(out, "{}.{:03}ms", micros / 1000, micros % 1000)
-        }
-        _ => out.write_all(b"-ms"),
+    if let Some(head) = fields.head.take() {
+        head.write(out)?;
     }
+    out.write_all(b"\n")
 }
 
 /// Visits `record`'s key-values with `visitor`; a failure is the I/O error `error` took from it.
@@ -112,6 +76,8 @@ fn visit<'kvs, V: VisitSource<'kvs>>(
     }
 }
 
+/// The fields an access record's text line opens with, in the common log format's layout,
+/// until they are written.
 #[derive(Default)]
 struct AccessHead<'kvs> {
     client: Option<Value<'kvs>>,
@@ -123,9 +89,11 @@ struct AccessHead<'kvs> {
     duration_ms: Option<Value<'kvs>>,
 }
 
-impl<'kvs> VisitSource<'kvs> for AccessHead<'kvs> {
-    fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), kv::Error> {
-        let slot = match key.as_str() {
+impl<'kvs> AccessHead<'kvs> {
+    /// Holds `value` when `key` is a head field (`type` is what the target says already).
+    fn hold(&mut self, key: &str, value: &Value<'kvs>) -> bool {
+        let slot = match key {
+            "type" => return true,
             "client" => &mut self.client,
             "method" => &mut self.method,
             "path" => &mut self.path,
@@ -133,29 +101,68 @@ impl<'kvs> VisitSource<'kvs> for AccessHead<'kvs> {
             "status" => &mut self.status,
             "bytes" => &mut self.bytes,
             "duration_ms" => &mut self.duration_ms,
-            _ => return Ok(()),
+            _ => return false,
         };
-        *slot = Some(value);
-        Ok(())
+        *slot = Some(value.clone());
+        true
+    }
+
+    /// `client "METHOD target VERSION" status bytes 12.346ms`, each missing field as `-`.
+    fn write(&self, out: &mut impl io::Write) -> io::Result<()> {
+        write_text_value(out, self.client.as_ref(), true)?;
+        out.write_all(b" \"")?;
+        write_text_value(out, self.method.as_ref(), true)?;
+        out.write_all(b" ")?;
+        write_text_value(out, self.path.as_ref(), false)?;
+        out.write_all(b" ")?;
+        write_text_value(out, self.version.as_ref(), true)?;
+        out.write_all(b"\" ")?;
+        write_text_value(out, self.status.as_ref(), true)?;
+        out.write_all(b" ")?;
+        write_text_value(out, self.bytes.as_ref(), true)?;
+        out.write_all(b" ")?;
+        match self.duration_ms.as_ref().and_then(Value::to_f64) {
+            // Whole microseconds, written as milliseconds with three decimals, as ever.
+            Some(ms) if ms.is_finite() && ms >= 0.0 => {
+                let micros = (ms * 1000.0).round() as u64;
+                let mut digits = itoa::Buffer::new();
+                out.write_all(digits.format(micros / 1000).as_bytes())?;
+                let fraction = micros % 1000;
+                out.write_all(&[
+                    b'.',
+                    b'0' + (fraction / 100) as u8,
+                    b'0' + (fraction / 10 % 10) as u8,
+                    b'0' + (fraction % 10) as u8,
+                ])?;
+                out.write_all(b"ms")
+            }
+            _ => out.write_all(b"-ms"),
+        }
     }
 }
 
-/// ` key=value` for every key-value not in `skip`.
-struct TextFields<'a, W> {
+/// ` key=value` for every key-value, after an access record's head (see `write_text`).
+struct TextFields<'a, 'kvs, W> {
     out: &'a mut W,
-    skip: &'a [&'a str],
+    /// An access record's head, held until its first other field.
+    head: Option<AccessHead<'kvs>>,
     error: Option<io::Error>,
 }
 
-impl<'kvs, W: io::Write> VisitSource<'kvs> for TextFields<'_, W> {
+impl<'kvs, W: io::Write> VisitSource<'kvs> for TextFields<'_, 'kvs, W> {
     fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), kv::Error> {
-        if self.skip.contains(&key.as_str()) {
-            return Ok(());
+        let key = key.as_str();
+        if let Some(head) = &mut self.head {
+            if head.hold(key, &value) {
+                return Ok(());
+            }
         }
         let written = self
-            .out
-            .write_all(b" ")
-            .and_then(|()| escape::write_escaped_word(self.out, format_args!("{key}")))
+            .head
+            .take()
+            .map_or(Ok(()), |head| head.write(self.out))
+            .and_then(|()| self.out.write_all(b" "))
+            .and_then(|()| escape::write_str_escaped(self.out, key, true))
             .and_then(|()| self.out.write_all(b"="))
             .and_then(|()| write_text_value(self.out, Some(&value), true));
         written.map_err(|e| {
@@ -216,6 +223,26 @@ impl<'v, W: io::Write> VisitValue<'v> for TextValue<'_, W> {
 
     fn visit_null(&mut self) -> Result<(), kv::Error> {
         let written = self.out.write_all(b"-");
+        self.done(written)
+    }
+
+    // Strings and whole numbers, the most of every access line, without `fmt` in between.
+    fn visit_str(&mut self, value: &str) -> Result<(), kv::Error> {
+        let written = escape::write_str_escaped(self.out, value, self.word);
+        self.done(written)
+    }
+
+    fn visit_u64(&mut self, value: u64) -> Result<(), kv::Error> {
+        let written = self
+            .out
+            .write_all(itoa::Buffer::new().format(value).as_bytes());
+        self.done(written)
+    }
+
+    fn visit_i64(&mut self, value: i64) -> Result<(), kv::Error> {
+        let written = self
+            .out
+            .write_all(itoa::Buffer::new().format(value).as_bytes());
         self.done(written)
     }
 }
