@@ -32,14 +32,22 @@ test-unit:
 test-integration: deps
 	$(CARGO) test --locked --test integration
 
-# hubferry vs the nginx config it replaces vs no proxy on the test world; report and chart in
-# target/bench/ (docs/benchmarks.md). BENCH_QUICK=1 for one short repetition. 500 slow clients
-# need file descriptors: raise the limit as far as allowed.
+# hubferry vs the nginx config it replaces vs wharf vs no proxy on the test world; report and
+# chart in target/bench/ (docs/benchmarks.md). BENCH_QUICK=1 for one short repetition. 500 slow
+# clients per proxy need file descriptors: raise the limit as far as allowed.
+# wharf, a peer built from its own source and Cargo.lock into target/peers/wharf once (cargo
+# does nothing when it is up to date); without its source the bench reports it as missing.
+WHARF_DIR ?= ../shared/peers/wharf
 bench:
 	$(MAKE) deps TEST_PACKAGES="$(TEST_PACKAGES) $(BENCH_PACKAGES)"
 	$(CARGO) build --release --locked
+	@if [ -f "$(WHARF_DIR)/Cargo.toml" ]; then \
+		$(CARGO) build --release --locked --manifest-path "$(WHARF_DIR)/Cargo.toml" --target-dir target/peers/wharf; \
+	else \
+		echo "no wharf source at $(WHARF_DIR): the bench reports wharf as missing"; \
+	fi
 	ulimit -n 65536 2>/dev/null || ulimit -n "$$(ulimit -Hn)"; \
-	$(CARGO) bench --locked --bench compare
+	WHARF_DIR="$(abspath $(WHARF_DIR))" $(CARGO) bench --locked --bench compare
 
 # libFuzzer on every target in fuzz/ (src/fuzzing.rs holds the checks), FUZZ_SECONDS each; a
 # crash stops it and lands in fuzz/artifacts/<target>/. Not in CI: make test runs the same

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use crate::report::Verdict;
 
 /// A horizontal bar chart, one bar per target, each as a "higher is better" ratio with the
-/// target marked in red: hubferry / nginx-config or / direct for throughput, nginx-config /
-/// hubferry for cost, limit / measured for absolute limits. Hand-written SVG: no plotting
+/// target marked in red: hubferry / the other contender for throughput, the other / hubferry
+/// for cost (CPU, memory), limit / measured for absolute limits. Hand-written SVG: no plotting
 /// dependency for one picture.
 pub fn svg(verdicts: &[Verdict], subtitle: &str) -> String {
     let bars: Vec<(&str, f64, f64, Option<bool>)> = verdicts
@@ -82,7 +82,7 @@ pub fn svg(verdicts: &[Verdict], subtitle: &str) -> String {
     );
     let _ = writeln!(
         s,
-        r##"<text x="10" y="{:.0}" fill="#555">Throughput: hubferry / other. CPU: nginx-config / hubferry. Limits (latency, RSS): limit / measured. Green = met.</text>"##,
+        r##"<text x="10" y="{:.0}" fill="#555">Throughput: hubferry / other. CPU, RSS against another: other / hubferry. Limits (latency, RSS): limit / measured. Green = met.</text>"##,
         bottom + 38.0
     );
     s.push_str("</svg>\n");

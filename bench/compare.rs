@@ -1,6 +1,8 @@
-//! `make bench`: hubferry against the nginx config hubferry replaces and against no proxy, on the test
-//! world of the integration tests (real registry with token auth and 307s to an nginx CDN).
-//! Prints a Markdown report and writes it, with an SVG chart, to target/bench/.
+//! `make bench`: hubferry against the nginx config hubferry replaces, against wharf (a peer
+//! project, when `../shared/peers/wharf` is there) and against no proxy, on the test world of
+//! the integration tests (real registry with token auth and 307s to an nginx CDN), plus a
+//! proxy-bound manifest scenario against a static upstream. Prints a Markdown report and writes
+//! it, with an SVG chart, to target/bench/.
 //!
 //! Run by `cargo bench --bench compare` (so it is built optimised). `BENCH_QUICK=1` runs one
 //! repetition with short durations, for working on the bench itself. Exits non-zero only when
@@ -16,10 +18,14 @@ mod procstat;
 mod progress;
 mod report;
 mod scenarios;
+#[path = "../tests/integration/skopeo.rs"]
+#[allow(dead_code)]
+mod skopeo;
 mod slow_clients;
+mod static_upstream;
 
 pub use progress::{elapsed, progress};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -82,15 +88,18 @@ fn params() -> Params {
             slow_secs: 8,
         }
     } else {
+        // With wharf and the proxy-bound scenario added, the manifest and latency runs went from
+        // 5 s to 3 s, and the slow clients' window from 30 s to 20 s, to keep the whole run
+        // under 10 minutes (docs/benchmarks.md).
         Params {
             reps: 3,
             blob1_reps: 9,
             parallel_clients: 8,
-            manifest_secs: 5,
-            latency_secs: 5,
+            manifest_secs: 3,
+            latency_secs: 3,
             slow_clients: 500,
             slow_rate: 64_000,
-            slow_secs: 30,
+            slow_secs: 20,
         }
     }
 }
@@ -122,12 +131,32 @@ fn run() -> Result<(), String> {
     world::remove_at_exit(dir.clone());
     let tls = world::tls_files(&dir);
 
-    progress("starting nginx-config and hubferry");
-    let contenders = vec![
+    progress("starting nginx-config, hubferry and wharf");
+    let mut contenders = vec![
         contenders::direct(world),
         contenders::nginx_config(world, &dir, &tls)?,
         contenders::hubferry(world, &dir, &tls, cores)?,
     ];
+    let mut results = report::Results::default();
+    // wharf is measured only once a real client has pulled an image through it: a contender
+    // that answers errors fast would look fast.
+    let wharf = wharf_bin().and_then(|bin| {
+        let c = contenders::wharf(world, &dir, &tls, &bin, &contenders::Upstream::world(world))?;
+        pull_check(world, &c, &tls.ca_cert)
+            .map_err(|e| format!("a pull through it failed: {e}"))?;
+        contenders.push(c);
+        Ok(bin)
+    });
+    match &wharf {
+        Ok(bin) => progress(&format!(
+            "  wharf ({}): a skopeo pull through it works",
+            bin.display()
+        )),
+        Err(e) => {
+            progress(&format!("  wharf: MISSING: {e}"));
+            results.absent.insert(contenders::Kind::Wharf, e.clone());
+        }
+    }
     for c in &contenders {
         progress(&format!(
             "  {}: {}{}",
@@ -144,18 +173,23 @@ fn run() -> Result<(), String> {
         world,
         contenders,
         ca_file: tls.ca_cert.clone(),
+        dir: dir.clone(),
+        tls,
+        workers: cores,
+        wharf,
         blob_repo: BLOB_REPO.into(),
         blob_digest,
         blob_size: BLOB_BYTES as u64,
         params: params(),
-        results: report::Results::default(),
+        results,
     };
     type Scenario = fn(&mut Bench);
-    let all: [(&str, Scenario); 6] = [
+    let all: [(&str, Scenario); 7] = [
         ("idle", scenarios::idle),
         ("blob1", scenarios::blob_single),
         ("blob8", scenarios::blob_parallel),
         ("manifests", scenarios::manifests),
+        ("static", scenarios::manifests_static),
         ("latency", scenarios::latency),
         ("slow", scenarios::slow),
     ];
@@ -181,7 +215,7 @@ fn run() -> Result<(), String> {
     let verdicts = report::verdicts(&bench.results);
     let tables = report::tables(&bench.results, &bench.params, BLOB_BYTES as f64 / 1e6);
     let targets = report::targets_table(&verdicts);
-    let header = header(cores, took, &foreign.join(", "));
+    let header = header(cores, took, &foreign.join(", "), &bench.wharf);
     let markdown = format!("{header}\n{tables}{targets}");
     println!("\n{markdown}");
 
@@ -203,6 +237,55 @@ fn run() -> Result<(), String> {
         verdicts.len()
     ));
     Ok(())
+}
+
+/// wharf's source directory: `WHARF_DIR` (set by `make bench`), else `../shared/peers/wharf`
+/// beside this checkout.
+fn wharf_dir() -> PathBuf {
+    std::env::var_os("WHARF_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/peers/wharf"))
+}
+
+/// wharf's release binary as `make bench` builds it (`target/peers/wharf`), or why wharf is
+/// missing. Without its source wharf is missing even if an old build is left in target/.
+fn wharf_bin() -> Result<PathBuf, String> {
+    let src = wharf_dir();
+    if !src.join("Cargo.toml").is_file() {
+        return Err(format!("no wharf source at {}", src.display()));
+    }
+    let bin = target_dir().join("peers/wharf/release/wharf");
+    if !bin.is_file() {
+        return Err(format!(
+            "{} not built (`make bench` builds it from {})",
+            bin.display(),
+            src.display()
+        ));
+    }
+    Ok(bin)
+}
+
+/// skopeo copies `library/nginx` (its manifest, then its blobs through the registry's 307) from
+/// `c`'s TLS listener, so its token comes through wharf's realm
+/// (`<public_base_url>/auth/dockerhub/token`); the manifest and every blob must hash to their
+/// digests.
+fn pull_check(world: &world::World, c: &contenders::Contender, ca: &Path) -> Result<(), String> {
+    let image = world.image(scenarios::MANIFEST_REPO);
+    let tls = c.tls.as_deref().ok_or("no TLS listener")?;
+    let registry = skopeo::Registry {
+        host: tls.trim_start_matches("https://"),
+        ca_file: Some(ca),
+    };
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let out = skopeo::try_pull(&registry, &image.reference(), &[], dir.path())?;
+    let manifest =
+        std::fs::read(out.join("manifest.json")).map_err(|e| format!("read manifest.json: {e}"))?;
+    let digest = world::sha256_digest(&manifest);
+    if digest != image.digest {
+        return Err(format!("manifest.json is {digest}, not {}", image.digest));
+    }
+    skopeo::check_blobs_copied(&out, &image.blobs)
 }
 
 /// Incompressible bytes (xorshift64), so nothing on the path can make the blob cheaper.
@@ -254,7 +337,7 @@ fn version(program: &str, args: &[&str]) -> String {
     }
 }
 
-fn header(cores: usize, took: f64, foreign: &str) -> String {
+fn header(cores: usize, took: f64, foreign: &str, wharf: &Result<PathBuf, String>) -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -295,19 +378,28 @@ fn header(cores: usize, took: f64, foreign: &str) -> String {
         .map_or("unknown".into(), |o| {
             String::from_utf8_lossy(&o.stdout).trim().to_string()
         });
+    let wharf = match wharf {
+        Ok(bin) => format!(
+            "{} built from {} (`cargo build --release --locked`; plain and TLS listeners in one \
+             process, one actix worker per core each)",
+            version(&bin.to_string_lossy(), &["--version"]),
+            wharf_dir().display()
+        ),
+        Err(e) => format!("wharf MISSING ({e}): its columns say so"),
+    };
     let p = params();
     format!(
-        "## hubferry vs nginx-config vs direct\n\n\
+        "## hubferry vs nginx-config vs wharf vs direct\n\n\
          Run {date} by `{command}`; the benchmark program took {took:.0} s (set-up included, \
          build not). Every figure below was measured in this run.\n\n\
          - Machine: {cpu}, {cores} cores, {memory}, Linux {kernel}\n\
          - Versions: {hubferry} at commit `{commit}` (release build, `--workers {cores}`); {nginx} (the nginx config, \
-         `worker_processes auto`); {registry}; {curl}; {wrk}; {h2load}\n\
+         `worker_processes auto`); {wharf}; {registry}; {curl}; {wrk}; {h2load}\n\
          - Set-up: the integration tests' world — `docker-registry` with token auth answering \
-         blob GETs with 307 to an nginx CDN — on 127.0.0.1; all three contenders use it. \
-         direct = client → registry → CDN, no proxy. Contenders run interleaved (direct, \
-         nginx-config, hubferry, direct, …), {reps} repetitions of each scenario ({blob1} of \
-         scenario 1), medians shown. MB = 10^6 \
+         blob GETs with 307 to an nginx CDN — on 127.0.0.1; every contender uses it (scenario \
+         3b: a static nginx instead). direct = client → registry → CDN, no proxy. Contenders \
+         run interleaved (direct, then the proxies, rotated one place each repetition), {reps} \
+         repetitions of each scenario ({blob1} of scenario 1), medians shown. MB = 10^6 \
          bytes.\n\
          - Other processes on the machine during each scenario (CPU, % of one core; 0 = the \
          machine was the benchmark's alone): {foreign}\n",

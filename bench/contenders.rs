@@ -1,5 +1,8 @@
-//! The three contenders, all pointed at the same test world: no proxy at all, nginx running
-//! the nginx config hubferry replaces, and hubferry's release binary.
+//! The contenders, all pointed at the same test world: no proxy at all, nginx running the nginx
+//! config hubferry replaces, hubferry's release binary, and wharf (a peer project, built from
+//! `../shared/peers/wharf`, see `/work/shared/peers/README.md`) when its source is there.
+//! Each proxy can be pointed at another upstream registry (the proxy-bound manifest scenario's
+//! static nginx).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,6 +18,7 @@ pub enum Kind {
     Direct,
     NginxConfig,
     Hubferry,
+    Wharf,
 }
 
 impl Kind {
@@ -23,6 +27,7 @@ impl Kind {
             Kind::Direct => "direct",
             Kind::NginxConfig => "nginx-config",
             Kind::Hubferry => "hubferry",
+            Kind::Wharf => "wharf",
         }
     }
 }
@@ -42,6 +47,7 @@ pub struct Contender {
 enum Process {
     Nginx(Nginx),
     Hubferry(ManagedChild),
+    Wharf(ManagedChild),
 }
 
 impl Contender {
@@ -49,7 +55,7 @@ impl Contender {
     pub fn pid(&self) -> Option<u32> {
         match &self.process {
             Some(Process::Nginx(n)) => Some(n.child.id()),
-            Some(Process::Hubferry(c)) => Some(c.id()),
+            Some(Process::Hubferry(c)) | Some(Process::Wharf(c)) => Some(c.id()),
             None => None,
         }
     }
@@ -65,11 +71,41 @@ impl Contender {
     }
 }
 
+/// The registry a proxy is pointed at, and the name its files get in the bench's temp dir (the
+/// proxy-bound scenario runs a second set of proxies beside the first).
+pub struct Upstream<'a> {
+    /// `http://127.0.0.1:PORT`.
+    pub registry_url: &'a str,
+    /// Suffix of this set's file names ("" for the test world's registry).
+    pub label: &'a str,
+}
+
+impl Upstream<'_> {
+    /// The test world's registry.
+    pub fn world(world: &World) -> Upstream<'_> {
+        Upstream {
+            registry_url: &world.registry_url,
+            label: "",
+        }
+    }
+
+    fn host(&self) -> &str {
+        self.registry_url
+            .split_once("://")
+            .map_or(self.registry_url, |(_, rest)| rest)
+    }
+}
+
 /// No proxy: clients talk to the registry and follow its redirect to the CDN themselves.
 pub fn direct(world: &World) -> Contender {
+    direct_to(&Upstream::world(world))
+}
+
+/// No proxy, against `upstream`.
+pub fn direct_to(upstream: &Upstream) -> Contender {
     Contender {
         kind: Kind::Direct,
-        plain: world.registry_url.clone(),
+        plain: upstream.registry_url.to_string(),
         tls: None,
         admin: None,
         process: None,
@@ -78,8 +114,18 @@ pub fn direct(world: &World) -> Contender {
 
 /// nginx with the nginx config hubferry replaces, its master and workers in a private prefix under `dir`.
 pub fn nginx_config(world: &World, dir: &Path, tls: &TlsFiles) -> Result<Contender, String> {
+    nginx_config_to(world, dir, tls, &Upstream::world(world))
+}
+
+/// As [`nginx_config`], its registry placeholders filled with `upstream`'s address.
+pub fn nginx_config_to(
+    world: &World,
+    dir: &Path,
+    tls: &TlsFiles,
+    upstream: &Upstream,
+) -> Result<Contender, String> {
     let nginx = world::require_tool("nginx");
-    let prefix = dir.join("nginx-config");
+    let prefix = dir.join(format!("nginx-config{}", upstream.label));
     std::fs::create_dir_all(prefix.join("tmp")).map_err(|e| format!("create prefix: {e}"))?;
     let conf = prefix.join("nginx.conf");
     let error_log = prefix.join("error.log");
@@ -87,7 +133,7 @@ pub fn nginx_config(world: &World, dir: &Path, tls: &TlsFiles) -> Result<Contend
     // A port picked by free_port may be taken before nginx binds it: try again on new ones.
     for _attempt in 0..5 {
         let (plain_port, tls_port) = (world::free_port(), world::free_port());
-        let text = render_nginx_config(world, &prefix, tls, plain_port, tls_port)?;
+        let text = render_nginx_config(world, upstream, &prefix, tls, plain_port, tls_port)?;
         std::fs::write(&conf, text).map_err(|e| format!("write nginx.conf: {e}"))?;
         let mut child = Nginx {
             child: world::spawn_nginx(&nginx, &conf, &prefix, &error_log),
@@ -113,6 +159,7 @@ pub fn nginx_config(world: &World, dir: &Path, tls: &TlsFiles) -> Result<Contend
 /// The nginx config template with this world's addresses, the test certificate and fresh ports.
 fn render_nginx_config(
     world: &World,
+    upstream: &Upstream,
     prefix: &Path,
     tls: &TlsFiles,
     plain_port: u16,
@@ -125,7 +172,7 @@ fn render_nginx_config(
         .replace("{{tls_listen}}", &format!("127.0.0.1:{tls_port}"))
         .replace("{{tls_cert}}", &p(&tls.cert))
         .replace("{{tls_key}}", &p(&tls.key))
-        .replace("{{registry_host}}", world.registry_host())
+        .replace("{{registry_host}}", upstream.host())
         .replace("{{auth_host}}", world.issuer_host())
         .replace("{{index_host}}", world.issuer_host());
     match text.find("{{") {
@@ -144,7 +191,18 @@ pub fn hubferry(
     tls: &TlsFiles,
     workers: usize,
 ) -> Result<Contender, String> {
-    let log = dir.join("hubferry.log");
+    hubferry_to(world, dir, tls, workers, &Upstream::world(world))
+}
+
+/// As [`hubferry`], with `--registry` set to `upstream`.
+pub fn hubferry_to(
+    world: &World,
+    dir: &Path,
+    tls: &TlsFiles,
+    workers: usize,
+    upstream: &Upstream,
+) -> Result<Contender, String> {
+    let log = dir.join(format!("hubferry{}.log", upstream.label));
     for _attempt in 0..5 {
         let plain = format!("127.0.0.1:{}", world::free_port());
         let secure = format!("127.0.0.1:{}", world::free_port());
@@ -158,7 +216,7 @@ pub fn hubferry(
             .arg("--tls-key")
             .arg(&tls.key)
             .args(["--admin-listen", &admin])
-            .args(["--registry", &world.registry_url])
+            .args(["--registry", upstream.registry_url])
             .args(["--auth", &world.issuer_url])
             .args(["--index", &world.issuer_url])
             // The test world's CDN is on 127.0.0.1.
@@ -187,6 +245,77 @@ pub fn hubferry(
     }
     Err(format!(
         "hubferry did not start; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    ))
+}
+
+/// wharf's release binary (`bin`) with its plain and TLS listeners in one process, as hubferry
+/// and nginx-config have theirs, pointed at `upstream` and at the world's token issuer.
+/// `behind_proxy = true` because otherwise, with HTTPS on, wharf's plain listener only redirects
+/// to HTTPS; in wharf's source that setting changes nothing else. wharf offers HTTP/2 by ALPN
+/// and runs one actix worker per core for each listener (it has no setting for either).
+/// Default logging (`actix_web=info`), as deployed: wharf writes no line per request.
+pub fn wharf(
+    world: &World,
+    dir: &Path,
+    tls: &TlsFiles,
+    bin: &Path,
+    upstream: &Upstream,
+) -> Result<Contender, String> {
+    let config = dir.join(format!("wharf{}.toml", upstream.label));
+    let log = dir.join(format!("wharf{}.log", upstream.label));
+    for _attempt in 0..5 {
+        let (plain_port, tls_port) = (world::free_port(), world::free_port());
+        let text = format!(
+            r#"[server]
+http_port = {plain_port}
+https_port = {tls_port}
+http_enabled = true
+https_enabled = true
+behind_proxy = true
+public_base_url = "https://127.0.0.1:{tls_port}"
+
+[registry]
+default = "dockerhub"
+upstream_registry = "{registry}"
+auth_realm = "{issuer}/token"
+auth_service = "{service}"
+auto_library_prefix = true
+
+[tls]
+cert_path = "{cert}"
+key_path = "{key}"
+"#,
+            registry = upstream.registry_url,
+            issuer = world.issuer_url,
+            service = world::SERVICE,
+            cert = tls.cert.display(),
+            key = tls.key.display(),
+        );
+        std::fs::write(&config, text).map_err(|e| format!("write {}: {e}", config.display()))?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("--config")
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .env_remove("WHARF_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).map_err(|e| format!("create log: {e}"))?);
+        let mut child = world::spawn_child(cmd);
+        let plain = format!("127.0.0.1:{plain_port}");
+        let secure = format!("127.0.0.1:{tls_port}");
+        if wait_both(&plain, &secure) && child.try_wait().ok().flatten().is_none() {
+            return Ok(Contender {
+                kind: Kind::Wharf,
+                plain: format!("http://{plain}"),
+                tls: Some(format!("https://{secure}")),
+                admin: None,
+                process: Some(Process::Wharf(child)),
+            });
+        }
+    }
+    Err(format!(
+        "wharf did not start; log:\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     ))
 }

@@ -14,6 +14,9 @@ pub struct Load {
     pub per_second: f64,
     /// Latency percentiles (50, 99) in ms, when asked for.
     pub p50_p99: Option<(f64, f64)>,
+    /// Answers counted as successful, when counted: 200s by [`wrk_counted`]'s script, 2xx by
+    /// h2load (which counts by class only).
+    pub ok: Option<u64>,
 }
 
 /// `wrk` against the manifest; with `latency`, also its p50/p99.
@@ -39,6 +42,75 @@ pub fn wrk(
     cmd.arg(format!("{}{}", c.plain, b.manifest_path()));
     let text = run_tool(cmd)?;
     parse_wrk(&text)
+}
+
+/// A wrk script that counts answers by status in every thread and prints the sums at the end.
+/// Defining `response` makes wrk hand each answer to Lua, which costs the load generator some
+/// CPU, alike for every contender.
+const COUNT_STATUSES: &str = r#"
+local threads = {}
+function setup(thread)
+  table.insert(threads, thread)
+end
+function init(args)
+  ok = 0
+  other = 0
+end
+function response(status, headers, body)
+  if status == 200 then ok = ok + 1 else other = other + 1 end
+end
+function done(summary, latency, requests)
+  local o, n = 0, 0
+  for _, t in ipairs(threads) do
+    o = o + t:get("ok")
+    n = n + t:get("other")
+  end
+  io.write(string.format("status 200: %d\nstatus other: %d\n", o, n))
+end
+"#;
+
+/// As [`wrk`] without latency, every answer counted: any status but 200 fails the run, and the
+/// 200s must account for every request wrk completed.
+pub fn wrk_counted(
+    b: &Bench,
+    c: &Contender,
+    threads: u32,
+    conns: u32,
+    secs: u32,
+) -> Result<Load, String> {
+    let script = b.dir.join("count-statuses.lua");
+    if !script.exists() {
+        std::fs::write(&script, COUNT_STATUSES)
+            .map_err(|e| format!("write {}: {e}", script.display()))?;
+    }
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        format!("-t{threads}"),
+        format!("-c{conns}"),
+        format!("-d{secs}s"),
+    ]);
+    cmd.arg("-s").arg(&script);
+    cmd.args(["-H", &format!("Authorization: {}", b.bearer(MANIFEST_REPO))]);
+    cmd.args(["-H", &format!("Accept: {DOCKER_MANIFEST}")]);
+    cmd.arg(format!("{}{}", c.plain, b.manifest_path()));
+    let text = run_tool(cmd)?;
+    let mut load = parse_wrk(&text)?;
+    let count = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    match (count("status 200:"), count("status other:")) {
+        (Some(ok), Some(0)) if ok >= load.requests => {
+            load.ok = Some(ok);
+            Ok(load)
+        }
+        (Some(ok), Some(other)) => Err(format!(
+            "wrk: {ok} answers 200 and {other} others for {} requests",
+            load.requests
+        )),
+        _ => Err(format!("wrk script printed no counts: {}", text.trim())),
+    }
 }
 
 fn parse_wrk(text: &str) -> Result<Load, String> {
@@ -69,6 +141,7 @@ fn parse_wrk(text: &str) -> Result<Load, String> {
             requests,
             per_second,
             p50_p99: p50.zip(p99),
+            ok: None,
         }),
         _ => Err(format!("unreadable wrk output: {}", text.trim())),
     }
@@ -104,6 +177,7 @@ pub fn h2load(b: &Bench, c: &Contender, conns: u32, secs: u32) -> Result<Load, S
 
 fn parse_h2load(text: &str) -> Result<Load, String> {
     let mut done = None;
+    let mut ok = None;
     let mut per_second = None;
     let mut protocol = None;
     for line in text.lines().map(str::trim) {
@@ -126,13 +200,17 @@ fn parse_h2load(text: &str) -> Result<Load, String> {
                 return Err(format!("h2load: {line}"));
             }
         } else if let Some(rest) = line.strip_prefix("status codes: ") {
-            let ok = rest
+            let only_2xx = rest
                 .split(", ")
                 .filter(|f| !f.ends_with(" 2xx"))
                 .all(|f| f.starts_with("0 "));
-            if !ok {
+            if !only_2xx {
                 return Err(format!("h2load: {line}"));
             }
+            ok = rest
+                .split(", ")
+                .find_map(|f| f.strip_suffix(" 2xx"))
+                .and_then(|v| v.trim().parse::<u64>().ok());
         } else if let Some(p) = line.strip_prefix("Application protocol: ") {
             protocol = Some(p.to_string());
         }
@@ -141,11 +219,16 @@ fn parse_h2load(text: &str) -> Result<Load, String> {
         return Err(format!("h2load did not negotiate h2 ({protocol:?})"));
     }
     match (done, per_second) {
-        (Some(requests), Some(per_second)) if requests > 0 => Ok(Load {
-            requests,
-            per_second,
-            p50_p99: None,
-        }),
+        (Some(requests), Some(per_second))
+            if requests > 0 && ok.is_some_and(|ok| ok >= requests) =>
+        {
+            Ok(Load {
+                requests,
+                per_second,
+                p50_p99: None,
+                ok,
+            })
+        }
         _ => Err(format!("unreadable h2load output: {}", text.trim())),
     }
 }

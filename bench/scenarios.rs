@@ -1,18 +1,19 @@
 //! The scenarios, driven by the real tools a user would measure with: curl for downloads,
 //! wrk (HTTP/1.1) and h2load (HTTP/2 over TLS) for manifest load (see loadgen.rs), and the
-//! bench's own slow clients (slow_clients.rs). Each repetition runs every contender once, in
-//! the same order (direct, nginx-config, hubferry), so drift over the run hits them all alike.
+//! bench's own slow clients (slow_clients.rs). Each repetition runs every contender once,
+//! direct first and then the proxies, rotated by one place each repetition (see [`order`]), so
+//! drift over the run hits them all alike.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::contenders::{Contender, Kind};
-use crate::loadgen::{h2load, wrk, Load};
+use crate::contenders::{self, Contender, Kind, Upstream};
+use crate::loadgen::{h2load, wrk, wrk_counted, Load};
 use crate::procstat::{self, RssSampler};
 use crate::report::Results;
-use crate::world::{World, DOCKER_MANIFEST};
-use crate::{progress, slow_clients};
+use crate::world::{TlsFiles, World, DOCKER_MANIFEST};
+use crate::{progress, slow_clients, static_upstream};
 
 /// Durations and counts; smaller under BENCH_QUICK.
 pub struct Params {
@@ -33,6 +34,14 @@ pub struct Bench<'a> {
     pub contenders: Vec<Contender>,
     /// The test CA that signed the proxies' TLS certificate.
     pub ca_file: PathBuf,
+    /// The bench's temp dir and the proxies' certificate: the proxy-bound scenario starts a
+    /// second set of proxies.
+    pub dir: PathBuf,
+    pub tls: TlsFiles,
+    /// hubferry's `--workers`.
+    pub workers: usize,
+    /// wharf's binary, or why wharf is not measured.
+    pub wharf: Result<PathBuf, String>,
     pub blob_repo: String,
     pub blob_digest: String,
     pub blob_size: u64,
@@ -133,23 +142,23 @@ fn show(r: &Result<f64, String>, unit: &str) -> String {
     }
 }
 
-/// Which protocols a contender is measured over: plain HTTP/1.1 always, TLS + HTTP/2 when it
-/// has a TLS listener (not direct).
-impl Bench<'_> {
-    /// The order contenders run in within repetition `rep` (from 1): direct first, as the
-    /// baseline, then the proxies, swapped every other repetition so that neither always runs
-    /// right after the other.
-    fn order(&self, rep: usize) -> Vec<usize> {
-        let (mut direct, mut proxies): (Vec<usize>, Vec<usize>) =
-            (0..self.contenders.len()).partition(|&i| self.contenders[i].kind == Kind::Direct);
-        if rep.is_multiple_of(2) {
-            proxies.reverse();
-        }
-        direct.append(&mut proxies);
-        direct
+/// The order contenders run in within repetition `rep` (from 1; 0, a warm-up, runs as 1):
+/// direct first, as the baseline, then the proxies, rotated by one place each repetition so that
+/// none always runs right after the same other one (with two proxies: swapped every other
+/// repetition).
+pub fn order(contenders: &[Contender], rep: usize) -> Vec<usize> {
+    let (mut direct, mut proxies): (Vec<usize>, Vec<usize>) =
+        (0..contenders.len()).partition(|&i| contenders[i].kind == Kind::Direct);
+    if !proxies.is_empty() {
+        let n = proxies.len();
+        proxies.rotate_left(rep.saturating_sub(1) % n);
     }
+    direct.append(&mut proxies);
+    direct
 }
 
+/// Which protocols a contender is measured over: plain HTTP/1.1 always, TLS + HTTP/2 when it
+/// has a TLS listener (not direct).
 fn protocols(c: &Contender) -> &'static [bool] {
     if c.tls.is_some() {
         &[false, true]
@@ -222,7 +231,7 @@ pub fn blob_single(b: &mut Bench) {
     let reps = b.params.blob1_reps;
     // Repetition 0 is the warm-up.
     for rep in 0..=reps {
-        for i in 0..b.contenders.len() {
+        for i in order(&b.contenders, rep) {
             let c = &b.contenders[i];
             for &tls in protocols(c) {
                 let out = b.curl(c, tls).output();
@@ -251,12 +260,13 @@ pub fn blob_single(b: &mut Bench) {
 pub fn blob_parallel(b: &mut Bench) {
     let n = b.params.parallel_clients;
     for rep in 1..=b.params.reps {
-        for i in 0..b.contenders.len() {
+        for i in order(&b.contenders, rep) {
             let c = &b.contenders[i];
             for &tls in protocols(c) {
                 let sampler = c
                     .pid()
                     .map(|p| RssSampler::start(p, Duration::from_millis(50)));
+                let cpu_before = c.pid().and_then(procstat::tree_cpu_us);
                 let started = Instant::now();
                 let children: Vec<_> = (0..n).map(|_| b.curl(c, tls).spawn()).collect();
                 let outputs: Vec<_> = children
@@ -264,6 +274,7 @@ pub fn blob_parallel(b: &mut Bench) {
                     .map(|child| child.and_then(|ch| ch.wait_with_output()))
                     .collect();
                 let wall = started.elapsed().as_secs_f64();
+                let cpu_after = c.pid().and_then(procstat::tree_cpu_us);
                 let peak = sampler.map(|s| s.stop_peak());
                 let mut total = 0;
                 let mut failure = None;
@@ -289,6 +300,16 @@ pub fn blob_parallel(b: &mut Bench) {
                     let rss = peak.map(rss_mb).ok_or_else(|| "no RSS sample".to_string());
                     line.push_str(&format!(", peak RSS {}", show(&rss, "MB")));
                     b.results.add(&format!("blob8.{key}.rss"), kind, rss);
+                    // CPU per byte: user + system time of the proxy's tree over the bytes moved.
+                    let cpu = match (&r, cpu_before, cpu_after) {
+                        (Ok(_), Some(a), Some(z)) if total > 0 => {
+                            Ok(z.saturating_sub(a) as f64 / (total as f64 / 1e6))
+                        }
+                        (Err(e), ..) => Err(e.clone()),
+                        _ => Err("could not read /proc stat".to_string()),
+                    };
+                    line.push_str(&format!(", {} CPU per MB", show(&cpu, "µs")));
+                    b.results.add(&format!("blob8.{key}.cpu"), kind, cpu);
                 }
                 progress(&line);
                 b.results.add(&format!("blob8.{key}.mbps"), kind, r);
@@ -321,62 +342,188 @@ fn per_request(
 /// collect) that lands on the next one: in the order direct, nginx-config plain and HTTP/2,
 /// hubferry plain and HTTP/2, the run right after 640 concurrent HTTP/2 streams cost the
 /// registry 10-15 % more CPU per request, and so had fewer requests/s. So each protocol's runs
-/// go together, the proxies swap places every other repetition, and each run has one
-/// unmeasured second of the same load first.
+/// go together, the proxies rotate places each repetition, and each run has one unmeasured
+/// second of the same load first.
 pub fn manifests(b: &mut Bench) {
+    let set = std::mem::take(&mut b.contenders);
+    manifest_loads(b, &set, "man", Registry::Measured);
+    b.contenders = set;
+}
+
+/// Whether a manifest load also measures the test world's registry (the registry-bound
+/// scenario), or counts every answer as a 200 (the proxy-bound one, where a proxy answering an
+/// error fast must not look fast; wrk's own check lets 3xx through).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Registry {
+    Measured,
+    Static,
+}
+
+/// The manifest loads of scenarios 3 and 3b over `set`, recorded under `prefix`.
+fn manifest_loads(b: &mut Bench, set: &[Contender], prefix: &str, registry: Registry) {
     let secs = b.params.manifest_secs;
     for rep in 1..=b.params.reps {
         for tls in [false, true] {
-            for i in b.order(rep) {
-                let c = &b.contenders[i];
+            for i in order(set, rep) {
+                let c = &set[i];
                 if !protocols(c).contains(&tls) {
                     continue;
                 }
-                let run = |secs| {
-                    if tls {
-                        h2load(b, c, 64, secs)
-                    } else {
-                        wrk(b, c, 2, 64, secs, false)
-                    }
+                let run = |secs| match (tls, registry) {
+                    (true, _) => h2load(b, c, 64, secs),
+                    (false, Registry::Measured) => wrk(b, c, 2, 64, secs, false),
+                    (false, Registry::Static) => wrk_counted(b, c, 2, 64, secs),
                 };
                 let _ = run(1);
-                let registry = procstat::descendant_named("docker-registry");
+                let world_registry = match registry {
+                    Registry::Measured => procstat::descendant_named("docker-registry"),
+                    Registry::Static => None,
+                };
                 let cpu_before = c.pid().and_then(procstat::tree_cpu_us);
-                let registry_before = registry.and_then(procstat::tree_cpu_us);
+                let registry_before = world_registry.and_then(procstat::tree_cpu_us);
                 let load = run(secs);
                 let cpu_after = c.pid().and_then(procstat::tree_cpu_us);
-                let registry_after = registry.and_then(procstat::tree_cpu_us);
+                let registry_after = world_registry.and_then(procstat::tree_cpu_us);
                 let key = proto_key(tls);
                 let kind = c.kind;
                 let rps = load.as_ref().map(|l| l.per_second).map_err(Clone::clone);
                 let mut line = format!(
-                    "manifests x64, rep {rep}/{}: {} {key}: {}",
+                    "{prefix} x64, rep {rep}/{}: {} {key}: {}",
                     b.params.reps,
                     kind.name(),
                     show(&rps, "req/s")
                 );
+                if let Ok(Load { ok: Some(ok), .. }) = &load {
+                    let class = if tls { "2xx" } else { "200" };
+                    line.push_str(&format!(" ({ok} answers counted as {class})"));
+                }
                 if c.pid().is_some() {
                     let cpu = per_request(&load, cpu_before, cpu_after, "/proc stat");
                     line.push_str(&format!(", {} CPU per request", show(&cpu, "µs")));
-                    b.results.add(&format!("man.{key}.cpu"), kind, cpu);
+                    b.results.add(&format!("{prefix}.{key}.cpu"), kind, cpu);
                 }
-                let registry_cpu = per_request(
-                    &load,
-                    registry_before,
-                    registry_after,
-                    "the registry's /proc stat",
-                );
-                line.push_str(&format!(
-                    ", registry {} CPU per request",
-                    show(&registry_cpu, "µs")
-                ));
-                b.results
-                    .add(&format!("man.{key}.registry"), kind, registry_cpu);
+                if registry == Registry::Measured {
+                    let registry_cpu = per_request(
+                        &load,
+                        registry_before,
+                        registry_after,
+                        "the registry's /proc stat",
+                    );
+                    line.push_str(&format!(
+                        ", registry {} CPU per request",
+                        show(&registry_cpu, "µs")
+                    ));
+                    b.results
+                        .add(&format!("{prefix}.{key}.registry"), kind, registry_cpu);
+                }
                 progress(&line);
-                b.results.add(&format!("man.{key}.rps"), kind, rps);
+                b.results.add(&format!("{prefix}.{key}.rps"), kind, rps);
             }
         }
     }
+}
+
+/// Scenario 3b: the same manifest GETs against an upstream that costs next to nothing (a static
+/// nginx answering the manifest with the registry's headers), so the proxy, not the registry, is
+/// what limits them. A second set of contenders is started for it, pointed at that upstream,
+/// and stopped after. Before measuring, each must answer one GET per protocol with a 200 and the
+/// manifest's bytes; during the runs every answer is counted (wrk's script, h2load's 2xx).
+pub fn manifests_static(b: &mut Bench) {
+    let image = b.world.image(MANIFEST_REPO);
+    let upstream = match static_upstream::start(
+        &b.dir,
+        &b.manifest_path(),
+        &image.manifest,
+        &image.media_type,
+        &image.digest,
+    ) {
+        Ok(u) => u,
+        Err(e) => {
+            progress(&format!("static upstream: FAILED: {e}"));
+            for kind in [Kind::Direct, Kind::NginxConfig, Kind::Hubferry, Kind::Wharf] {
+                b.results.add(
+                    "static.plain.rps",
+                    kind,
+                    Err(format!("static upstream: {e}")),
+                );
+            }
+            return;
+        }
+    };
+    progress(&format!("static upstream at {}", upstream.url));
+    let up = Upstream {
+        registry_url: &upstream.url,
+        label: "-static",
+    };
+    let mut started: Vec<(Kind, Result<Contender, String>)> = vec![
+        (Kind::Direct, Ok(contenders::direct_to(&up))),
+        (
+            Kind::NginxConfig,
+            contenders::nginx_config_to(b.world, &b.dir, &b.tls, &up),
+        ),
+        (
+            Kind::Hubferry,
+            contenders::hubferry_to(b.world, &b.dir, &b.tls, b.workers, &up),
+        ),
+    ];
+    if let Ok(bin) = &b.wharf {
+        started.push((
+            Kind::Wharf,
+            contenders::wharf(b.world, &b.dir, &b.tls, bin, &up),
+        ));
+    }
+    let mut set = Vec::new();
+    for (kind, c) in started {
+        let checked = c.and_then(|c| {
+            for &tls in protocols(&c) {
+                manifest_check(b, &c, tls, image.manifest.len())
+                    .map_err(|e| format!("{} answered wrong: {e}", proto_key(tls)))?;
+            }
+            Ok(c)
+        });
+        match checked {
+            Ok(c) => {
+                progress(&format!(
+                    "  {}: {} answers 200 with the manifest",
+                    kind.name(),
+                    c.plain
+                ));
+                set.push(c);
+            }
+            Err(e) => {
+                progress(&format!("  {}: FAILED: {e}", kind.name()));
+                b.results.add("static.plain.rps", kind, Err(e));
+            }
+        }
+    }
+    manifest_loads(b, &set, "static", Registry::Static);
+}
+
+/// One manifest GET through `c`: it must answer 200 with `len` bytes.
+fn manifest_check(b: &Bench, c: &Contender, tls: bool, len: usize) -> Result<(), String> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-o", "/dev/null", "--max-time", "10"]);
+    cmd.args(["-w", "%{http_code} %{size_download}"]);
+    cmd.args(["-H", &format!("Authorization: {}", b.bearer(MANIFEST_REPO))]);
+    cmd.args(["-H", &format!("Accept: {DOCKER_MANIFEST}")]);
+    let base = match (tls, &c.tls) {
+        (true, Some(t)) => {
+            cmd.arg("--http2").arg("--cacert").arg(&b.ca_file);
+            t
+        }
+        _ => &c.plain,
+    };
+    cmd.arg(format!("{base}{}", b.manifest_path()));
+    let out = cmd.output().map_err(|e| format!("run curl: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if text != format!("200 {len}") {
+        return Err(format!(
+            "status and size {:?}, want \"200 {len}\" {}",
+            text,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
 }
 
 /// Scenario 4: one connection, one request at a time; p50/p99 per contender and, per
@@ -385,7 +532,7 @@ pub fn latency(b: &mut Bench) {
     let secs = b.params.latency_secs;
     for rep in 1..=b.params.reps {
         let mut direct = None;
-        for i in b.order(rep) {
+        for i in order(&b.contenders, rep) {
             let c = &b.contenders[i];
             let kind = c.kind;
             // One unmeasured second first: right after the 64-connection runs the registry
@@ -459,6 +606,15 @@ pub fn slow(b: &mut Bench) {
                 .add("slow.rss.first", kind, rss.clone().map(|r| rss_mb(r.first)));
             b.results
                 .add("slow.rss.last", kind, rss.clone().map(|r| rss_mb(r.last)));
+            // The memory each stream adds: the peak over the proxy's idle RSS of this run, per
+            // client. Idle, not the RSS just before the crowd: after a first crowd an allocator
+            // keeps what it grew to, and the second would look free.
+            let per_stream = match (&rss, b.results.value("idle.rss", kind)) {
+                (Ok(r), Some(idle)) => Ok((rss_mb(r.max) - idle) * 1e3 / clients as f64),
+                (Err(e), _) => Err(e.clone()),
+                (Ok(_), None) => Err("no idle RSS in this run (scenario idle not run)".into()),
+            };
+            b.results.add("slow.kb_per_stream", kind, per_stream);
             b.results
                 .add("slow.rate", kind, rss.map(|_| run.mean_rate() / 1e3));
         }
