@@ -195,15 +195,20 @@ pub fn idle(b: &mut Bench) {
     }
 }
 
-/// One manifest GET with curl (warm-up only).
-fn manifest_once(b: &Bench, c: &Contender, tls: bool) -> Result<(), String> {
+/// One manifest GET through `c` with curl; what `-w write_out` printed, and curl's stderr.
+fn manifest_curl(
+    b: &Bench,
+    c: &Contender,
+    tls: bool,
+    write_out: &str,
+) -> Result<(String, String), String> {
     let mut cmd = Command::new("curl");
     cmd.args([
         "-sS",
         "-o",
         "/dev/null",
         "-w",
-        "%{http_code}",
+        write_out,
         "--max-time",
         "10",
     ]);
@@ -217,8 +222,16 @@ fn manifest_once(b: &Bench, c: &Contender, tls: bool) -> Result<(), String> {
         _ => &c.plain,
     };
     cmd.arg(format!("{base}{}", b.manifest_path()));
-    let out = cmd.output().map_err(|e| e.to_string())?;
-    match String::from_utf8_lossy(&out.stdout).as_ref() {
+    let out = cmd.output().map_err(|e| format!("run curl: {e}"))?;
+    Ok((
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    ))
+}
+
+/// One manifest GET with curl (warm-up only).
+fn manifest_once(b: &Bench, c: &Contender, tls: bool) -> Result<(), String> {
+    match manifest_curl(b, c, tls, "%{http_code}")?.0.as_str() {
         "200" => Ok(()),
         other => Err(format!("manifest GET answered {other}")),
     }
@@ -501,26 +514,10 @@ pub fn manifests_static(b: &mut Bench) {
 
 /// One manifest GET through `c`: it must answer 200 with `len` bytes.
 fn manifest_check(b: &Bench, c: &Contender, tls: bool, len: usize) -> Result<(), String> {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "-o", "/dev/null", "--max-time", "10"]);
-    cmd.args(["-w", "%{http_code} %{size_download}"]);
-    cmd.args(["-H", &format!("Authorization: {}", b.bearer(MANIFEST_REPO))]);
-    cmd.args(["-H", &format!("Accept: {DOCKER_MANIFEST}")]);
-    let base = match (tls, &c.tls) {
-        (true, Some(t)) => {
-            cmd.arg("--http2").arg("--cacert").arg(&b.ca_file);
-            t
-        }
-        _ => &c.plain,
-    };
-    cmd.arg(format!("{base}{}", b.manifest_path()));
-    let out = cmd.output().map_err(|e| format!("run curl: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (text, stderr) = manifest_curl(b, c, tls, "%{http_code} %{size_download}")?;
     if text != format!("200 {len}") {
         return Err(format!(
-            "status and size {:?}, want \"200 {len}\" {}",
-            text,
-            String::from_utf8_lossy(&out.stderr).trim()
+            "status and size {text:?}, want \"200 {len}\" {stderr}"
         ));
     }
     Ok(())

@@ -21,6 +21,8 @@ mod proxy;
 mod routes;
 mod server;
 mod stream;
+#[cfg(test)]
+mod test_support;
 mod upstream;
 mod worker;
 

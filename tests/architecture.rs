@@ -334,12 +334,3 @@ fn the_cycle_finder_finds_cycles() {
     let found = cycle(&edges(&[(1, 2), (2, 3), (3, 1), (3, 4)])).unwrap();
     assert_eq!(found.len(), 3);
 }
-
-/// `cargo test --test architecture -- --ignored --nocapture` prints who uses whom.
-#[test]
-#[ignore = "a tool, not a check"]
-fn print_the_module_graph() {
-    for (from, to) in edges(&modules()) {
-        println!("{} -> {}", shown(&from), shown(&to));
-    }
-}

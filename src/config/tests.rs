@@ -1051,22 +1051,17 @@ host_names = ["a.example"]
         &[],
     )
     .unwrap_err();
-    for key in [
-        "upstreams.name",
-        "upstreams[one.example].registry",
-        "upstreams[one.example].library",
-        "upstreams[one.example].host_names",
-        "upstreams[two.example].registry",
-        "default_upstream",
-    ] {
-        assert!(
-            err.problems()
-                .iter()
-                .any(|p| p.starts_with(&format!("{key}: "))),
-            "{key} in {:?}",
-            err.problems()
-        );
-    }
+    assert_names(
+        &err,
+        &[
+            "upstreams.name",
+            "upstreams[one.example].registry",
+            "upstreams[one.example].library",
+            "upstreams[one.example].host_names",
+            "upstreams[two.example].registry",
+            "default_upstream",
+        ],
+    );
 
     let err = with_file(
         "auth-all",
@@ -1075,20 +1070,15 @@ host_names = ["a.example"]
         &["--htpasswd", "/nonexistent/htpasswd"],
     )
     .unwrap_err();
-    for key in [
-        "auth.htpasswd",
-        "auth.tokens",
-        "auth.token_key_file",
-        "upstream.username",
-    ] {
-        assert!(
-            err.problems()
-                .iter()
-                .any(|p| p.starts_with(&format!("{key}: "))),
-            "{key} in {:?}",
-            err.problems()
-        );
-    }
+    assert_names(
+        &err,
+        &[
+            "auth.htpasswd",
+            "auth.tokens",
+            "auth.token_key_file",
+            "upstream.username",
+        ],
+    );
 
     let err = load(
         &[
@@ -1104,7 +1094,15 @@ host_names = ["a.example"]
         &[],
     )
     .unwrap_err();
-    for key in ["auth.anonymous", "auth.token_ttl", "auth.token_key_file"] {
+    assert_names(
+        &err,
+        &["auth.anonymous", "auth.token_ttl", "auth.token_key_file"],
+    );
+}
+
+/// Asserts that `err` names each of `keys` (`key: problem`).
+fn assert_names(err: &ConfigError, keys: &[&str]) {
+    for key in keys {
         assert!(
             err.problems()
                 .iter()

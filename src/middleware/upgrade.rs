@@ -81,18 +81,7 @@ pub async fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actix_web::http::header::HeaderValue;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                header::HeaderName::from_static(name),
-                HeaderValue::from_static(value),
-            );
-        }
-        map
-    }
+    use crate::test_support::header_map as headers;
 
     #[test]
     fn ordinary_requests_ask_nothing() {

@@ -69,17 +69,7 @@ pub fn cdn_response_headers(cdn: &HeaderMap) -> HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for (name, value) in pairs {
-            headers.append(
-                HeaderName::try_from(*name).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        headers
-    }
+    use crate::test_support::header_map as map;
 
     #[test]
     fn cross_origin_hop_drops_credentials_keeps_range() {
