@@ -29,7 +29,9 @@ use admin::Lifecycle;
 /// buffer is refilled only when nearly empty. With a larger threshold, a slow client's buffer
 /// is topped up while partly written, and `BytesMut` then doubles its capacity rather than
 /// move the unwritten part forward: 500 slow clients' memory grew from 111 MB to 145 MB over
-/// 30 s with 96 KiB. The size of each `send` is set by the chunks instead: `chunking`.
+/// 30 s with 96 KiB. Body chunks of 8 KiB or more skip the buffer altogether (the patched
+/// actix-http writes them from their own memory), so each of those goes out as it was read or
+/// gathered: `stream::chunking`.
 const CLIENT_WRITE_BUFFER: usize = 1024;
 
 /// Runs the mirror (and its admin listener) until SIGTERM or SIGINT, then shuts down

@@ -1,12 +1,13 @@
-//! Sizes the chunks of a body relayed to an HTTP/1.1 client to the pace that client reads at.
+//! Gathers the chunks of a body relayed to an HTTP/1.1 client that has shown it is fast.
 //!
-//! actix-http copies each chunk into the connection's write buffer, and that buffer keeps the
-//! largest capacity it ever needed. With the refill threshold kept tiny (see
-//! `CLIENT_WRITE_BUFFER` in `lib.rs`) the buffer is refilled only once it is nearly empty, so
-//! its capacity is bounded by the largest chunk: small chunks keep a stalled or slow client's
-//! memory small and flat. A client that takes data as fast as it is given gets large chunks
-//! instead, gathered from several upstream reads, so its `send`s stay large (one `send` per
-//! chunk): that costs a copy, and pays for itself only at loopback or LAN speeds.
+//! Chunks otherwise pass through as they were read: the patched actix-http writes a chunk of
+//! 8 KiB or more from its own memory instead of copying it into the connection's write buffer
+//! (patches/actix-http/PATCHES.md), and reads upstream grow for a consumer that keeps up and
+//! stay small for one that does not, so neither a fast nor a slow client needs its chunks cut.
+//! What still helps a fast client is gathering: an upstream that hands over small pieces (TLS
+//! records of 16 KiB, say) would otherwise cost one `send` per piece. Gathering copies, so it is
+//! kept for clients that take data fast; a slow client would hold the gathered copy until it
+//! is sent, as memory.
 
 use std::{
     pin::Pin,
@@ -17,14 +18,7 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 
-/// Largest chunk handed to a client that has not shown it is fast. With the 1 KiB refill
-/// threshold, actix-http's write buffer settles at 16–20 KiB per connection with chunks of at
-/// most this size; 16 KiB chunks let it double to 32 KiB after a while (slow clients' memory
-/// would then creep up instead of staying flat).
-pub const SLOW_CHUNK: usize = 12 * 1024;
-
-/// Largest chunk gathered for a fast client: 128 KiB is also what actix-http keeps of a write
-/// buffer between responses, so a fast connection's buffer is reused instead of reallocated.
+/// Largest chunk gathered for a fast client. Chunks read larger pass as they are.
 pub const FAST_CHUNK: usize = 128 * 1024;
 
 /// A client is fast when it takes data at this rate or more …
@@ -33,7 +27,7 @@ const FAST_RATE: u64 = 32_000_000;
 /// `tcp_wmem` maximum is 4 MiB), so a slow client whose kernel buffers swallow the first
 /// megabytes is not mistaken for a fast one.
 const PROVEN_AFTER: u64 = 8 << 20;
-/// A fast client that takes data slower than this goes back to small chunks.
+/// A fast client that takes data slower than this is no longer gathered for.
 const SLOW_RATE: u64 = 8_000_000;
 /// The rate is judged over windows of this much time spent waiting for the client, or of this
 /// many bytes, whichever comes first: single chunks come in bursts (a full socket buffer, a
@@ -41,7 +35,7 @@ const SLOW_RATE: u64 = 8_000_000;
 const WINDOW_TIME: Duration = Duration::from_millis(10);
 const WINDOW_BYTES: u64 = 1 << 20;
 
-/// How fast the client has been taking chunks; decides the size of the next one.
+/// How fast the client has been taking chunks; decides whether they are gathered.
 #[derive(Debug, Default)]
 pub struct Pace {
     window_bytes: u64,
@@ -76,24 +70,19 @@ impl Pace {
         }
     }
 
-    /// Largest chunk for the client now.
-    pub fn chunk_limit(&self) -> usize {
-        if self.fast {
-            FAST_CHUNK
-        } else {
-            SLOW_CHUNK
-        }
+    /// How far chunks are gathered for the client now: not at all until it is fast.
+    pub fn gather_limit(&self) -> Option<usize> {
+        self.fast.then_some(FAST_CHUNK)
     }
 }
 
-/// A body stream re-cut to the client's pace: upstream chunks are split (no copy) to at most
-/// `SLOW_CHUNK`, or, once the client has proven fast, gathered from what is already read up to
-/// `FAST_CHUNK`. Never waits to gather: what is there is sent. Errors and the end come through
-/// after every byte before them.
+/// A body stream whose small chunks are gathered, once the client has proven fast, from what
+/// is already read up to `FAST_CHUNK`. Never waits to gather: what is there is sent. Errors and
+/// the end come through after every byte before them.
 pub struct ClientChunks<S, E> {
     inner: S,
-    /// Read from `inner` but not yet handed on: the rest of a split chunk, a chunk that did not
-    /// fit into a gathered one, or an error that came after gathered bytes.
+    /// Read from `inner` but not yet handed on: a chunk that did not fit into a gathered one,
+    /// or an error that came after gathered bytes.
     held: Option<Result<Bytes, E>>,
     ended: bool,
     pace: Pace,
@@ -175,11 +164,10 @@ where
             Some(Ok(chunk)) => chunk,
             other => return Poll::Ready(other),
         };
-        let limit = this.pace.chunk_limit();
-        if chunk.len() > limit {
-            this.held = Some(Ok(chunk.split_off(limit)));
-        } else if chunk.len() < limit {
-            chunk = this.gather(chunk, limit, cx);
+        if let Some(limit) = this.pace.gather_limit() {
+            if chunk.len() < limit {
+                chunk = this.gather(chunk, limit, cx);
+            }
         }
         this.handed = Some((Instant::now(), chunk.len()));
         Poll::Ready(Some(Ok(chunk)))
@@ -201,10 +189,10 @@ mod tests {
         // 1 MiB in 1 ms is 1 GB/s; 7 of them are not yet enough.
         for _ in 0..7 {
             pace.taken(1 << 20, ms(1));
-            assert_eq!(pace.chunk_limit(), SLOW_CHUNK);
+            assert_eq!(pace.gather_limit(), None);
         }
         pace.taken(1 << 20, ms(1));
-        assert_eq!(pace.chunk_limit(), FAST_CHUNK);
+        assert_eq!(pace.gather_limit(), Some(FAST_CHUNK));
     }
 
     /// 1 MiB in 1 ms (1 GB/s), `n` times.
@@ -219,9 +207,9 @@ mod tests {
         let mut pace = Pace::default();
         taken_fast(&mut pace, 7);
         // 12 KiB in 20 ms is 0.6 MB/s: what a socket buffer swallowed is no proof.
-        pace.taken(SLOW_CHUNK, ms(20));
+        pace.taken(12 * 1024, ms(20));
         pace.taken(1 << 20, ms(1));
-        assert_eq!(pace.chunk_limit(), SLOW_CHUNK);
+        assert_eq!(pace.gather_limit(), None);
     }
 
     #[test]
@@ -239,28 +227,28 @@ mod tests {
                 },
             );
         }
-        assert_eq!(pace.chunk_limit(), FAST_CHUNK);
+        assert_eq!(pace.gather_limit(), Some(FAST_CHUNK));
     }
 
     #[test]
-    fn a_fast_client_that_slows_down_gets_small_chunks_again() {
+    fn a_fast_client_that_slows_down_is_no_longer_gathered_for() {
         let mut pace = Pace::default();
         taken_fast(&mut pace, 8);
         // 1 MiB in 20 ms (52 MB/s): slower than before, still not slow.
         pace.taken(1 << 20, ms(20));
-        assert_eq!(pace.chunk_limit(), FAST_CHUNK);
+        assert_eq!(pace.gather_limit(), Some(FAST_CHUNK));
         // 128 KiB in 100 ms: slow.
         pace.taken(FAST_CHUNK, ms(100));
-        assert_eq!(pace.chunk_limit(), SLOW_CHUNK);
+        assert_eq!(pace.gather_limit(), None);
         pace.taken(1 << 20, ms(1));
-        assert_eq!(pace.chunk_limit(), SLOW_CHUNK);
+        assert_eq!(pace.gather_limit(), None);
     }
 
     #[test]
     fn a_zero_duration_counts_as_fast_not_as_a_division_by_zero() {
         let mut pace = Pace::default();
         pace.taken(PROVEN_AFTER as usize, Duration::ZERO);
-        assert_eq!(pace.chunk_limit(), FAST_CHUNK);
+        assert_eq!(pace.gather_limit(), Some(FAST_CHUNK));
     }
 
     fn chunks(sizes: &[usize]) -> Vec<Result<Bytes, &'static str>> {
@@ -288,25 +276,28 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn large_chunks_are_split_small_ones_pass_whole_and_no_byte_moves() {
-        let input = chunks(&[32 * 1024, 100, SLOW_CHUNK, 5000]);
+    async fn chunks_pass_as_read_until_the_client_is_fast() {
+        let sizes = [512 * 1024, 100, 32 * 1024, 5000];
+        let input = chunks(&sizes);
         let expected = joined(&input);
         let out: Vec<_> = ClientChunks::new(futures_util::stream::iter(input))
             .collect()
             .await;
-        assert!(out.iter().all(|c| c.as_ref().unwrap().len() <= SLOW_CHUNK));
+        let out_sizes: Vec<usize> = out.iter().map(|c| c.as_ref().unwrap().len()).collect();
+        assert_eq!(out_sizes, sizes);
         assert_eq!(joined(&out), expected);
     }
 
     #[actix_rt::test]
     async fn a_fast_client_gets_what_is_ready_gathered_up_to_the_limit() {
-        let input = chunks(&[32 * 1024; 9]);
+        let input = chunks(&[32 * 1024, 32 * 1024, 256 * 1024, 16 * 1024, 16 * 1024]);
         let expected = joined(&input);
         let mut stream = ClientChunks::new(futures_util::stream::iter(input));
         stream.pace.fast = true;
         let out: Vec<_> = stream.collect().await;
         let sizes: Vec<usize> = out.iter().map(|c| c.as_ref().unwrap().len()).collect();
-        assert_eq!(sizes, [FAST_CHUNK, FAST_CHUNK, 32 * 1024]);
+        // Gathered up to the limit, a large chunk passed whole, small ones gathered again.
+        assert_eq!(sizes, [64 * 1024, 256 * 1024, 32 * 1024]);
         assert_eq!(joined(&out), expected);
     }
 

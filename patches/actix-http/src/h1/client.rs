@@ -32,6 +32,60 @@ pub struct ClientCodec {
 /// HTTP/1 Payload Codec
 pub struct ClientPayloadCodec {
     inner: ClientCodecInner,
+    /// hubferry: how much room the next read of the payload gets; see [`ReadSize`].
+    read_size: ReadSize,
+}
+
+/// hubferry: the room a payload read gets. A body relayed to a fast consumer is read in reads
+/// that grow while they come back full (the socket had more waiting) and the consumer asks for
+/// more at [`ReadSize::FAST_RATE`] or faster, doubling from the codec's usual 32 KiB up to
+/// [`ReadSize::MAX`]: at loopback or LAN speeds a 32 KiB read costs a system call and a trip
+/// through every layer above it per 32 KiB. A consumer that comes back slowly (a slow client
+/// behind a proxy, which holds each chunk until it is sent) goes back to 32 KiB reads at once,
+/// so it holds no more memory than before.
+///
+/// Room is made when the next read is due, not when a chunk is handed on: by then a consumer
+/// that is done with the last chunk has dropped it, and the buffer's allocation is reused
+/// instead of a second one being made while the chunk is still held.
+#[derive(Debug, Clone, Copy)]
+struct ReadSize {
+    size: usize,
+    /// When the last chunk was handed on, its length, and whether its read came back full.
+    last: Option<(std::time::Instant, usize, bool)>,
+}
+
+impl ReadSize {
+    const MIN: usize = super::HW;
+    const MAX: usize = 256 * 1024;
+    /// Bytes per second at which a consumer must ask for more for reads to grow.
+    const FAST_RATE: u64 = 64_000_000;
+
+    fn new() -> Self {
+        ReadSize {
+            size: Self::MIN,
+            last: None,
+        }
+    }
+
+    /// A chunk of `len` bytes is handed on now; `filled` says whether its read came back full.
+    fn handed(&mut self, len: usize, filled: bool, now: std::time::Instant) {
+        self.last = Some((now, len, filled));
+    }
+
+    /// The room for the read due now.
+    fn next(&mut self, now: std::time::Instant) -> usize {
+        if let Some((at, len, filled)) = self.last.take() {
+            let nanos = now.saturating_duration_since(at).as_nanos();
+            // Asked again within the time `len` bytes take at FAST_RATE.
+            let fast = nanos * u128::from(Self::FAST_RATE) <= len as u128 * 1_000_000_000;
+            self.size = match (fast, filled) {
+                (false, _) => Self::MIN,
+                (true, true) => (self.size * 2).min(Self::MAX),
+                (true, false) => self.size,
+            };
+        }
+        self.size
+    }
 }
 
 struct ClientCodecInner {
@@ -108,7 +162,10 @@ impl ClientCodec {
 
     /// Convert message codec to a payload codec
     pub fn into_payload_codec(self) -> ClientPayloadCodec {
-        ClientPayloadCodec { inner: self.inner }
+        ClientPayloadCodec {
+            inner: self.inner,
+            read_size: ReadSize::new(),
+        }
     }
 }
 
@@ -176,14 +233,32 @@ impl Decoder for ClientPayloadCodec {
 
         Ok(match self.inner.payload.as_mut().unwrap().decode(src)? {
             Some(PayloadItem::Chunk(chunk)) => {
-                reserve_readbuf(src);
+                // hubferry: the read that brought this chunk used all its room when none is
+                // left (the decoder took everything read, and the buffer keeps only the rest).
+                let filled = src.capacity() == src.len();
+                self.read_size
+                    .handed(chunk.len(), filled, std::time::Instant::now());
                 Some(Some(chunk))
             }
             Some(PayloadItem::Eof) => {
                 self.inner.payload.take();
                 Some(None)
             }
-            None => None,
+            None => {
+                // hubferry: a read is due; room for it (see `ReadSize`). An empty buffer gets
+                // about that room: its own allocation back when the consumer has let go of every
+                // chunk cut from it and it is not much larger, a new one otherwise (`reserve`
+                // would double it, and a large one kept would undo going back to small reads).
+                if src.capacity() - src.len() < super::LW {
+                    let size = self.read_size.next(std::time::Instant::now());
+                    if !src.is_empty() {
+                        src.reserve(size);
+                    } else if !(src.try_reclaim(size) && src.capacity() <= 2 * size) {
+                        *src = BytesMut::with_capacity(size);
+                    }
+                }
+                None
+            }
         })
     }
 }
@@ -236,5 +311,98 @@ impl Encoder<Message<(RequestHeadType, BodySize)>> for ClientCodec {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// hubferry: reads that come back full to a fast consumer double up to `ReadSize::MAX`, and
+    /// never beyond it.
+    #[test]
+    fn read_size_doubles_to_max_while_fast_and_filled() {
+        let mut read_size = ReadSize::new();
+        let now = Instant::now();
+
+        let mut sizes = Vec::new();
+        for _ in 0..6 {
+            let size = read_size.next(now);
+            sizes.push(size / 1024);
+            read_size.handed(size, true, now);
+        }
+        assert_eq!(sizes, [32, 64, 128, 256, 256, 256]);
+
+        read_size.handed(100 * ReadSize::MAX, true, now);
+        assert_eq!(read_size.next(now), ReadSize::MAX);
+    }
+
+    /// hubferry: a read that did not come back full keeps the size, however fast the consumer.
+    #[test]
+    fn read_size_stays_when_fast_but_not_filled() {
+        let mut read_size = ReadSize::new();
+        let now = Instant::now();
+        read_size.next(now);
+        read_size.handed(ReadSize::MIN, true, now);
+        assert_eq!(read_size.next(now), 2 * ReadSize::MIN);
+
+        // 64 KiB asked again after 1 ms: faster than 64 MB/s.
+        read_size.handed(64 * 1024, false, now);
+        assert_eq!(
+            read_size.next(now + Duration::from_millis(1)),
+            2 * ReadSize::MIN
+        );
+    }
+
+    /// hubferry: a consumer slower than `ReadSize::FAST_RATE` goes back to `ReadSize::MIN` at
+    /// once.
+    #[test]
+    fn read_size_back_to_min_when_slow() {
+        let mut read_size = ReadSize::new();
+        let now = Instant::now();
+        for _ in 0..4 {
+            let size = read_size.next(now);
+            read_size.handed(size, true, now);
+        }
+        assert_eq!(read_size.next(now), ReadSize::MAX);
+
+        // 256 KiB take 4.096 ms at 64 MB/s: asked again after 4 ms is fast, after 5 ms slow.
+        read_size.handed(ReadSize::MAX, true, now);
+        assert_eq!(
+            read_size.next(now + Duration::from_millis(4)),
+            ReadSize::MAX
+        );
+        read_size.handed(ReadSize::MAX, true, now);
+        assert_eq!(
+            read_size.next(now + Duration::from_millis(5)),
+            ReadSize::MIN
+        );
+    }
+
+    /// hubferry: once a chunk is handed on and the buffer is empty, the read that is due gets at
+    /// least `ReadSize::MIN` of room, also while the chunk is still held.
+    #[actix_rt::test]
+    async fn payload_decode_makes_room_for_the_next_read() {
+        let mut codec = ClientCodec::default();
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n"[..]);
+        assert!(codec.decode(&mut buf).unwrap().is_some());
+        let mut codec = codec.into_payload_codec();
+
+        // A read that used all its room.
+        let mut buf = BytesMut::from(&[b'x'; 1000][..]);
+        assert_eq!(buf.capacity(), buf.len());
+        let chunk = codec.decode(&mut buf).unwrap().unwrap().unwrap();
+        assert_eq!(chunk.len(), 1000);
+        assert!(buf.is_empty());
+
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(
+            buf.capacity() - buf.len() >= 32 * 1024,
+            "room for the next read: {}",
+            buf.capacity() - buf.len()
+        );
+        assert_eq!(chunk, &[b'x'; 1000][..]);
     }
 }

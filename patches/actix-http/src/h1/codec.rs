@@ -1,7 +1,7 @@
 use std::{fmt, io};
 
 use bitflags::bitflags;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::{Method, Version};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -169,6 +169,14 @@ impl Decoder for Codec {
         } else {
             Ok(None)
         }
+    }
+}
+
+impl Codec {
+    /// hubferry: a body chunk to write from its own memory after what the write buffer holds,
+    /// counted as encoded; `None` when its framing needs it copied into the buffer (chunked).
+    pub(crate) fn unframed_chunk(&mut self, chunk: &Bytes) -> Option<Bytes> {
+        self.encoder.unframed_chunk(chunk)
     }
 }
 

@@ -11,7 +11,7 @@ use std::{
 use actix_codec::{Framed, FramedParts};
 use actix_service::Service;
 use bitflags::bitflags;
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_core::ready;
 use pin_project_lite::pin_project;
 use tokio::{
@@ -42,6 +42,11 @@ const MAX_PIPELINED_MESSAGES: usize = 16;
 
 /// Write buffer capacity at which we reallocate it after flushing.
 const WRITE_BUFFER_RETENTION_LIMIT: usize = 1024 * 128;
+
+/// hubferry: body chunks of at least this size are written from their own memory (see
+/// `InnerDispatcher::write_chunk`) when their framing allows; smaller ones are still gathered in
+/// the write buffer, so a body of many small chunks keeps going out in few writes.
+const UNBUFFERED_CHUNK_MIN: usize = HW_BUFFER_SIZE;
 
 bitflags! {
     #[derive(Debug, Clone, Copy)]
@@ -196,6 +201,11 @@ pin_project! {
         // True if backing allocation of `write_buf` needs to be released.
         write_buf_needs_reset: bool,
 
+        // hubferry: a body chunk written after `write_buf`, from its own memory: copying a large
+        // chunk into the write buffer costs a pass over every byte and grows the buffer to the
+        // chunk's size. Nothing is added to `write_buf` while it is here.
+        write_chunk: Option<Bytes>,
+
         codec: Codec,
     }
 }
@@ -313,6 +323,7 @@ where
                     write_buf: BytesMut::with_capacity(HW_BUFFER_SIZE),
                     h1_write_buffer_size: config.h1_write_buffer_size(),
                     write_buf_needs_reset: false,
+                    write_chunk: None,
                     codec: Codec::new(config),
                 },
             },
@@ -358,6 +369,7 @@ where
             write_buf,
             h1_write_buffer_size,
             write_buf_needs_reset,
+            write_chunk,
             ..
         } = self.project();
         let mut io = Pin::new(io.as_mut().unwrap());
@@ -397,6 +409,21 @@ where
             *write_buf_needs_reset = false;
         } else {
             write_buf.clear();
+        }
+
+        // hubferry: then the chunk written from its own memory, which follows the buffer.
+        if let Some(chunk) = write_chunk {
+            while !chunk.is_empty() {
+                match io.as_mut().poll_write(cx, chunk)? {
+                    Poll::Ready(0) => {
+                        error!("write zero; closing");
+                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::WriteZero, "")));
+                    }
+                    Poll::Ready(n) => chunk.advance(n),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            *write_chunk = None;
         }
 
         // flush the I/O and check if get blocked
@@ -686,9 +713,19 @@ where
                 StateProj::SendPayload { mut body } => {
                     // keep populate writer buffer until buffer size limit hit,
                     // get blocked or finished.
-                    while this.write_buf.len() < *this.h1_write_buffer_size {
+                    // hubferry: or until a chunk waits to be written from its own memory.
+                    while this.write_chunk.is_none()
+                        && this.write_buf.len() < *this.h1_write_buffer_size
+                    {
                         match body.as_mut().poll_next(cx) {
                             Poll::Ready(Some(Ok(item))) => {
+                                // hubferry: a large chunk is not copied into the write buffer.
+                                if item.len() >= UNBUFFERED_CHUNK_MIN {
+                                    if let Some(chunk) = this.codec.unframed_chunk(&item) {
+                                        *this.write_chunk = Some(chunk).filter(|c| !c.is_empty());
+                                        continue;
+                                    }
+                                }
                                 this.codec
                                     .encode(Message::Chunk(Some(item)), this.write_buf)?;
                             }
@@ -1476,7 +1513,10 @@ where
                     }
 
                     // keep-alive and stream errors
-                    if state_is_none && inner_p.write_buf.is_empty() {
+                    if state_is_none
+                        && inner_p.write_buf.is_empty()
+                        && inner_p.write_chunk.is_none()
+                    {
                         if let Some(err) = inner_p.error.take() {
                             error!("stream error: {}", &err);
                             return Poll::Ready(Err(err));

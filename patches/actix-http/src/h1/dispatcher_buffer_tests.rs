@@ -57,7 +57,9 @@ impl AsyncWrite for LimitedWriter {
 
 /// Checks buffer retention and complete responses on a persistent HTTP/1 connection.
 ///
-/// - `body_len`: Response body length in bytes, sent as one chunk for each request.
+/// - `body_len`: Response body length in bytes, sent as one chunk for each request. The body
+///   is chunk-framed (hubferry: a large chunk of a body with a Content-Length is written from its
+///   own memory, not copied into the write buffer; a chunked body's chunks still are).
 /// - `threshold`: Configured HTTP/1 write-buffer watermark in bytes. The retention limit is
 ///   the larger of this value and `WRITE_BUFFER_RETENTION_LIMIT`.
 /// - `partial`: If true, block writes after `body_len - 1024` bytes, including headers,
@@ -76,7 +78,11 @@ async fn check_buffer_retention(body_len: usize, threshold: usize, partial: bool
     let services = HttpFlow::new(
         fn_service(move |_: Request| async move {
             // A single body chunk forces the output buffer to hold the large response.
-            Ok::<_, Error>(Response::ok().set_body(bytes::Bytes::from(vec![b'x'; body_len])))
+            // hubferry: chunk-framed, the framing whose chunks still go through the buffer.
+            let chunk = bytes::Bytes::from(vec![b'x'; body_len]);
+            let chunks = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(chunk)]);
+            let body = crate::body::BodyStream::new(chunks);
+            Ok::<_, Error>(Response::ok().set_body(body))
         }),
         ExpectHandler,
         None::<UpgradeHandler>,
@@ -149,7 +155,11 @@ async fn check_buffer_retention(body_len: usize, threshold: usize, partial: bool
         .position(|window| window == b"\r\n\r\n")
         .unwrap()
         + 4;
-    assert_eq!(&response[body_start..], vec![b'x'; body_len]);
+    // hubferry: the body's one chunk and the last, empty one.
+    let mut framed = format!("{body_len:X}\r\n").into_bytes();
+    framed.extend_from_slice(&vec![b'x'; body_len]);
+    framed.extend_from_slice(b"\r\n0\r\n\r\n");
+    assert_eq!(&response[body_start..], framed);
 
     // The connection must remain usable, including after a partial write.
     io.extend_read_buf("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");

@@ -10,13 +10,13 @@ use std::{
 
 use actix_codec::Framed;
 use actix_service::{fn_service, Service};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::future::lazy;
 use tokio::time::{sleep, timeout};
 
 use super::*;
 use crate::{
-    body::BoxBody,
+    body::{BodyStream, BoxBody, SizedStream},
     config::ServiceConfig,
     h1::{Codec, ExpectHandler, UpgradeHandler},
     service::HttpFlow,
@@ -1738,4 +1738,273 @@ async fn malformed_chunked_payload_is_reported_to_the_service_and_answered() {
         assert!(res.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{body:?}: {res}");
         assert!(res.contains("bad body: Invalid chunk"), "{body:?}: {res}");
     }
+}
+
+/// hubferry: `len` bytes that depend on `seed` and on their position (251 is prime to the chunk
+/// sizes used), so a chunk written out of order, twice, cut or shifted shows in a comparison.
+fn patterned_chunk(seed: u8, len: usize) -> Bytes {
+    (0..len)
+        .map(|i| ((i % 251) as u8).wrapping_add(seed.wrapping_mul(85)))
+        .collect()
+}
+
+/// hubferry: answers with `chunks` as a stream: with a Content-Length of `len` (`SizedStream`),
+/// or chunk-framed without one (`BodyStream`).
+fn chunks_service(
+    chunks: Vec<Bytes>,
+    len: Option<u64>,
+) -> impl Service<Request, Response = Response<BoxBody>, Error = Error> {
+    fn_service(move |_: Request| {
+        let stream = futures_util::stream::iter(
+            chunks
+                .clone()
+                .into_iter()
+                .map(Ok::<_, std::convert::Infallible>),
+        );
+        let body = match len {
+            Some(len) => BoxBody::new(SizedStream::new(len, stream)),
+            None => BoxBody::new(BodyStream::new(stream)),
+        };
+        ready(Ok::<_, Error>(Response::ok().set_body(body)))
+    })
+}
+
+/// hubferry: a response's head, as text, and its body.
+fn split_response(res: &[u8]) -> (String, &[u8]) {
+    let end = find_slice(res, b"\r\n\r\n", 0).expect("a response head") + 4;
+    (
+        String::from_utf8_lossy(&res[..end]).into_owned(),
+        &res[end..],
+    )
+}
+
+/// hubferry: large chunks of a body with a Content-Length follow the head on the wire whole and
+/// in order, and they are written from their own memory: the write buffer is not grown to hold
+/// them (it fails with every chunk copied into the write buffer).
+#[actix_rt::test]
+async fn large_sized_body_chunks_are_written_unbuffered_in_order() {
+    let chunks = (0..3)
+        .map(|seed| patterned_chunk(seed, 64 * 1024))
+        .collect::<Vec<_>>();
+    let body = chunks.concat();
+
+    let buf = TestBuffer::new("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let services = HttpFlow::new(
+        chunks_service(chunks, Some(body.len() as u64)),
+        ExpectHandler,
+        None::<UpgradeHandler>,
+    );
+    let h1 = Dispatcher::new(
+        buf.clone(),
+        services,
+        ServiceConfig::default(),
+        None,
+        OnConnectData::default(),
+    );
+    let mut h1 = pin!(h1);
+    let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+
+    // The whole response is written in one poll; the keep-alive connection then waits.
+    assert!(h1.as_mut().poll(&mut cx).is_pending());
+
+    let DispatcherState::Normal { inner } = &h1.inner else {
+        panic!("dispatcher is not in normal state")
+    };
+    assert!(inner.write_chunk.is_none());
+    assert!(
+        inner.write_buf.capacity() <= HW_BUFFER_SIZE,
+        "write buffer grew to {} bytes",
+        inner.write_buf.capacity()
+    );
+
+    let res = buf.take_write_buf();
+    let (head, res_body) = split_response(&res);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("content-length: 196608\r\n"), "{head}");
+    assert!(res_body == body, "body differs ({} bytes)", res_body.len());
+}
+
+/// hubferry: large chunks beyond a shorter Content-Length are cut at it, as in the buffered path.
+#[actix_rt::test]
+async fn large_chunks_are_cut_at_content_length() {
+    let chunks = (0..3)
+        .map(|seed| patterned_chunk(seed, 64 * 1024))
+        .collect::<Vec<_>>();
+    let body = chunks.concat();
+    let len = 64 * 1024 + 100;
+
+    let buf = TestBuffer::new("GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let services = HttpFlow::new(
+        chunks_service(chunks, Some(len as u64)),
+        ExpectHandler,
+        None::<UpgradeHandler>,
+    );
+    let h1 = Dispatcher::new(
+        buf.clone(),
+        services,
+        ServiceConfig::default(),
+        None,
+        OnConnectData::default(),
+    );
+
+    timeout(Duration::from_secs(1), h1)
+        .await
+        .expect("the dispatcher finishes")
+        .unwrap();
+
+    let res = buf.take_write_buf();
+    let (head, res_body) = split_response(&res);
+    assert!(head.contains("content-length: 65636\r\n"), "{head}");
+    assert!(
+        res_body == &body[..len],
+        "body differs ({} bytes)",
+        res_body.len()
+    );
+}
+
+/// hubferry: large chunks of a body without a length are still chunk-framed.
+#[actix_rt::test]
+async fn large_chunks_of_chunked_body_are_framed() {
+    let chunks = (0..3)
+        .map(|seed| patterned_chunk(seed, 64 * 1024))
+        .collect::<Vec<_>>();
+    let mut framed = Vec::new();
+    for chunk in &chunks {
+        framed.extend_from_slice(b"10000\r\n");
+        framed.extend_from_slice(chunk);
+        framed.extend_from_slice(b"\r\n");
+    }
+    framed.extend_from_slice(b"0\r\n\r\n");
+
+    let buf = TestBuffer::new("GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let services = HttpFlow::new(
+        chunks_service(chunks, None),
+        ExpectHandler,
+        None::<UpgradeHandler>,
+    );
+    let h1 = Dispatcher::new(
+        buf.clone(),
+        services,
+        ServiceConfig::default(),
+        None,
+        OnConnectData::default(),
+    );
+
+    timeout(Duration::from_secs(1), h1)
+        .await
+        .expect("the dispatcher finishes")
+        .unwrap();
+
+    let res = buf.take_write_buf();
+    let (head, res_body) = split_response(&res);
+    assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+    assert!(
+        res_body == framed,
+        "body differs ({} bytes)",
+        res_body.len()
+    );
+}
+
+/// hubferry: I/O that takes at most `max` bytes a write and is not ready for every second
+/// write, as a socket whose send buffer fills.
+struct ChoppyWriter {
+    io: TestBuffer,
+    max: usize,
+    ready: bool,
+}
+
+impl AsyncRead for ChoppyWriter {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ChoppyWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.ready = !self.ready;
+        if !self.ready {
+            // The test polls again itself; no wake-up is needed.
+            return Poll::Pending;
+        }
+        let len = buf.len().min(self.max);
+        Pin::new(&mut self.io).poll_write(cx, &buf[..len])
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// hubferry: a large chunk the I/O takes a part at a time is written over several polls, after
+/// what the write buffer holds, and a small chunk between two large ones keeps its place.
+#[actix_rt::test]
+async fn large_chunk_written_over_several_polls_in_order() {
+    let chunks = vec![
+        patterned_chunk(0, 64 * 1024),
+        patterned_chunk(1, 1000),
+        patterned_chunk(2, 64 * 1024),
+    ];
+    let body = chunks.concat();
+
+    let buf = TestBuffer::new("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let services = HttpFlow::new(
+        chunks_service(chunks, Some(body.len() as u64)),
+        ExpectHandler,
+        None::<UpgradeHandler>,
+    );
+    let io = ChoppyWriter {
+        io: buf.clone(),
+        max: 5000,
+        ready: false,
+    };
+    let h1 = Dispatcher::new(
+        io,
+        services,
+        ServiceConfig::default(),
+        None,
+        OnConnectData::default(),
+    );
+    let mut h1 = pin!(h1);
+    let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+
+    let mut polls_with_chunk_left = 0;
+    for _ in 0..100 {
+        assert!(h1.as_mut().poll(&mut cx).is_pending());
+
+        let DispatcherState::Normal { inner } = &h1.inner else {
+            panic!("dispatcher is not in normal state")
+        };
+        if inner.write_chunk.is_some() {
+            polls_with_chunk_left += 1;
+        }
+        assert!(
+            inner.write_buf.capacity() <= HW_BUFFER_SIZE,
+            "write buffer grew to {} bytes",
+            inner.write_buf.capacity()
+        );
+        if inner.state.is_none() && inner.write_chunk.is_none() {
+            break;
+        }
+    }
+    assert!(polls_with_chunk_left > 2, "{polls_with_chunk_left}");
+
+    let res = buf.take_write_buf();
+    let (head, res_body) = split_response(&res);
+    assert!(
+        head.contains(&format!("content-length: {}\r\n", body.len())),
+        "{head}"
+    );
+    assert!(res_body == body, "body differs ({} bytes)", res_body.len());
 }

@@ -6,7 +6,7 @@ use std::{
     slice::from_raw_parts_mut,
 };
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
     body::BodySize,
@@ -359,6 +359,11 @@ impl<T: MessageType> MessageEncoder<T> {
         self.te.encode_eof(buf)
     }
 
+    /// hubferry: see [`TransferEncoding::unframed`].
+    pub fn unframed_chunk(&mut self, msg: &Bytes) -> Option<Bytes> {
+        self.te.unframed(msg)
+    }
+
     /// Encode message.
     pub fn encode(
         &mut self,
@@ -487,6 +492,23 @@ impl TransferEncoding {
                     Ok(true)
                 }
             }
+        }
+    }
+
+    /// hubferry: `msg` as it goes on the wire, counted as encoded, when the framing adds
+    /// nothing to the bytes (a body with a Content-Length, cut to what is left of it, or one
+    /// that ends with the connection), so it can be written from its own memory instead of
+    /// being copied into the write buffer. `None` for a chunked body, whose framing surrounds
+    /// each chunk: that is encoded with [`TransferEncoding::encode`] as before.
+    pub fn unframed(&mut self, msg: &Bytes) -> Option<Bytes> {
+        match self.kind {
+            TransferEncodingKind::Eof => Some(msg.clone()),
+            TransferEncodingKind::Length(ref mut remaining) => {
+                let len = cmp::min(*remaining, msg.len() as u64);
+                *remaining -= len;
+                Some(msg.slice(..len as usize))
+            }
+            TransferEncodingKind::Chunked(_) => None,
         }
     }
 
