@@ -40,9 +40,11 @@ pub struct ClientPayloadCodec {
 /// that grow while they come back full (the socket had more waiting) and the consumer asks for
 /// more at [`ReadSize::FAST_RATE`] or faster, doubling from the codec's usual 32 KiB up to
 /// [`ReadSize::MAX`]: at loopback or LAN speeds a 32 KiB read costs a system call and a trip
-/// through every layer above it per 32 KiB. A consumer that comes back slowly (a slow client
-/// behind a proxy, which holds each chunk until it is sent) goes back to 32 KiB reads at once,
-/// so it holds no more memory than before.
+/// through every layer above it per 32 KiB. Reads grow only once the consumer has kept that
+/// pace for [`ReadSize::PROVEN_AFTER`] bytes in a row, more than a socket's send buffer holds:
+/// a proxy's slow client takes its first megabytes fast, into the kernel's buffers. A consumer
+/// that comes back slowly (a slow client behind a proxy, which holds each chunk until it is
+/// sent) goes back to 32 KiB reads at once, so it holds no more memory than before.
 ///
 /// Room is made when the next read is due, not when a chunk is handed on: by then a consumer
 /// that is done with the last chunk has dropped it, and the buffer's allocation is reused
@@ -52,6 +54,8 @@ struct ReadSize {
     size: usize,
     /// When the last chunk was handed on, its length, and whether its read came back full.
     last: Option<(std::time::Instant, usize, bool)>,
+    /// Bytes the consumer has taken at `FAST_RATE` or faster since it last did not.
+    fast_run: u64,
 }
 
 impl ReadSize {
@@ -59,11 +63,14 @@ impl ReadSize {
     const MAX: usize = 256 * 1024;
     /// Bytes per second at which a consumer must ask for more for reads to grow.
     const FAST_RATE: u64 = 64_000_000;
+    /// Linux's default `tcp_wmem` maximum is 4 MiB.
+    const PROVEN_AFTER: u64 = 8 << 20;
 
     fn new() -> Self {
         ReadSize {
             size: Self::MIN,
             last: None,
+            fast_run: 0,
         }
     }
 
@@ -78,7 +85,9 @@ impl ReadSize {
             let nanos = now.saturating_duration_since(at).as_nanos();
             // Asked again within the time `len` bytes take at FAST_RATE.
             let fast = nanos * u128::from(Self::FAST_RATE) <= len as u128 * 1_000_000_000;
-            self.size = match (fast, filled) {
+            self.fast_run = if fast { self.fast_run + len as u64 } else { 0 };
+            let proven = self.fast_run >= Self::PROVEN_AFTER;
+            self.size = match (fast && proven, filled) {
                 (false, _) => Self::MIN,
                 (true, true) => (self.size * 2).min(Self::MAX),
                 (true, false) => self.size,
@@ -320,12 +329,43 @@ mod tests {
 
     use super::*;
 
+    /// A `ReadSize` whose consumer has just proven fast: `PROVEN_AFTER` bytes taken at once.
+    fn proven(now: Instant) -> ReadSize {
+        let mut read_size = ReadSize::new();
+        read_size.handed(ReadSize::PROVEN_AFTER as usize, false, now);
+        assert_eq!(read_size.next(now), ReadSize::MIN);
+        read_size
+    }
+
+    /// hubferry: reads stay small until the consumer has taken `PROVEN_AFTER` bytes fast, then
+    /// they grow; a slow chunk on the way starts the proof again.
+    #[test]
+    fn read_size_grows_only_after_the_consumer_proved_fast() {
+        let mut read_size = ReadSize::new();
+        let now = Instant::now();
+        let full_reads = (ReadSize::PROVEN_AFTER as usize / ReadSize::MIN) - 1;
+        for _ in 0..full_reads {
+            read_size.handed(ReadSize::MIN, true, now);
+            assert_eq!(read_size.next(now), ReadSize::MIN);
+        }
+        // 32 KiB asked again after 1 s: slow; the run starts again.
+        read_size.handed(ReadSize::MIN, true, now);
+        assert_eq!(read_size.next(now + Duration::from_secs(1)), ReadSize::MIN);
+        read_size.handed(ReadSize::MIN, true, now);
+        assert_eq!(read_size.next(now), ReadSize::MIN);
+        for _ in 0..full_reads {
+            read_size.handed(ReadSize::MIN, true, now);
+            read_size.next(now);
+        }
+        assert_eq!(read_size.next(now), 2 * ReadSize::MIN);
+    }
+
     /// hubferry: reads that come back full to a fast consumer double up to `ReadSize::MAX`, and
     /// never beyond it.
     #[test]
     fn read_size_doubles_to_max_while_fast_and_filled() {
-        let mut read_size = ReadSize::new();
         let now = Instant::now();
+        let mut read_size = proven(now);
 
         let mut sizes = Vec::new();
         for _ in 0..6 {
@@ -342,9 +382,8 @@ mod tests {
     /// hubferry: a read that did not come back full keeps the size, however fast the consumer.
     #[test]
     fn read_size_stays_when_fast_but_not_filled() {
-        let mut read_size = ReadSize::new();
         let now = Instant::now();
-        read_size.next(now);
+        let mut read_size = proven(now);
         read_size.handed(ReadSize::MIN, true, now);
         assert_eq!(read_size.next(now), 2 * ReadSize::MIN);
 
@@ -360,8 +399,8 @@ mod tests {
     /// once.
     #[test]
     fn read_size_back_to_min_when_slow() {
-        let mut read_size = ReadSize::new();
         let now = Instant::now();
+        let mut read_size = proven(now);
         for _ in 0..4 {
             let size = read_size.next(now);
             read_size.handed(size, true, now);
