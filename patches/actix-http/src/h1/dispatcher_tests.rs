@@ -1769,6 +1769,28 @@ fn chunks_service(
     })
 }
 
+/// hubferry: what a `Connection: close` GET answered by [`chunks_service`] writes, in full.
+async fn served_to_close(chunks: Vec<Bytes>, len: Option<u64>) -> Bytes {
+    let buf = TestBuffer::new("GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let services = HttpFlow::new(
+        chunks_service(chunks, len),
+        ExpectHandler,
+        None::<UpgradeHandler>,
+    );
+    let h1 = Dispatcher::new(
+        buf.clone(),
+        services,
+        ServiceConfig::default(),
+        None,
+        OnConnectData::default(),
+    );
+    timeout(Duration::from_secs(1), h1)
+        .await
+        .expect("the dispatcher finishes")
+        .unwrap();
+    buf.take_write_buf()
+}
+
 /// hubferry: a response's head, as text, and its body.
 fn split_response(res: &[u8]) -> (String, &[u8]) {
     let end = find_slice(res, b"\r\n\r\n", 0).expect("a response head") + 4;
@@ -1833,26 +1855,7 @@ async fn large_chunks_are_cut_at_content_length() {
     let body = chunks.concat();
     let len = 64 * 1024 + 100;
 
-    let buf = TestBuffer::new("GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    let services = HttpFlow::new(
-        chunks_service(chunks, Some(len as u64)),
-        ExpectHandler,
-        None::<UpgradeHandler>,
-    );
-    let h1 = Dispatcher::new(
-        buf.clone(),
-        services,
-        ServiceConfig::default(),
-        None,
-        OnConnectData::default(),
-    );
-
-    timeout(Duration::from_secs(1), h1)
-        .await
-        .expect("the dispatcher finishes")
-        .unwrap();
-
-    let res = buf.take_write_buf();
+    let res = served_to_close(chunks, Some(len as u64)).await;
     let (head, res_body) = split_response(&res);
     assert!(head.contains("content-length: 65636\r\n"), "{head}");
     assert!(
@@ -1876,26 +1879,7 @@ async fn large_chunks_of_chunked_body_are_framed() {
     }
     framed.extend_from_slice(b"0\r\n\r\n");
 
-    let buf = TestBuffer::new("GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    let services = HttpFlow::new(
-        chunks_service(chunks, None),
-        ExpectHandler,
-        None::<UpgradeHandler>,
-    );
-    let h1 = Dispatcher::new(
-        buf.clone(),
-        services,
-        ServiceConfig::default(),
-        None,
-        OnConnectData::default(),
-    );
-
-    timeout(Duration::from_secs(1), h1)
-        .await
-        .expect("the dispatcher finishes")
-        .unwrap();
-
-    let res = buf.take_write_buf();
+    let res = served_to_close(chunks, None).await;
     let (head, res_body) = split_response(&res);
     assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
     assert!(
