@@ -137,32 +137,28 @@ mod tests {
     use actix_web::error::PayloadError;
     use futures_util::StreamExt;
 
-    #[actix_rt::test]
-    async fn idle_guard_passes_chunks_and_checks_length() {
-        let chunks = vec![
-            Ok::<_, PayloadError>(Bytes::from_static(b"abc")),
-            Ok(Bytes::from_static(b"de")),
-        ];
+    /// What a guard expecting `expected` bytes yields for these chunks.
+    async fn guarded(chunks: &[&'static [u8]], expected: u64) -> Vec<std::io::Result<Bytes>> {
+        let chunks = chunks
+            .iter()
+            .map(|c| Ok::<_, PayloadError>(Bytes::from_static(c)));
         let mut guard = IdleGuard::new(
             futures_util::stream::iter(chunks),
             Duration::from_secs(5),
             ("registry", "docker.io"),
             "test",
         );
-        guard.expected = Some(5);
-        let got: Vec<_> = guard.collect().await;
+        guard.expected = Some(expected);
+        guard.collect().await
+    }
+
+    #[actix_rt::test]
+    async fn idle_guard_passes_chunks_and_checks_length() {
+        let got = guarded(&[b"abc", b"de"], 5).await;
         assert_eq!(got.len(), 2);
         assert!(got.iter().all(Result::is_ok));
 
-        let short = vec![Ok::<_, PayloadError>(Bytes::from_static(b"abc"))];
-        let mut guard = IdleGuard::new(
-            futures_util::stream::iter(short),
-            Duration::from_secs(5),
-            ("registry", "docker.io"),
-            "test",
-        );
-        guard.expected = Some(5);
-        let got: Vec<_> = guard.collect().await;
+        let got = guarded(&[b"abc"], 5).await;
         assert_eq!(got.len(), 2);
         assert_eq!(
             got[1].as_ref().unwrap_err().kind(),
