@@ -60,7 +60,7 @@ struct ReadSize {
 
 impl ReadSize {
     const MIN: usize = super::HW;
-    const MAX: usize = 256 * 1024;
+    const MAX: usize = 512 * 1024;
     /// Bytes per second at which a consumer must ask for more for reads to grow.
     const FAST_RATE: u64 = 64_000_000;
     /// Linux's default `tcp_wmem` maximum is 4 MiB.
@@ -368,12 +368,12 @@ mod tests {
         let mut read_size = proven(now);
 
         let mut sizes = Vec::new();
-        for _ in 0..6 {
+        for _ in 0..7 {
             let size = read_size.next(now);
             sizes.push(size / 1024);
             read_size.handed(size, true, now);
         }
-        assert_eq!(sizes, [32, 64, 128, 256, 256, 256]);
+        assert_eq!(sizes, [32, 64, 128, 256, 512, 512, 512]);
 
         read_size.handed(100 * ReadSize::MAX, true, now);
         assert_eq!(read_size.next(now), ReadSize::MAX);
@@ -401,21 +401,21 @@ mod tests {
     fn read_size_back_to_min_when_slow() {
         let now = Instant::now();
         let mut read_size = proven(now);
-        for _ in 0..4 {
+        for _ in 0..5 {
             let size = read_size.next(now);
             read_size.handed(size, true, now);
         }
         assert_eq!(read_size.next(now), ReadSize::MAX);
 
-        // 256 KiB take 4.096 ms at 64 MB/s: asked again after 4 ms is fast, after 5 ms slow.
+        // 512 KiB take 8.192 ms at 64 MB/s: asked again after 8 ms is fast, after 9 ms slow.
         read_size.handed(ReadSize::MAX, true, now);
         assert_eq!(
-            read_size.next(now + Duration::from_millis(4)),
+            read_size.next(now + Duration::from_millis(8)),
             ReadSize::MAX
         );
         read_size.handed(ReadSize::MAX, true, now);
         assert_eq!(
-            read_size.next(now + Duration::from_millis(5)),
+            read_size.next(now + Duration::from_millis(9)),
             ReadSize::MIN
         );
     }
