@@ -20,6 +20,13 @@ use super::LogFormat;
 /// so around a MiB at most) for the output to catch up before lines are dropped.
 pub const QUEUE_LINES: usize = 4096;
 
+/// How long the writing thread waits after writing out before it looks at the queue again.
+/// Lines queued meanwhile wait for it without waking it: at a busy mirror's thousands of lines
+/// a second, waking the thread for each line (a futex wake from the worker, a context switch,
+/// a `write` per line) cost about a tenth of the CPU time of a proxied manifest request. A
+/// line waits at most this long to be written.
+const GATHER: Duration = Duration::from_millis(10);
+
 /// Line buffers larger than this are not kept for reuse after a long line.
 const SPARE_CAPACITY: usize = 4096;
 
@@ -74,8 +81,9 @@ pub fn spawn(
 }
 
 /// The writing thread: lines in the order queued, as many at a time as are waiting, flushed
-/// whenever the queue is empty. Output errors (a closed pipe) lose the line, as env_logger's
-/// own targets do: there is nowhere left to report them.
+/// whenever the queue is empty, then a pause of [`GATHER`] for the next lines to gather. Output
+/// errors (a closed pipe) lose the line, as env_logger's own targets do: there is nowhere left
+/// to report them.
 fn write_out(out: impl Write, queued: Receiver<Message>, spare: SyncSender<Vec<u8>>) {
     let mut out = io::BufWriter::with_capacity(64 * 1024, out);
     while let Ok(first) = queued.recv() {
@@ -97,6 +105,7 @@ fn write_out(out: impl Write, queued: Receiver<Message>, spare: SyncSender<Vec<u
             next = queued.try_recv().ok();
         }
         let _ = out.flush();
+        std::thread::sleep(GATHER);
     }
 }
 

@@ -101,10 +101,9 @@ fn forwarded_for(incoming: &HeaderMap, peer_ip: Option<IpAddr>) -> Option<String
 
 /// The headers a client receives from an upstream response: all of them but hop-by-hop ones.
 /// Framing (`Content-Length`) is decided by the body the relay builds.
-pub fn client_response_headers(upstream: &HeaderMap) -> HeaderMap {
-    let mut headers = upstream.clone();
-    strip_hop_by_hop(&mut headers);
-    headers
+pub fn client_response_headers(mut upstream: HeaderMap) -> HeaderMap {
+    strip_hop_by_hop(&mut upstream);
+    upstream
 }
 
 #[cfg(test)]

@@ -247,14 +247,20 @@ pub(super) async fn forward(
         .await?
     };
 
-    let upstream_headers = response.headers();
+    // Taken out of the response, not copied: this runs for every proxied request, and the
+    // relay needs only the response's status and body.
+    let mut upstream_headers = header::HeaderMap::new();
+    let response = response.map_body(|head, body| {
+        upstream_headers = std::mem::take(&mut head.headers);
+        body
+    });
     let header_text = |name: &str| upstream_headers.get(name).and_then(|v| v.to_str().ok());
     worker.metrics.saw_ratelimit(
         header_text("ratelimit-limit"),
         header_text("ratelimit-remaining"),
     );
     let mut headers = if from_cdn {
-        cdn::cdn_response_headers(upstream_headers)
+        cdn::cdn_response_headers(&upstream_headers)
     } else {
         headers::client_response_headers(upstream_headers)
     };

@@ -198,6 +198,13 @@ struct Inner {
 
 impl Default for Inner {
     fn default() -> Self {
+        Self::with_date_service(DateService::new())
+    }
+}
+
+impl Inner {
+    /// hubferry: the defaults, with the given date service.
+    fn with_date_service(date_service: DateService) -> Self {
         Self {
             keep_alive: KeepAlive::default(),
             client_request_timeout: Duration::from_secs(5),
@@ -205,7 +212,7 @@ impl Default for Inner {
             secure: false,
             local_addr: None,
             tcp_nodelay: None,
-            date_service: DateService::new(),
+            date_service,
             h1_allow_half_closed: true,
             h1_write_buffer_size: DEFAULT_H1_WRITE_BUFFER_SIZE,
             h2_conn_window_size: DEFAULT_H2_CONN_WINDOW_SIZE,
@@ -216,6 +223,13 @@ impl Default for Inner {
 }
 
 impl ServiceConfig {
+    /// hubferry: the default configuration with a date that is refreshed on use instead of by a task of
+    /// its own ([`DateService::on_demand`]): for a codec made per request, as the HTTP/1.1
+    /// client's is.
+    pub(crate) fn on_demand_date() -> ServiceConfig {
+        ServiceConfig(Rc::new(Inner::with_date_service(DateService::on_demand())))
+    }
+
     /// Create instance of `ServiceConfig`.
     pub fn new(
         keep_alive: KeepAlive,

@@ -110,8 +110,10 @@ struct ClientCodecInner {
 }
 
 impl Default for ClientCodec {
+    /// hubferry: awc makes one for every request: its date is refreshed on use, without a task and a
+    /// timer of its own (see [`ServiceConfig::on_demand_date`]).
     fn default() -> Self {
-        ClientCodec::new(ServiceConfig::default())
+        ClientCodec::new(ServiceConfig::on_demand_date())
     }
 }
 
@@ -328,6 +330,27 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+    use crate::RequestHead;
+
+    /// hubferry: see `DateService::on_demand`.
+    #[test]
+    fn a_default_codec_spawns_nothing_and_dates_its_requests() {
+        // No runtime here: a codec whose date service spawned a task (as every codec awc made
+        // did, one per request) would panic.
+        let mut codec = ClientCodec::default();
+        let mut head = RequestHead::default();
+        head.uri = http::Uri::from_static("/v2/");
+        let mut dst = BytesMut::new();
+        codec
+            .encode(
+                Message::Item((RequestHeadType::Owned(head), BodySize::Sized(0))),
+                &mut dst,
+            )
+            .unwrap();
+        let text = String::from_utf8(dst.to_vec()).unwrap();
+        assert!(text.starts_with("GET /v2/ HTTP/1.1\r\n"), "{text}");
+        assert!(text.contains("date: "), "{text}");
+    }
 
     /// A `ReadSize` whose consumer has just proven fast: `PROVEN_AFTER` bytes taken at once.
     fn proven(now: Instant) -> ReadSize {
