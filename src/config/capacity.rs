@@ -9,7 +9,7 @@
 //! fast as they can), about 100 KiB for an HTTP/2 stream read at full speed and 45 KiB for one
 //! that is not read; with only 16 fast HTTP/1.1 downloads, 250 KiB each, fixed costs included.
 //! [`STREAM_COST`] budgets 256 KiB, the worst of these, about twice the usual. A download read
-//! faster than 64 MB/s holds up to 512 KiB more (upstream reads grow for it: patches/actix-http,
+//! faster than 64 MB/s holds up to 384 KiB more (upstream reads grow for it: patches/actix-http,
 //! change 4); a link carries few of those at once (about 20 on 10 Gbit/s), and [`RESERVE`]
 //! covers them.
 

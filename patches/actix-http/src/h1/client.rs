@@ -60,7 +60,7 @@ struct ReadSize {
 
 impl ReadSize {
     const MIN: usize = super::HW;
-    const MAX: usize = 512 * 1024;
+    const MAX: usize = 384 * 1024;
     /// Bytes per second at which a consumer must ask for more for reads to grow.
     const FAST_RATE: u64 = 64_000_000;
     /// Linux's default `tcp_wmem` maximum is 4 MiB.
@@ -396,7 +396,7 @@ mod tests {
             sizes.push(size / 1024);
             read_size.handed(size, true, now);
         }
-        assert_eq!(sizes, [32, 64, 128, 256, 512, 512, 512]);
+        assert_eq!(sizes, [32, 64, 128, 256, 384, 384, 384]);
 
         read_size.handed(100 * ReadSize::MAX, true, now);
         assert_eq!(read_size.next(now), ReadSize::MAX);
@@ -430,15 +430,15 @@ mod tests {
         }
         assert_eq!(read_size.next(now), ReadSize::MAX);
 
-        // 512 KiB take 8.192 ms at 64 MB/s: asked again after 8 ms is fast, after 9 ms slow.
+        // 384 KiB take 6.144 ms at 64 MB/s: asked again after 6 ms is fast, after 7 ms slow.
         read_size.handed(ReadSize::MAX, true, now);
         assert_eq!(
-            read_size.next(now + Duration::from_millis(8)),
+            read_size.next(now + Duration::from_millis(6)),
             ReadSize::MAX
         );
         read_size.handed(ReadSize::MAX, true, now);
         assert_eq!(
-            read_size.next(now + Duration::from_millis(9)),
+            read_size.next(now + Duration::from_millis(7)),
             ReadSize::MIN
         );
     }
