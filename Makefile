@@ -3,8 +3,10 @@
 CARGO ?= cargo
 # Debian packages the integration tests drive for real: the upstream registry (distribution),
 # nginx as the blob CDN, skopeo, containerd (ctr), curl and openssl (s_client) as clients,
-# chromium (headless) to render the landing page. Test keys and certificates come from rcgen.
-TEST_PACKAGES := docker-registry nginx-light skopeo containerd openssl curl ca-certificates chromium
+# chromium (headless) to render the landing page; egress proxies (tinyproxy for HTTP, microsocks
+# for SOCKS5) and a DNS server of the tests' own (pebble's challtestsrv). Test keys and
+# certificates come from rcgen.
+TEST_PACKAGES := docker-registry nginx-light skopeo containerd openssl curl ca-certificates chromium tinyproxy microsocks pebble
 RUN_ARGS ?=
 # What `make bench` adds: load generators (wrk, h2load) besides the test packages.
 BENCH_PACKAGES := wrk nghttp2-client

@@ -118,6 +118,14 @@ pub enum ProxyError {
         phase: &'static str,
         limit: std::time::Duration,
     },
+    /// An egress proxy failed on the way to the upstream: down, refused the destination, or
+    /// asked for other credentials. `failure` names the proxy (never its password).
+    #[display("{failure} (for upstream {upstream}, {url})")]
+    EgressProxy {
+        upstream: UpstreamName,
+        url: String,
+        failure: String,
+    },
     /// A redirect chain that does not end: a loop or more hops than allowed.
     #[display("upstream {upstream}: {reason}")]
     BadRedirect {
@@ -252,6 +260,7 @@ impl ProxyError {
         match self {
             ProxyError::Unreachable { .. }
             | ProxyError::Timeout { .. }
+            | ProxyError::EgressProxy { .. }
             | ProxyError::BadRedirect { .. } => "UNAVAILABLE",
             ProxyError::BadRequest(_) => "NAME_INVALID",
             ProxyError::CatalogUnsupported => "UNSUPPORTED",
@@ -288,6 +297,7 @@ impl ProxyError {
         match self {
             ProxyError::Unreachable { .. }
             | ProxyError::Timeout { .. }
+            | ProxyError::EgressProxy { .. }
             | ProxyError::BadRedirect { .. }
             | ProxyError::UpstreamToken { .. } => ErrorSource::Registry,
             ProxyError::Overloaded { .. } => ErrorSource::Internal,
@@ -318,6 +328,10 @@ impl ProxyError {
             } => format!("upstream {upstream} did not {phase} in time"),
             ProxyError::BadRedirect { upstream, .. } => {
                 format!("upstream {upstream} sent a redirect the mirror does not follow")
+            }
+            // Which proxy, and why, is in the log: its address is of the mirror's network.
+            ProxyError::EgressProxy { upstream, .. } => {
+                format!("the mirror's egress proxy failed on the way to upstream {upstream}")
             }
             ProxyError::Denied { .. } => "access is not allowed by this mirror".to_owned(),
             ProxyError::TooManyRequests {
@@ -369,6 +383,7 @@ impl ProxyError {
         match self {
             ProxyError::Unreachable { .. } => "connect",
             ProxyError::Timeout { .. } => "timeout",
+            ProxyError::EgressProxy { .. } => "proxy",
             ProxyError::BadRedirect { .. } => "redirect",
             ProxyError::BadRequest(_)
             | ProxyError::UnknownUpstream(_)
@@ -387,9 +402,9 @@ impl ProxyError {
 impl ResponseError for ProxyError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ProxyError::Unreachable { .. } | ProxyError::BadRedirect { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::Unreachable { .. }
+            | ProxyError::EgressProxy { .. }
+            | ProxyError::BadRedirect { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::CatalogUnsupported

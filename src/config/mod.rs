@@ -13,7 +13,7 @@ use url::Url;
 use crate::{
     net::{client_addr::Cidr, origin::ServerName},
     policy::images::ImagePolicy,
-    upstream::{egress, registries::Registries},
+    upstream::{egress, proxy, proxy::Route, registries::Registries},
 };
 // Built here, defined where they are used.
 pub use crate::{
@@ -61,6 +61,8 @@ pub struct Config {
     pub extra_roots: Vec<CertificateDer<'static>>,
     /// Every registry mirrored, Docker Hub's (`upstream`) among them.
     pub registries: Registries,
+    /// How upstream connections leave: the proxy (if any) and the DNS servers.
+    pub egress: Egress,
     pub timeouts: Timeouts,
     pub redirect: RedirectPolicy,
     pub resume: ResumePolicy,
@@ -129,6 +131,25 @@ impl StreamCap {
     pub fn max(self) -> usize {
         match self {
             StreamCap::Set(max) | StreamCap::Derived { max, .. } => max,
+        }
+    }
+}
+
+/// `[egress]`: how connections to upstreams leave this host.
+#[derive(Debug, Clone, Default)]
+pub struct Egress {
+    /// For every upstream without a `proxy` of its own.
+    pub route: Route,
+    /// `egress.dns`; empty: the system's resolver.
+    pub dns: Vec<SocketAddr>,
+}
+
+impl Egress {
+    /// The route of the upstream with this `proxy` setting.
+    pub fn route_of(&self, own: Option<&proxy::ProxyChoice>) -> Route {
+        match own {
+            Some(choice) => choice.route(&self.route.bypass),
+            None => self.route.clone(),
         }
     }
 }
@@ -205,7 +226,8 @@ fn invalid(key: &str, problem: impl fmt::Display) -> ConfigError {
 
 impl Config {
     /// Where the upstream client may connect without the public-address check: Docker Hub's
-    /// URLs, every configured registry and every configured realm (see `upstream::egress`).
+    /// URLs, every configured registry and every configured realm, and every egress proxy
+    /// (see `upstream::egress`).
     pub fn egress_policy(&self) -> egress::Policy {
         let hub = [
             &self.docker_hub.registry,
@@ -217,19 +239,33 @@ impl Config {
             .all()
             .iter()
             .flat_map(|u| std::iter::once(&u.registry).chain(u.realm.as_ref()));
+        let routes: Vec<Route> = self
+            .registries
+            .all()
+            .iter()
+            .map(|u| self.egress.route_of(u.proxy.as_ref()))
+            .collect();
         egress::Policy::new(
             self.redirect.allow_private,
             hub.into_iter().chain(registries),
+        )
+        .trusting_proxies(
+            self.egress
+                .route
+                .proxies()
+                .chain(routes.iter().flat_map(Route::proxies)),
         )
     }
 
     /// Loads defaults < file < environment < flags and validates the result.
     pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
-        let env = std::env::vars().filter(|(k, _)| k.starts_with("HUBFERRY_"));
+        let env = std::env::vars()
+            .filter(|(k, _)| k.starts_with("HUBFERRY_") || proxy::ENV_VARS.contains(&k.as_str()));
         Self::load_from(flags, env)
     }
 
-    /// As [`Config::load`], with the environment given explicitly (tests).
+    /// As [`Config::load`], with the environment given explicitly (tests): `HUBFERRY_*`
+    /// settings and the proxy variables curl reads (`upstream::proxy::ENV_VARS`).
     ///
     /// Two stages, each reporting every problem it finds: the values, each on its own (and
     /// the file's unknown keys); then, once every value parses, the checks between settings
@@ -239,6 +275,9 @@ impl Config {
         flags: &Flags,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        let (proxy_env, env): (Vec<_>, Vec<_>) = env
+            .into_iter()
+            .partition(|(k, _)| proxy::ENV_VARS.contains(&k.as_str()));
         let (layers, ignored_env) = layers::merge(flags, env)?;
         let mut problems = layers::unknown_keys(&layers);
         let raw = settings::Raw::read(&layers).map_err(|found| problems.extend(found));
@@ -246,7 +285,7 @@ impl Config {
             Ok(raw) if problems.is_empty() => raw,
             _ => return Err(ConfigError { problems }),
         };
-        let mut config = validate::config(raw)?;
+        let mut config = validate::config(raw, &proxy_env)?;
         config.ignored_env = ignored_env;
         Ok(config)
     }

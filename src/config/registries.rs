@@ -14,7 +14,10 @@ use crate::{
     auth::users::{Credentials, Secret},
     net::origin::ServerName,
     proxy::target::is_name_component,
-    upstream::registries::{self, Registries, Registry, DOCKER_HUB},
+    upstream::{
+        proxy::ProxyChoice,
+        registries::{self, Registries, Registry, DOCKER_HUB},
+    },
 };
 
 /// One `[[upstreams]]` entry. Docker Hub's is configured by `[upstream]`; an entry named
@@ -35,6 +38,8 @@ pub struct RawRegistry {
     username: Option<String>,
     password: Option<String>,
     password_file: FilePath,
+    /// This registry's own egress proxy (its CDN redirects go the same way), or `none`.
+    proxy: Option<String>,
 }
 
 /// Docker Hub (from `[upstream]`), the built-in registries, then `[[upstreams]]`: an entry with
@@ -66,6 +71,7 @@ pub fn registries(
         host_names: Vec::new(),
         forward_credentials: false,
         credentials: hub_credentials,
+        proxy: None,
     }];
     for (name, url) in registries::BUILT_IN {
         list.push(Registry {
@@ -76,6 +82,7 @@ pub fn registries(
             host_names: Vec::new(),
             forward_credentials: false,
             credentials: None,
+            proxy: None,
         });
     }
     let mut problems = Problems::default();
@@ -195,6 +202,12 @@ fn entry_registry(
         None => Ok(existing.is_some_and(|e| e.forward_credentials)),
     });
     let credentials = own.or_else(|| existing.and_then(|e| e.credentials.clone()));
+    let proxy = problems.take(match &entry.proxy {
+        Some(text) if !text.trim().is_empty() => ProxyChoice::parse(text)
+            .map(Some)
+            .map_err(|e| invalid(&key("proxy"), e)),
+        _ => Ok(existing.and_then(|e| e.proxy.clone())),
+    });
     problems.finish(())?;
     Ok(Registry {
         name,
@@ -204,6 +217,7 @@ fn entry_registry(
         host_names,
         forward_credentials: forward_credentials.expect("no problem, so parsed"),
         credentials,
+        proxy: proxy.expect("no problem, so parsed"),
     })
 }
 
@@ -228,14 +242,7 @@ pub fn credentials(
         }
         (Some(password), None) => Some(password.to_owned()),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| invalid(&key("password_file"), format!("{}: {e}", path.display())))?;
-            let text = text.strip_suffix('\n').unwrap_or(&text);
-            let text = text.strip_suffix('\r').unwrap_or(text);
-            if text.is_empty() {
-                return Err(invalid(&key("password_file"), "the file is empty"));
-            }
-            Some(text.to_owned())
+            Some(read_secret_file(path).map_err(|e| invalid(&key("password_file"), e))?)
         }
         (None, None) => None,
     };
@@ -257,6 +264,17 @@ pub fn credentials(
             "a password is set without a username",
         )),
     }
+}
+
+/// A password kept in a file, read once at start-up; one trailing newline is not part of it.
+pub fn read_secret_file(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    if text.is_empty() {
+        return Err("the file is empty".to_owned());
+    }
+    Ok(text.to_owned())
 }
 
 /// A `true` or `false` inside an `[[upstreams]]` entry, its problem named by `key`.

@@ -13,14 +13,20 @@
 use super::{
     registries::RawRegistry,
     values::{
-        AuthMode, Blank, Bool, Count, FilePath, List, Listen, MaxStreams, PublicUrl, Span,
-        UpstreamUrl, U32, USIZE,
+        AuthMode, Blank, Bool, Count, DnsServer, FilePath, List, Listen, MaxStreams, PublicUrl,
+        Span, UpstreamUrl, U32, USIZE,
     },
     LogFormat, DEFAULT_ADMIN_LISTEN,
 };
 use crate::{
-    auth::users::Secret, net::client_addr::Cidr, net::origin::ServerName, policy::images::Pattern,
-    upstream::registries::DOCKER_HUB,
+    auth::users::Secret,
+    net::client_addr::Cidr,
+    net::origin::ServerName,
+    policy::images::Pattern,
+    upstream::{
+        proxy::{Bypass, ProxyChoice},
+        registries::DOCKER_HUB,
+    },
 };
 
 /// One setting, as the flags, the layers and the README see it.
@@ -223,6 +229,35 @@ settings! {
         key: "upstream.ca_file",
         flag: "--ca-file" "FILE",
         help: "Extra PEM CA certificates to trust for upstreams, on top of the standard web roots",
+    }
+    // Unset, the conventional variables decide (see `upstream::proxy`).
+    egress_proxy: Blank<ProxyChoice> {
+        key: "egress.proxy",
+        shown: "from `https_proxy`, `http_proxy`, `all_proxy` (either case); else none",
+        flag: "--egress-proxy" "URL",
+        help: "Proxy every upstream connection goes through: http://[user:pass@]host:port \
+               (CONNECT for https upstreams), socks5://host:port (hubferry resolves names) or \
+               socks5h://host:port (the proxy does); none to ignore the variables",
+    }
+    egress_no_proxy: List<Bypass> {
+        key: "egress.no_proxy",
+        shown: "from `no_proxy` (either case); else none",
+        flag: "--no-proxy" "HOST" repeated,
+        help: "Destinations that go direct, not through the proxy: host names (with their \
+               subdomains), .domain suffixes, addresses, CIDR networks, or *",
+    }
+    egress_proxy_password_file: FilePath {
+        key: "egress.proxy_password_file",
+        flag: "--egress-proxy-password-file" "FILE",
+        help: "File holding the password of egress.proxy's user (so it is not on a command \
+               line); the URL then names the user only",
+    }
+    egress_dns: List<DnsServer> {
+        key: "egress.dns",
+        shown: "the system's resolver",
+        flag: "--dns" "IP[:PORT]" repeated,
+        help: "DNS servers to resolve every upstream, CDN and proxy name with (UDP, then TCP), \
+               instead of the system's; answers are cached for their TTL",
     }
     // Generous timeouts: the whole point of a mirror is a slow, long-haul link to Docker Hub.
     timeouts_connect: Span {

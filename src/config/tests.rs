@@ -1112,3 +1112,141 @@ fn assert_names(err: &ConfigError, keys: &[&str]) {
         );
     }
 }
+
+#[test]
+fn the_egress_proxy_comes_from_the_setting_or_the_conventional_variables() {
+    use crate::upstream::proxy::ProxyKind;
+    // The setting wins over the variables; no_proxy falls back to the variable.
+    let config = load(
+        &["--egress-proxy", "socks5h://127.0.0.1:1080"],
+        &[("https_proxy", "http://env:3128"), ("NO_PROXY", ".corp")],
+    )
+    .unwrap();
+    let route = &config.egress.route;
+    assert_eq!(route.https.as_ref().unwrap().kind, ProxyKind::Socks5h);
+    assert_eq!(route.http, route.https);
+    assert_eq!(route.bypass.len(), 1);
+    // The variables, per scheme, when the setting is unset.
+    let config = load(
+        &["--no-proxy", "10.0.0.0/8,registry.corp"],
+        &[("HTTPS_PROXY", "http://env:3128"), ("no_proxy", "ignored")],
+    )
+    .unwrap();
+    let route = &config.egress.route;
+    assert_eq!(route.https.as_ref().unwrap().host, "env");
+    assert!(route.http.is_none());
+    assert_eq!(route.bypass.len(), 2);
+    // `none`: the variables are ignored.
+    let config = load(
+        &["--egress-proxy", "none"],
+        &[("https_proxy", "http://env:3128")],
+    )
+    .unwrap();
+    assert!(config.egress.route.is_direct());
+    // Bad values are named by where they came from; no password is shown.
+    let err = load(&[], &[("http_proxy", "ftp://u:secret@x:1")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("environment variable http_proxy"), "{err}");
+    assert!(!err.contains("secret"), "{err}");
+    let err = load(&["--egress-proxy", "https://p:1"], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("egress.proxy"), "{err}");
+    let err = load(&["--dns", "resolver.example"], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("egress.dns"), "{err}");
+    let config = load(&["--dns", "1.1.1.1,127.0.0.1:5353,[::1]:53"], &[]).unwrap();
+    assert_eq!(
+        config.egress.dns,
+        ["1.1.1.1:53", "127.0.0.1:5353", "[::1]:53"].map(|a| a.parse::<SocketAddr>().unwrap())
+    );
+}
+
+#[test]
+fn the_egress_proxy_password_can_come_from_a_file() {
+    let dir = tempfile_dir("proxy-password");
+    let file = dir.join("password");
+    std::fs::write(&file, "s3cret\n").unwrap();
+    let path = file.to_str().unwrap();
+    let config = load(
+        &[
+            "--egress-proxy",
+            "http://mirror@proxy:3128",
+            "--egress-proxy-password-file",
+            path,
+        ],
+        &[],
+    )
+    .unwrap();
+    let login = config
+        .egress
+        .route
+        .https
+        .as_ref()
+        .unwrap()
+        .login
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (login.user.as_str(), login.password.as_str()),
+        ("mirror", "s3cret")
+    );
+    let err = load(
+        &[
+            "--egress-proxy",
+            "http://proxy:3128",
+            "--egress-proxy-password-file",
+            path,
+        ],
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("names no user"), "{err}");
+    let err = load(&["--egress-proxy-password-file", path], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("egress.proxy is not"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn an_upstream_has_its_own_proxy_and_every_proxy_is_trusted() {
+    use crate::upstream::proxy::ProxyChoice;
+    let config = with_file(
+        "upstream-proxy",
+        "[egress]\nproxy = \"http://10.1.2.3:3128\"\nno_proxy = [\".corp\"]\n\n\
+         [[upstreams]]\nname = \"docker.io\"\nproxy = \"none\"\n\n\
+         [[upstreams]]\nname = \"ghcr.io\"\nproxy = \"socks5h://10.9.9.9:1080\"\n",
+        &[],
+    )
+    .unwrap();
+    let hub = config.registries.docker_hub();
+    assert_eq!(hub.proxy, Some(ProxyChoice::Direct));
+    assert!(config.egress.route_of(hub.proxy.as_ref()).is_direct());
+    let ghcr = config.registries.get("ghcr.io").unwrap();
+    let route = config.egress.route_of(ghcr.proxy.as_ref());
+    assert_eq!(route.https.as_ref().unwrap().host, "10.9.9.9");
+    // The default's no_proxy still applies.
+    assert!(route.proxy_for(true, "registry.corp", 443).is_none());
+    let quay = config.registries.get("quay.io").unwrap();
+    assert_eq!(
+        config.egress.route_of(quay.proxy.as_ref()),
+        config.egress.route
+    );
+    // Configured proxies may be on private addresses, as configured upstreams may.
+    let policy = config.egress_policy();
+    assert!(policy.trusts("10.1.2.3", 3128));
+    assert!(policy.trusts("10.9.9.9", 1080));
+    assert!(!policy.trusts("10.9.9.9", 80));
+    let err = with_file(
+        "upstream-proxy-bad",
+        "[[upstreams]]\nname = \"ghcr.io\"\nproxy = \"gopher://x\"\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("upstreams[ghcr.io].proxy"), "{err}");
+}

@@ -6,18 +6,20 @@ use std::num::NonZeroUsize;
 
 use super::{
     auth, invalid,
-    registries::{credentials, registries},
+    registries::{credentials, read_secret_file, registries},
     settings::Raw,
     values::{FilePath, List, MaxStreams},
-    AccessPolicy, Config, ConfigError, DockerHub, Limits, Problems, RedirectPolicy, ResumePolicy,
-    StreamCap, Timeouts, TlsListener,
+    AccessPolicy, Config, ConfigError, DockerHub, Egress, Limits, Problems, RedirectPolicy,
+    ResumePolicy, StreamCap, Timeouts, TlsListener,
 };
 use crate::{
     config::capacity,
     policy::images::{ImagePolicy, Pattern, PatternList},
+    upstream::proxy::Route,
 };
 
-pub fn config(mut raw: Raw) -> Result<Config, ConfigError> {
+/// `proxy_env`: the proxy variables of the environment (`upstream::proxy::ENV_VARS`).
+pub fn config(mut raw: Raw, proxy_env: &[(String, String)]) -> Result<Config, ConfigError> {
     let mut problems = Problems::default();
     let workers = match raw.workers {
         Some(count) => NonZeroUsize::new(count.usize()).expect("at least 1 by its type"),
@@ -49,6 +51,7 @@ pub fn config(mut raw: Raw) -> Result<Config, ConfigError> {
     let managed = registries
         .as_ref()
         .and_then(|registries| problems.take(auth::managed(&raw, registries)));
+    let egress = problems.take(egress(&raw, proxy_env));
     let tls = problems.take(tls(&raw));
     if raw.listen.0.is_none() && matches!(tls, Some(None)) {
         problems.take::<()>(Err(invalid(
@@ -58,8 +61,8 @@ pub fn config(mut raw: Raw) -> Result<Config, ConfigError> {
     }
     let allow = problems.take(patterns("images.allow", &raw.images_allow));
     let deny = problems.take(patterns("images.deny", &raw.images_deny));
-    let (Some(registries), Some(managed), Some(tls), Some(allow), Some(deny)) =
-        (registries, managed, tls, allow, deny)
+    let (Some(registries), Some(managed), Some(tls), Some(allow), Some(deny), Some(egress)) =
+        (registries, managed, tls, allow, deny, egress)
     else {
         return Err(ConfigError {
             problems: problems.0,
@@ -89,6 +92,7 @@ pub fn config(mut raw: Raw) -> Result<Config, ConfigError> {
         docker_hub,
         extra_roots,
         registries,
+        egress,
         timeouts: Timeouts {
             connect: raw.timeouts_connect.0,
             response_headers: raw.timeouts_response_headers.0,
@@ -139,6 +143,67 @@ fn extra_roots(
         }
         None => Ok(Vec::new()),
     }
+}
+
+/// The default egress route: `egress.proxy` (with its password file) and `egress.no_proxy`
+/// when set, else what the environment's proxy variables say; and the DNS servers.
+fn egress(raw: &Raw, proxy_env: &[(String, String)]) -> Result<Egress, ConfigError> {
+    let from_env = Route::from_env(|name| {
+        proxy_env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    });
+    let env_bypass = || {
+        from_env
+            .as_ref()
+            .map(|r| r.bypass.clone())
+            .unwrap_or_default()
+    };
+    let bypass = match raw.egress_no_proxy.0.is_empty() {
+        false => raw.egress_no_proxy.0.clone(),
+        true => env_bypass(),
+    };
+    let password_file = &raw.egress_proxy_password_file.0;
+    let mut route = match &raw.egress_proxy.0 {
+        Some(choice) => choice.route(&bypass),
+        None if password_file.is_some() => {
+            return Err(invalid(
+                "egress.proxy_password_file",
+                "is set but egress.proxy is not",
+            ))
+        }
+        None => {
+            let mut route = from_env.map_err(|problems| ConfigError {
+                problems: problems
+                    .into_iter()
+                    .map(|p| format!("environment variable {p}"))
+                    .collect(),
+            })?;
+            route.bypass = bypass;
+            route
+        }
+    };
+    if let Some(path) = password_file {
+        let password =
+            read_secret_file(path).map_err(|e| invalid("egress.proxy_password_file", e))?;
+        let proxies = [route.https.as_mut(), route.http.as_mut()];
+        for proxy in proxies.into_iter().flatten() {
+            match &mut proxy.login {
+                Some(login) => login.password = password.clone(),
+                None => {
+                    return Err(invalid(
+                        "egress.proxy_password_file",
+                        "egress.proxy names no user (http://USER@host:port) to give it to",
+                    ))
+                }
+            }
+        }
+    }
+    Ok(Egress {
+        route,
+        dns: raw.egress_dns.0.iter().map(|server| server.0).collect(),
+    })
 }
 
 fn tls(raw: &Raw) -> Result<Option<TlsListener>, ConfigError> {

@@ -10,7 +10,11 @@ use url::Url;
 
 use super::LogFormat;
 use crate::{
-    auth::users::Secret, net::client_addr::Cidr, net::origin::ServerName, policy::images::Pattern,
+    auth::users::Secret,
+    net::client_addr::Cidr,
+    net::origin::ServerName,
+    policy::images::Pattern,
+    upstream::proxy::{Bypass, ProxyChoice},
 };
 
 /// A value type of a setting: what it is parsed from, and what its problems say.
@@ -333,6 +337,41 @@ impl Leaf for Pattern {
     const EXPECTED: &'static str = "an image pattern";
     fn parse(text: &str) -> Result<Self, String> {
         Pattern::parse(text)
+    }
+}
+
+impl Leaf for ProxyChoice {
+    const EXPECTED: &'static str =
+        "a proxy URL such as http://proxy.corp:3128 or socks5h://127.0.0.1:1080, or none";
+    fn parse(text: &str) -> Result<Self, String> {
+        ProxyChoice::parse(text)
+    }
+}
+
+impl Leaf for Bypass {
+    const EXPECTED: &'static str = "a host name, .domain, address or CIDR network";
+    fn parse(text: &str) -> Result<Self, String> {
+        Bypass::parse(text)
+    }
+}
+
+/// A DNS server: an address, with the port when it is not 53.
+#[derive(Debug, Clone, Copy)]
+pub struct DnsServer(pub SocketAddr);
+
+impl Leaf for DnsServer {
+    const EXPECTED: &'static str = "a DNS server's address, such as 1.1.1.1 or 127.0.0.1:5353";
+    fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(DnsServer(addr));
+        }
+        let bare = text.trim_start_matches('[').trim_end_matches(']');
+        bare.parse::<std::net::IpAddr>()
+            .map(|ip| DnsServer(SocketAddr::new(ip, 53)))
+            .map_err(|_| {
+                format!("'{text}' is not a DNS server's address such as 1.1.1.1 or [::1]:5353")
+            })
     }
 }
 

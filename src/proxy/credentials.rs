@@ -208,6 +208,7 @@ mod tests {
             host_names: Vec::new(),
             forward_credentials,
             credentials: None,
+            proxy: None,
         }
     }
 

@@ -202,6 +202,7 @@ pub(super) async fn forward(
         redirects: 0,
     };
     access_log::Notes::trace(req, trace);
+    let client = worker.clients.for_registry(out.registry);
     let followable =
         matches!(body, RequestBody::None) && matches!(out.method, Method::GET | Method::HEAD);
     // Only GETs of blobs by digest: the same bytes whenever asked (see `resume`).
@@ -212,7 +213,7 @@ pub(super) async fn forward(
         && resume::is_blob_by_digest(req.path()))
     .then(|| {
         redirect::resumer(
-            &worker.client,
+            client,
             &out,
             config.redirect,
             config.timeouts,
@@ -224,7 +225,7 @@ pub(super) async fn forward(
     let mut from_cdn = false;
     let response = if policy.follow_redirects && followable {
         let followed = redirect::follow(
-            &worker.client,
+            client,
             out,
             &config.redirect,
             &config.timeouts,
@@ -237,14 +238,7 @@ pub(super) async fn forward(
         from_cdn = followed.upstream == redirect::CDN;
         followed.response
     } else {
-        client::send(
-            &worker.client,
-            &out,
-            body,
-            &config.timeouts,
-            &worker.metrics,
-        )
-        .await?
+        client::send(client, &out, body, &config.timeouts, &worker.metrics).await?
     };
 
     // Taken out of the response, not copied: this runs for every proxied request, and the

@@ -426,7 +426,7 @@ async fn fetch_upstream_token(
     };
     let config = &worker.config;
     let mut response = client::send(
-        &worker.client,
+        worker.clients.for_registry(out.registry),
         &out,
         RequestBody::None,
         &config.timeouts,

@@ -113,7 +113,7 @@ async fn learn_realms(
     };
     let config = &worker.config;
     let response = client::send(
-        &worker.client,
+        worker.clients.for_registry(out.registry),
         &out,
         RequestBody::None,
         &config.timeouts,

@@ -16,7 +16,8 @@ use crate::{
     middleware::{access_control, access_log, upgrade},
     routes,
     upstream::{
-        client::{build_client, tls_config},
+        client::tls_config,
+        clients::{ClientSettings, Clients},
         realms::Realms,
     },
     worker::Worker,
@@ -105,12 +106,20 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     let mut server = HttpServer::new(move || {
         // Built here, once per worker: awc clients are not Send.
         let worker = Worker {
-            client: build_client(
-                tls.clone(),
-                &shared.timeouts,
-                shared.limits.upstream_pool,
-                shared.egress_policy(),
-            ),
+            clients: Clients::new(ClientSettings {
+                tls: tls.clone(),
+                timeouts: &shared.timeouts,
+                pool: shared.limits.upstream_pool,
+                policy: shared.egress_policy(),
+                dns: &shared.egress.dns,
+                default_route: shared.egress.route.clone(),
+                routes: shared
+                    .registries
+                    .all()
+                    .iter()
+                    .map(|r| (r.label(), shared.egress.route_of(r.proxy.as_ref())))
+                    .collect(),
+            }),
             config: shared.clone(),
             metrics: shared_metrics.clone(),
             realms: realms.clone(),

@@ -1,5 +1,6 @@
 //! The per-worker upstream client: building it (rustls, timeouts, no redirects, the egress
-//! guard in its connector) and sending one request, its body framed as the client's was.
+//! connector with its guard and proxy) and sending one request, its body framed as the
+//! client's was.
 
 use std::{sync::Arc, time::Duration};
 
@@ -8,7 +9,10 @@ use actix_web::{
     http::{header, header::HeaderMap, Method},
     web,
 };
-use awc::error::{ConnectError, SendRequestError};
+use awc::{
+    error::{ConnectError, SendRequestError},
+    http::{uri::PathAndQuery, StatusCode, Uri},
+};
 use bytes::Bytes;
 use futures_util::future::{select, Either};
 use rustls::{pki_types::CertificateDer, ClientConfig, RootCertStore};
@@ -19,7 +23,11 @@ use crate::{
     metrics::Metrics,
     net::redact,
     stream::upload,
-    upstream::egress,
+    upstream::{
+        connector::{EgressConnector, ProxyFailed},
+        egress,
+        proxy::{self, ProxyKind},
+    },
 };
 
 /// How long each phase of an upstream exchange may take.
@@ -52,29 +60,92 @@ pub fn tls_config(extra_roots: &[CertificateDer<'static>]) -> Result<Arc<ClientC
     Ok(Arc::new(config))
 }
 
-/// One worker's client. Redirects are off (the redirect resolver sees every 3xx), the total
-/// request timeout is off (we time the phases ourselves), and no default headers are added so
-/// the client's own `User-Agent` goes through.
-/// `pool` caps the connections this worker holds open to upstreams (0: no cap); one blob
-/// stream holds one connection for its whole length. `egress` decides where it may connect.
+/// One worker's client for one egress route. Redirects are off (the redirect resolver sees
+/// every 3xx), the total request timeout is off (we time the phases ourselves), and no default
+/// headers are added so the client's own `User-Agent` goes through.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    http: awc::Client,
+    connector: EgressConnector,
+}
+
+/// `pool` caps the connections this client holds open to upstreams (0: no cap); one blob
+/// stream holds one connection for its whole length. `connector` decides where and how it
+/// connects.
 pub fn build_client(
     tls: Arc<ClientConfig>,
     timeouts: &Timeouts,
     pool: usize,
-    egress: egress::Policy,
-) -> awc::Client {
-    let connector = awc::Connector::new()
-        .connector(egress::GuardedConnector::new(egress))
+    connector: EgressConnector,
+) -> UpstreamClient {
+    let connecting = awc::Connector::new()
+        .connector(connector.clone())
         .rustls_0_23(tls)
         .timeout(timeouts.connect)
         .handshake_timeout(timeouts.connect)
         .limit(pool);
-    awc::Client::builder()
-        .connector(connector)
+    let http = awc::Client::builder()
+        .connector(connecting)
         .disable_redirects()
         .disable_timeout()
         .no_default_headers()
-        .finish()
+        .finish();
+    UpstreamClient { http, connector }
+}
+
+/// Where a request goes on the wire: its URL, or, for a plain-HTTP upstream behind an HTTP
+/// proxy, the proxy with the whole URL as the target (absolute form, RFC 9112 §3.2.2) and the
+/// proxy's credentials.
+struct Target {
+    uri: Uri,
+    proxy: Option<(String, Option<String>)>,
+}
+
+impl UpstreamClient {
+    async fn target(&self, out: &Outgoing) -> Result<Target, ProxyError> {
+        let url = &out.url;
+        let plain = url.scheme() == "http";
+        let (host, port) = (
+            url.host_str().unwrap_or_default(),
+            url.port_or_known_default().unwrap_or(80),
+        );
+        let proxy = match self.connector.route().proxy_for(!plain, host, port) {
+            Some(proxy) if plain && proxy.kind == ProxyKind::Http => proxy.clone(),
+            // Direct, or a tunnel the connector opens: the request is as it would be direct.
+            _ => {
+                let uri = Uri::try_from(url.as_str()).map_err(|e| ProxyError::Unreachable {
+                    upstream: out.upstream,
+                    url: redact::shown(url),
+                    reason: format!("not a URL the client can send: {e}"),
+                })?;
+                return Ok(Target { uri, proxy: None });
+            }
+        };
+        // The proxy connects, not hubferry: the policy judges what it can beforehand.
+        self.connector
+            .check_remote(host, port)
+            .await
+            .map_err(|err| connect_error(out, err))?;
+        let uri = PathAndQuery::try_from(url.as_str())
+            .map_err(|e| e.to_string())
+            .and_then(|target| {
+                Uri::builder()
+                    .scheme("http")
+                    .authority(format!("{}:{}", proxy.host, proxy.port))
+                    .path_and_query(target)
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|reason| ProxyError::Unreachable {
+                upstream: out.upstream,
+                url: redact::shown(url),
+                reason: format!("not a URL a proxy can be sent: {reason}"),
+            })?;
+        Ok(Target {
+            uri,
+            proxy: Some((proxy.to_string(), proxy.basic_authorization())),
+        })
+    }
 }
 
 /// One request to an upstream, fully described.
@@ -169,7 +240,7 @@ pub type UpstreamResponse = awc::ClientResponse;
 /// since an upload of many GB has no sensible total limit. A client's body that fails is its
 /// own error, not counted against the upstream.
 pub async fn send(
-    client: &awc::Client,
+    client: &UpstreamClient,
     out: &Outgoing,
     body: RequestBody,
     timeouts: &Timeouts,
@@ -186,15 +257,98 @@ pub async fn send(
 }
 
 async fn send_timed(
-    client: &awc::Client,
+    client: &UpstreamClient,
     out: &Outgoing,
     body: RequestBody,
     timeouts: &Timeouts,
 ) -> Result<UpstreamResponse, ProxyError> {
-    let mut request = client
-        .request(out.method.clone(), out.url.as_str())
-        .no_decompress();
-    *request.headers_mut() = out.headers.clone();
+    let target = client.target(out).await?;
+    let request = || {
+        let mut request = client
+            .http
+            .request(out.method.clone(), target.uri.clone())
+            .no_decompress();
+        match &target.proxy {
+            None => *request.headers_mut() = out.headers.clone(),
+            Some((_, credentials)) => {
+                *request.headers_mut() = proxy::fold_repeated_fields(&out.headers);
+                if let Some(value) = credentials.as_ref().and_then(|c| c.parse().ok()) {
+                    request
+                        .headers_mut()
+                        .insert(header::PROXY_AUTHORIZATION, value);
+                }
+            }
+        }
+        request
+    };
+    let response = match body {
+        RequestBody::None if matches!(out.method, Method::GET | Method::HEAD) => {
+            send_again_if_closed(request, out, timeouts).await?
+        }
+        body => send_request(request(), out, body, timeouts).await?,
+    };
+    match &target.proxy {
+        // The proxy's own answer to an absolute-form request, not the registry's.
+        Some((proxy, _)) if response.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED => {
+            Err(ProxyError::EgressProxy {
+                upstream: out.upstream,
+                url: redact::shown(&out.url),
+                failure: ProxyFailed {
+                    proxy: proxy.clone(),
+                    reason: "asks for credentials (407 Proxy Authentication Required); give \
+                             them in the proxy URL"
+                        .to_owned(),
+                }
+                .to_string(),
+            })
+        }
+        _ => Ok(response),
+    }
+}
+
+/// A bodiless GET or HEAD, asked again once, on a new connection, when the kept-alive
+/// connection it went out on turns out closed before any answer (RFC 9112 §9.3.1 lets a client
+/// retry an idempotent request then). A server or proxy may close an idle connection at any
+/// moment, and the close can cross the next request on the wire: tinyproxy, for one, closes
+/// after every answer without saying so.
+async fn send_again_if_closed(
+    request: impl Fn() -> awc::ClientRequest,
+    out: &Outgoing,
+    timeouts: &Timeouts,
+) -> Result<UpstreamResponse, ProxyError> {
+    let mut asked_again = false;
+    loop {
+        let sending = request().send_body(awc::body::None::new());
+        match actix_rt::time::timeout(timeouts.response_headers, sending).await {
+            Ok(Err(SendRequestError::Connect(ConnectError::Disconnected))) if !asked_again => {
+                log::debug!(
+                    "{} {}: the connection closed before an answer; asking again",
+                    out.method,
+                    redact::shown(&out.url)
+                );
+                asked_again = true;
+            }
+            Ok(result) => return result.map_err(|e| send_error(out, e, timeouts)),
+            Err(_) => return Err(headers_timeout(out, timeouts)),
+        }
+    }
+}
+
+fn headers_timeout(out: &Outgoing, timeouts: &Timeouts) -> ProxyError {
+    ProxyError::Timeout {
+        upstream: out.upstream,
+        url: redact::shown(&out.url),
+        phase: "send response headers",
+        limit: timeouts.response_headers,
+    }
+}
+
+async fn send_request(
+    request: awc::ClientRequest,
+    out: &Outgoing,
+    body: RequestBody,
+    timeouts: &Timeouts,
+) -> Result<UpstreamResponse, ProxyError> {
     let sending = match body {
         RequestBody::None if anticipates_content(&out.method) => {
             // awc sends `()` as `Content-Length: 0`, which a POST or PUT needs: without it a
@@ -228,12 +382,7 @@ async fn send_timed(
     };
     match actix_rt::time::timeout(timeouts.response_headers, sending).await {
         Ok(result) => result.map_err(|e| send_error(out, e, timeouts)),
-        Err(_) => Err(ProxyError::Timeout {
-            upstream: out.upstream,
-            url: redact::shown(&out.url),
-            phase: "send response headers",
-            limit: timeouts.response_headers,
-        }),
+        Err(_) => Err(headers_timeout(out, timeouts)),
     }
 }
 
@@ -257,6 +406,36 @@ async fn send_upload(
     }
 }
 
+/// A connector's error that is not awc's own: the policy's refusal, or a proxy's failure.
+fn connect_error(out: &Outgoing, err: actix_tls::connect::ConnectError) -> ProxyError {
+    send_error_of_connect(out, ConnectError::from(err))
+}
+
+fn send_error_of_connect(out: &Outgoing, err: ConnectError) -> ProxyError {
+    let url = redact::shown(&out.url);
+    match err {
+        // A redirect target the egress policy refused (not a DNS failure).
+        ConnectError::Resolver(err) if err.downcast_ref::<egress::Refused>().is_some() => {
+            ProxyError::BadRedirect {
+                upstream: out.upstream,
+                reason: format!("{err} (redirected to {url})"),
+            }
+        }
+        ConnectError::Resolver(err) if err.downcast_ref::<ProxyFailed>().is_some() => {
+            ProxyError::EgressProxy {
+                upstream: out.upstream,
+                url,
+                failure: err.to_string(),
+            }
+        }
+        other => ProxyError::Unreachable {
+            upstream: out.upstream,
+            url,
+            reason: other.to_string(),
+        },
+    }
+}
+
 fn send_error(out: &Outgoing, err: SendRequestError, timeouts: &Timeouts) -> ProxyError {
     let url = redact::shown(&out.url);
     match err {
@@ -266,14 +445,8 @@ fn send_error(out: &Outgoing, err: SendRequestError, timeouts: &Timeouts) -> Pro
             phase: "accept the connection",
             limit: timeouts.connect,
         },
-        // A redirect target the egress policy refused (not a DNS failure).
-        SendRequestError::Connect(ConnectError::Resolver(err))
-            if err.downcast_ref::<egress::Refused>().is_some() =>
-        {
-            ProxyError::BadRedirect {
-                upstream: out.upstream,
-                reason: format!("{err} (redirected to {url})"),
-            }
+        SendRequestError::Connect(err @ ConnectError::Resolver(_)) => {
+            send_error_of_connect(out, err)
         }
         SendRequestError::Timeout => ProxyError::Timeout {
             upstream: out.upstream,

@@ -4,26 +4,19 @@
 //! one hostile or compromised upstream (or a spoofed CDN URL) turns the mirror into a proxy to
 //! its own loopback, the cloud metadata service (169.254.169.254) or the private network (SSRF).
 //!
-//! The check runs inside the client's TCP connector, on the addresses it is about to connect
-//! to, after name resolution: a host name that resolves to a public address when checked and to
-//! a private one when connected (DNS rebinding) cannot slip through.
+//! The check runs inside the client's TCP connector (`upstream::connector`), on the addresses
+//! it is about to connect to, after name resolution: a host name that resolves to a public
+//! address when checked and to a private one when connected (DNS rebinding) cannot slip
+//! through.
 
 use std::{
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    rc::Rc,
 };
 
-use actix_rt::net::TcpStream;
-use actix_service::Service;
-use actix_tls::connect::{
-    tcp::TcpConnectorService, ConnectError, ConnectInfo, Connection, ResolverService,
-};
-use awc::http::Uri;
-use futures_util::future::LocalBoxFuture;
 use url::Url;
 
-use crate::net::embedded_ipv4::embedded_ipv4;
+use crate::{net::embedded_ipv4::embedded_ipv4, upstream::proxy::Proxy};
 
 /// Why `ip` is not a public unicast address (its kind, for error messages), or `None` when it
 /// is one. IPv4 inside IPv6 (mapped `::ffff:a.b.c.d`, compatible `::a.b.c.d`, NAT64
@@ -123,7 +116,16 @@ impl Policy {
         }
     }
 
-    fn trusts(&self, host: &str, port: u16) -> bool {
+    /// Also trusted: the egress proxies, configured as the upstreams are (a company's proxy
+    /// is often on a private address).
+    pub fn trusting_proxies<'a>(mut self, proxies: impl IntoIterator<Item = &'a Proxy>) -> Policy {
+        self.trusted
+            .extend(proxies.into_iter().map(|p| (p.host.clone(), p.port)));
+        self
+    }
+
+    /// Whether `host:port` is a configured upstream or proxy (or every address is allowed).
+    pub fn trusts(&self, host: &str, port: u16) -> bool {
         self.allow_private
             || self
                 .trusted
@@ -165,46 +167,6 @@ impl Policy {
 /// Host (as awc's `Uri` spells it: IPv6 in brackets) and port of an upstream URL.
 fn origin(url: &Url) -> Option<(String, u16)> {
     Some((url.host_str()?.to_owned(), url.port_or_known_default()?))
-}
-
-/// The TCP connector of the upstream client: resolve, apply the [`Policy`] to the resolved
-/// addresses, connect to what is left. IP literals skip resolution but not the policy.
-#[derive(Clone)]
-pub struct GuardedConnector {
-    policy: Rc<Policy>,
-    resolver: ResolverService,
-}
-
-impl GuardedConnector {
-    pub fn new(policy: Policy) -> Self {
-        GuardedConnector {
-            policy: Rc::new(policy),
-            resolver: ResolverService::default(),
-        }
-    }
-}
-
-impl Service<ConnectInfo<Uri>> for GuardedConnector {
-    type Response = Connection<Uri, TcpStream>;
-    type Error = ConnectError;
-    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    actix_service::always_ready!();
-
-    fn call(&self, req: ConnectInfo<Uri>) -> Self::Future {
-        let policy = self.policy.clone();
-        let resolving = self.resolver.call(req);
-        Box::pin(async move {
-            let mut req = resolving.await?;
-            let addrs = req.take_addrs().collect();
-            let allowed = policy
-                .filter(req.hostname(), req.port(), addrs)
-                .map_err(|refused| ConnectError::Resolver(Box::new(refused)))?;
-            TcpConnectorService::default()
-                .call(req.set_addrs(allowed))
-                .await
-        })
-    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,14 @@
-//! The registries hubferry reaches: the registry table, the client that sends to them, where it
-//! may connect, the redirects it follows, and the token realms it learned.
+//! The registries hubferry reaches: the registry table, the clients that send to them (one per
+//! egress route), where they may connect and through which proxy, how names are resolved, the
+//! redirects they follow, and the token realms they learned.
 
 pub mod cdn;
 pub mod client;
+pub mod clients;
+pub mod connector;
 pub mod egress;
+pub mod proxy;
 pub mod realms;
 pub mod redirect;
 pub mod registries;
+pub mod resolver;

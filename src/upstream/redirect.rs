@@ -14,7 +14,7 @@ use crate::{
     net::redact::{shown, shown_text},
     stream::resume::{ResumePolicy, Resumer},
     upstream::cdn,
-    upstream::client::{self, Outgoing, RequestBody, Timeouts, UpstreamResponse},
+    upstream::client::{self, Outgoing, RequestBody, Timeouts, UpstreamClient, UpstreamResponse},
 };
 
 /// Which redirects are followed.
@@ -96,7 +96,7 @@ pub fn next_hop(current: &Outgoing, status: StatusCode, next: Url) -> Outgoing {
 /// Sends a bodiless GET or HEAD and follows redirects up to `policy.max_hops`. A loop or a
 /// chain that is too long is an error (502): the client must never be handed the CDN URL.
 pub async fn follow(
-    client: &awc::Client,
+    client: &UpstreamClient,
     first: Outgoing,
     policy: &RedirectPolicy,
     timeouts: &Timeouts,
@@ -164,7 +164,7 @@ pub async fn follow(
 /// request (to the registry, before any redirect) sent again with the range `stream::resume`
 /// puts in its headers, following redirects afresh (signed CDN URLs expire).
 pub fn resumer(
-    client: &awc::Client,
+    client: &UpstreamClient,
     first: &Outgoing,
     redirects: RedirectPolicy,
     timeouts: Timeouts,

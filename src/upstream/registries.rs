@@ -9,7 +9,7 @@ use std::sync::{PoisonError, RwLock};
 
 use url::Url;
 
-use crate::{auth::users::Credentials, net::origin::ServerName};
+use crate::{auth::users::Credentials, net::origin::ServerName, upstream::proxy::ProxyChoice};
 
 pub use crate::error::RegistryName;
 
@@ -49,6 +49,8 @@ pub struct Registry {
     pub forward_credentials: bool,
     /// hubferry's own account there, used in managed auth mode only (see `upstream_tokens`).
     pub credentials: Option<Credentials>,
+    /// Its own egress proxy, or `none`; unset, `egress.proxy` (or the environment's) applies.
+    pub proxy: Option<ProxyChoice>,
 }
 
 impl Registry {
@@ -203,6 +205,7 @@ mod tests {
                 .collect(),
             forward_credentials: false,
             credentials: None,
+            proxy: None,
         }
     }
 

@@ -200,6 +200,16 @@ impl Hubferry {
         cmd.args(args)
             // The world's own knob shares hubferry's prefix; hubferry would refuse it.
             .env_remove("HUBFERRY_KEEP_WORLD")
+            // hubferry honours the proxy variables, as curl does; a test's world is on
+            // loopback, and a test that wants a proxy says so.
+            .env_remove("http_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("all_proxy")
+            .env_remove("ALL_PROXY")
+            .env_remove("no_proxy")
+            .env_remove("NO_PROXY")
             .env("RUST_LOG", "info,hubferry=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
