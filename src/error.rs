@@ -100,6 +100,11 @@ pub type UpstreamName = &'static str;
 /// `Copy` trace of a request (see `Registry::label`).
 pub type RegistryName = &'static str;
 
+/// The name of Docker Hub's entry: configured by the `[upstream]` section (and its flags), the
+/// only one `/token` without a suffix and `/v1/search` serve. (Here, beside [`RegistryName`],
+/// so that the metrics can tell Docker Hub's budget without the registry table.)
+pub const DOCKER_HUB: RegistryName = "docker.io";
+
 #[derive(Debug, Display, Error)]
 pub enum ProxyError {
     /// The upstream could not be reached at all (refused, reset, DNS, TLS).

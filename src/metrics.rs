@@ -2,10 +2,7 @@
 //! format on the admin listener.
 
 use std::{
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -15,7 +12,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::error::{RegistryName, UpstreamName};
+use crate::error::{RegistryName, UpstreamName, DOCKER_HUB};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -37,6 +34,14 @@ struct UpstreamErrorLabels {
     upstream: &'static str,
     registry: RegistryName,
     kind: &'static str,
+}
+
+/// Whose pull budget: the registry, and the address or account it is counted for
+/// (`docker-ratelimit-source`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RateLimitLabels {
+    registry: RegistryName,
+    source: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -67,30 +72,41 @@ pub struct Metrics {
     ratelimit_limit: Gauge,
     ratelimit_remaining: Gauge,
     ratelimit_window: Gauge,
+    upstream_ratelimit_limit: Family<RateLimitLabels, Gauge>,
+    upstream_ratelimit_remaining: Family<RateLimitLabels, Gauge>,
     refusals: Family<RefusalLabels, Counter>,
     /// For the landing page: when the process started serving...
     started: Instant,
-    /// ...and when Docker Hub's rate-limit headers were last seen (Unix seconds; 0: never).
-    ratelimit_seen: AtomicU64,
+    /// ...and each pull budget as last seen, at most `SOURCES_PER_REGISTRY` per registry.
+    budgets: Mutex<Vec<RateLimitSeen>>,
 }
 
 /// What the landing page shows of the metrics, read at request time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     pub uptime: Duration,
     pub bytes_served: u64,
-    pub ratelimit: Option<RateLimitSeen>,
+    /// Every pull budget seen, in the order first seen.
+    pub budgets: Vec<RateLimitSeen>,
 }
 
-/// Docker Hub's pull limit as last seen, and how long ago.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A registry's pull budget for one source as last seen, and how long ago.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitSeen {
+    pub registry: RegistryName,
+    pub source: String,
     pub limit: i64,
     pub remaining: i64,
     /// 0 when the header gave none.
     pub window_seconds: i64,
+    /// When, in Unix seconds ([`Metrics::status`] turns it into `ago`).
+    pub seen_at: u64,
     pub ago: Duration,
 }
+
+/// Sources kept per registry; any more are `other` (a source is the upstream's text: each one
+/// is a series and a landing-page row).
+const SOURCES_PER_REGISTRY: usize = 8;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -170,6 +186,20 @@ impl Metrics {
             "The window of the Docker Hub pull limit (w= in ratelimit-limit)",
             ratelimit_window.clone(),
         );
+        let upstream_ratelimit_limit = Family::<RateLimitLabels, Gauge>::default();
+        registry.register(
+            "upstream_ratelimit_limit",
+            "An upstream's pull limit per window (ratelimit-limit), by registry and the address \
+             or account it counts (docker-ratelimit-source)",
+            upstream_ratelimit_limit.clone(),
+        );
+        let upstream_ratelimit_remaining = Family::<RateLimitLabels, Gauge>::default();
+        registry.register(
+            "upstream_ratelimit_remaining",
+            "Pulls an upstream has left in its window (ratelimit-remaining), by registry and \
+             source",
+            upstream_ratelimit_remaining.clone(),
+        );
         let refusals = Family::<RefusalLabels, Counter>::default();
         registry.register(
             "client_refusals",
@@ -199,7 +229,9 @@ impl Metrics {
             registry,
             refusals,
             started: Instant::now(),
-            ratelimit_seen: AtomicU64::new(0),
+            budgets: Mutex::new(Vec::new()),
+            upstream_ratelimit_limit,
+            upstream_ratelimit_remaining,
             requests,
             response_bytes,
             upstream_seconds,
@@ -270,30 +302,88 @@ impl Metrics {
     }
 
     /// Records Docker Hub's rate-limit headers when an answer carries them.
-    pub fn saw_ratelimit(&self, limit: Option<&str>, remaining: Option<&str>) {
-        if let Some((limit, window)) = limit.and_then(parse_ratelimit) {
+    /// A pull budget in an upstream's answer (see `upstream::ratelimit`); Docker Hub's also
+    /// sets the `docker_ratelimit_*` gauges. Returns what remained at the last sighting of this
+    /// registry and source (`None`: the first).
+    pub fn saw_ratelimit(
+        &self,
+        registry: RegistryName,
+        source: &str,
+        limit: i64,
+        remaining: i64,
+        window_seconds: Option<i64>,
+    ) -> Option<i64> {
+        let now = unix_seconds();
+        let mut budgets = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
+        let known = budgets.iter().filter(|b| b.registry == registry).count();
+        let source = if known >= SOURCES_PER_REGISTRY
+            && !budgets
+                .iter()
+                .any(|b| b.registry == registry && b.source == source)
+        {
+            "other"
+        } else {
+            source
+        };
+        let previous = match budgets
+            .iter_mut()
+            .find(|b| b.registry == registry && b.source == source)
+        {
+            Some(seen) => {
+                let before = seen.remaining;
+                seen.limit = limit;
+                seen.remaining = remaining;
+                seen.window_seconds = window_seconds.unwrap_or(seen.window_seconds);
+                seen.seen_at = now;
+                Some(before)
+            }
+            None => {
+                budgets.push(RateLimitSeen {
+                    registry,
+                    source: source.to_owned(),
+                    limit,
+                    remaining,
+                    window_seconds: window_seconds.unwrap_or(0),
+                    seen_at: now,
+                    ago: Duration::ZERO,
+                });
+                None
+            }
+        };
+        drop(budgets);
+        let labels = RateLimitLabels {
+            registry,
+            source: source.to_owned(),
+        };
+        self.upstream_ratelimit_limit
+            .get_or_create(&labels)
+            .set(limit);
+        self.upstream_ratelimit_remaining
+            .get_or_create(&labels)
+            .set(remaining);
+        if registry == DOCKER_HUB {
             self.ratelimit_limit.set(limit);
-            if let Some(window) = window {
+            self.ratelimit_remaining.set(remaining);
+            if let Some(window) = window_seconds {
                 self.ratelimit_window.set(window);
             }
         }
-        if let Some((remaining, _)) = remaining.and_then(parse_ratelimit) {
-            self.ratelimit_remaining.set(remaining);
-            self.ratelimit_seen.store(unix_seconds(), Ordering::Relaxed);
-        }
+        previous
     }
 
     pub fn status(&self) -> Status {
-        let seen = self.ratelimit_seen.load(Ordering::Relaxed);
+        let now = unix_seconds();
+        let budgets = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
         Status {
             uptime: self.started.elapsed(),
             bytes_served: self.response_bytes.get(),
-            ratelimit: (seen > 0).then(|| RateLimitSeen {
-                limit: self.ratelimit_limit.get(),
-                remaining: self.ratelimit_remaining.get(),
-                window_seconds: self.ratelimit_window.get(),
-                ago: Duration::from_secs(unix_seconds().saturating_sub(seen)),
-            }),
+            budgets: budgets
+                .iter()
+                .map(|b| RateLimitSeen {
+                    ago: Duration::from_secs(now.saturating_sub(b.seen_at)),
+                    ..b.clone()
+                })
+                .collect(),
         }
     }
 
@@ -324,29 +414,9 @@ impl Drop for StreamInFlight {
     }
 }
 
-/// Docker Hub's `ratelimit-limit: 100;w=21600` / `ratelimit-remaining: 76;w=21600`: the count
-/// and, when given, the window in seconds. The numbers change over time: read, never assume.
-pub fn parse_ratelimit(value: &str) -> Option<(i64, Option<i64>)> {
-    let mut parts = value.split(';').map(str::trim);
-    let count = parts.next()?.parse::<i64>().ok()?;
-    let window = parts
-        .filter_map(|p| p.strip_prefix("w="))
-        .find_map(|w| w.trim().parse::<i64>().ok());
-    Some((count, window))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ratelimit_headers_parse() {
-        assert_eq!(parse_ratelimit("100;w=21600"), Some((100, Some(21600))));
-        assert_eq!(parse_ratelimit("76; w=21600"), Some((76, Some(21600))));
-        assert_eq!(parse_ratelimit("5000"), Some((5000, None)));
-        assert_eq!(parse_ratelimit("lots"), None);
-        assert_eq!(parse_ratelimit(""), None);
-    }
 
     #[test]
     fn counters_show_up_in_the_exposition() {
@@ -360,7 +430,15 @@ mod tests {
         metrics.upstream_error("blob CDN", "quay.io", "body");
         metrics.download_resume("resumed");
         metrics.refused("denied");
-        metrics.saw_ratelimit(Some("100;w=21600"), Some("76;w=21600"));
+        assert_eq!(
+            metrics.saw_ratelimit("docker.io", "203.0.113.7", 100, 80, Some(21600)),
+            None
+        );
+        assert_eq!(
+            metrics.saw_ratelimit("docker.io", "203.0.113.7", 100, 76, None),
+            Some(80)
+        );
+        metrics.saw_ratelimit("ghcr.io", "unknown", 5000, 4999, None);
         let stream = metrics.stream_started();
         let text = metrics.render();
         for line in [
@@ -376,6 +454,9 @@ mod tests {
             "hubferry_docker_ratelimit_limit 100",
             "hubferry_docker_ratelimit_remaining 76",
             "hubferry_docker_ratelimit_window_seconds 21600",
+            r#"hubferry_upstream_ratelimit_remaining{registry="docker.io",source="203.0.113.7"} 76"#,
+            r#"hubferry_upstream_ratelimit_limit{registry="docker.io",source="203.0.113.7"} 100"#,
+            r#"hubferry_upstream_ratelimit_remaining{registry="ghcr.io",source="unknown"} 4999"#,
             "hubferry_streams_in_flight 1",
             r#"hubferry_client_refusals_total{reason="denied"} 1"#,
             concat!(
@@ -390,11 +471,30 @@ mod tests {
         assert!(metrics.render().contains("hubferry_streams_in_flight 0"));
         let status = metrics.status();
         assert_eq!(status.bytes_served, 1244);
-        let seen = status.ratelimit.unwrap();
+        let seen = &status.budgets[0];
         assert_eq!(
-            (seen.limit, seen.remaining, seen.window_seconds),
-            (100, 76, 21600)
+            (
+                seen.registry,
+                seen.limit,
+                seen.remaining,
+                seen.window_seconds
+            ),
+            ("docker.io", 100, 76, 21600)
         );
-        assert!(Metrics::new().status().ratelimit.is_none());
+        assert_eq!(status.budgets.len(), 2);
+        assert!(Metrics::new().status().budgets.is_empty());
+    }
+
+    /// An upstream that names a new source in every answer makes no more than
+    /// `SOURCES_PER_REGISTRY` series and rows; the rest count as `other`.
+    #[test]
+    fn sources_per_registry_are_bounded() {
+        let metrics = Metrics::new();
+        for i in 0..100 {
+            metrics.saw_ratelimit("docker.io", &format!("10.0.0.{i}"), 100, 50, None);
+        }
+        let budgets = metrics.status().budgets;
+        assert_eq!(budgets.len(), SOURCES_PER_REGISTRY + 1);
+        assert_eq!(budgets.last().unwrap().source, "other");
     }
 }

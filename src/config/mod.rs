@@ -57,6 +57,8 @@ pub struct Config {
     pub server_names: Vec<ServerName>,
     /// Docker Hub's hosts (`[upstream]` in the file, for compatibility).
     pub docker_hub: DockerHub,
+    /// `upstream.ratelimit_warn_fraction`: below this share of a pull budget, a warning.
+    pub ratelimit_warn_fraction: f64,
     /// Extra trust anchors for every upstream, from `upstream.ca_file`, already parsed.
     pub extra_roots: Vec<CertificateDer<'static>>,
     /// Every registry mirrored, Docker Hub's (`upstream`) among them.

@@ -13,8 +13,8 @@
 use super::{
     registries::RawRegistry,
     values::{
-        AuthMode, Blank, Bool, Count, DnsServer, FilePath, List, Listen, MaxStreams, PublicUrl,
-        Span, UpstreamUrl, U32, USIZE,
+        AuthMode, Blank, Bool, Count, DnsServer, FilePath, Fraction, List, Listen, MaxStreams,
+        PublicUrl, Span, UpstreamUrl, U32, USIZE,
     },
     LogFormat, DEFAULT_ADMIN_LISTEN,
 };
@@ -224,6 +224,14 @@ settings! {
         shown: "`docker.io` and the built-in registries",
         file only,
         help: "[[upstreams]] entries: more registries, and overrides of the built-in ones",
+    }
+    // Docker Hub's anonymous budget is 100 pulls per 6 h: a warning at 10 left.
+    upstream_ratelimit_warn_fraction: Fraction {
+        key: "upstream.ratelimit_warn_fraction",
+        default: "0.1",
+        flag: "--ratelimit-warn-fraction" "FRACTION",
+        help: "Log a warning when an upstream's remaining pull budget falls below this \
+               fraction of its limit (0 to 1; 0 never warns)",
     }
     upstream_ca_file: FilePath {
         key: "upstream.ca_file",

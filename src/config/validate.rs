@@ -90,6 +90,7 @@ pub fn config(mut raw: Raw, proxy_env: &[(String, String)]) -> Result<Config, Co
         public_url: raw.public_url.0,
         server_names,
         docker_hub,
+        ratelimit_warn_fraction: raw.upstream_ratelimit_warn_fraction.0,
         extra_roots,
         registries,
         egress,

@@ -80,6 +80,7 @@ macro_rules! deserialize_leaf {
 }
 
 deserialize_leaf!(
+    Fraction,
     Listen,
     Bool,
     Span,
@@ -150,6 +151,22 @@ impl<const MIN: u64, const MAX: u64> Leaf for Count<MIN, MAX> {
 impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Count<MIN, MAX> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(LeafVisitor::<Self>(PhantomData))
+    }
+}
+
+/// A fraction from 0 to 1 (`0.1`).
+#[derive(Debug, Clone, Copy)]
+pub struct Fraction(pub f64);
+
+impl Leaf for Fraction {
+    const EXPECTED: &'static str = "a fraction from 0 to 1, such as 0.1";
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().parse::<f64>() {
+            Ok(f) if (0.0..=1.0).contains(&f) => Ok(Fraction(f)),
+            _ => Err(format!(
+                "'{text}' is not a fraction from 0 to 1, such as 0.1"
+            )),
+        }
     }
 }
 

@@ -25,6 +25,7 @@ use crate::{
     stream::{relay, resume},
     upstream::cdn,
     upstream::client::{self, Outgoing, RequestBody},
+    upstream::ratelimit::{self, Budget},
     upstream::realms::{self, Realms},
     upstream::redirect,
     upstream::registries::{self, Registry, RegistryName, Via},
@@ -249,10 +250,13 @@ pub(super) async fn forward(
         body
     });
     let header_text = |name: &str| upstream_headers.get(name).and_then(|v| v.to_str().ok());
-    worker.metrics.saw_ratelimit(
+    if let Some(budget) = ratelimit::budget(
         header_text("ratelimit-limit"),
         header_text("ratelimit-remaining"),
-    );
+        header_text("docker-ratelimit-source"),
+    ) {
+        note_budget(worker, policy.registry, &budget);
+    }
     let mut headers = if from_cdn {
         cdn::cdn_response_headers(&upstream_headers)
     } else {
@@ -270,6 +274,29 @@ pub(super) async fn forward(
         &worker.metrics,
         resumer,
     ))
+}
+
+/// Keeps a pull budget an upstream stated, and warns once each time it falls below
+/// `upstream.ratelimit_warn_fraction` of its limit.
+fn note_budget(worker: &Worker, registry: RegistryName, budget: &Budget) {
+    let previous = worker.metrics.saw_ratelimit(
+        registry,
+        &budget.source,
+        budget.limit,
+        budget.remaining,
+        budget.window_seconds,
+    );
+    let fraction = worker.config.ratelimit_warn_fraction;
+    if ratelimit::falls_low(previous, budget, fraction) {
+        log::warn!(
+            "upstream {registry} has {} of {} pulls left for {} (below {}% of its limit); pulls \
+             will be refused with 429 when none are left",
+            budget.remaining,
+            budget.limit,
+            budget.source,
+            fraction * 100.0
+        );
+    }
 }
 
 /// Upstream response filter for registry routes: every Bearer challenge names our token

@@ -133,11 +133,16 @@ at this address:</p><p><code class=\"url\" id=\"mirror-url\">{base}</code></p>"
     let status = &view.status;
     row(&mut html, "Up for", &duration_text(status.uptime));
     row(&mut html, "Served", &bytes_text(status.bytes_served));
-    row(
-        &mut html,
-        "Docker Hub rate limit",
-        &ratelimit_text(status.ratelimit.as_ref()),
-    );
+    if status.budgets.is_empty() {
+        row(
+            &mut html,
+            "Pull budget",
+            "not seen yet (Docker Hub states it on manifest requests)",
+        );
+    }
+    for budget in &status.budgets {
+        row(&mut html, &budget_label(budget), &budget_text(budget));
+    }
     row(&mut html, "Docker Hub token issuer", view.auth);
     row(&mut html, "Docker Hub search index", view.index);
     for (name, registry) in &view.registries {
@@ -258,10 +263,15 @@ fn bytes_text(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
-fn ratelimit_text(seen: Option<&RateLimitSeen>) -> String {
-    let Some(seen) = seen else {
-        return "not seen yet (Docker Hub reports it on manifest requests)".into();
-    };
+/// "Pull budget, docker.io" and, when the upstream named it, whose budget it is.
+fn budget_label(seen: &RateLimitSeen) -> String {
+    match seen.source.as_str() {
+        "unknown" => format!("Pull budget, {}", seen.registry),
+        source => format!("Pull budget, {} ({source})", seen.registry),
+    }
+}
+
+fn budget_text(seen: &RateLimitSeen) -> String {
     let window = match seen.window_seconds {
         0 => String::new(),
         w => format!(" per {}", duration_text(Duration::from_secs(w as u64))),
@@ -290,12 +300,15 @@ mod tests {
             status: Status {
                 uptime: Duration::from_secs(3 * 3600 + 120),
                 bytes_served: 3 << 29,
-                ratelimit: Some(RateLimitSeen {
+                budgets: vec![RateLimitSeen {
+                    registry: "docker.io",
+                    source: "203.0.113.7".into(),
                     limit: 100,
                     remaining: 76,
                     window_seconds: 21600,
+                    seen_at: 0,
                     ago: Duration::from_secs(90),
-                }),
+                }],
             },
         }
     }
@@ -366,9 +379,13 @@ mod tests {
         assert_eq!(bytes_text(0), "0 bytes");
         assert_eq!(bytes_text(2048), "2.0 KiB");
         assert_eq!(bytes_text(5 << 40), "5.0 TiB");
+        let mut seen = view("http://m").status.budgets.remove(0);
         assert_eq!(
-            ratelimit_text(None),
-            "not seen yet (Docker Hub reports it on manifest requests)"
+            budget_text(&seen),
+            "76 of 100 pulls left per 6 h, as of 1 min ago"
         );
+        assert_eq!(budget_label(&seen), "Pull budget, docker.io (203.0.113.7)");
+        seen.source = "unknown".into();
+        assert_eq!(budget_label(&seen), "Pull budget, docker.io");
     }
 }

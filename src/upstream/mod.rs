@@ -8,6 +8,7 @@ pub mod clients;
 pub mod connector;
 pub mod egress;
 pub mod proxy;
+pub mod ratelimit;
 pub mod realms;
 pub mod redirect;
 pub mod registries;

@@ -11,11 +11,7 @@ use url::Url;
 
 use crate::{auth::users::Credentials, net::origin::ServerName, upstream::proxy::ProxyChoice};
 
-pub use crate::error::RegistryName;
-
-/// The name of Docker Hub's entry: configured by the `[upstream]` section (and its flags), the
-/// only one `/token` without a suffix and `/v1/search` serve.
-pub const DOCKER_HUB: &str = "docker.io";
+pub use crate::error::{RegistryName, DOCKER_HUB};
 
 /// The other registries every hubferry knows by name. Their token realms are learned from their
 /// challenges (see `realms`).

@@ -28,6 +28,7 @@ mod multireg;
 mod operations;
 mod pipelining;
 mod pull;
+mod pull_budget;
 mod redirects;
 mod registry_api;
 mod relay;
