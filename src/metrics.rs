@@ -44,6 +44,13 @@ struct RateLimitLabels {
     source: String,
 }
 
+/// One endpoint of a registry with several.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    registry: RegistryName,
+    endpoint: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefusalLabels {
     reason: &'static str,
@@ -74,6 +81,8 @@ pub struct Metrics {
     ratelimit_window: Gauge,
     upstream_ratelimit_limit: Family<RateLimitLabels, Gauge>,
     upstream_ratelimit_remaining: Family<RateLimitLabels, Gauge>,
+    endpoint_up: Family<EndpointLabels, Gauge>,
+    endpoint_failures: Family<EndpointLabels, Counter>,
     refusals: Family<RefusalLabels, Counter>,
     /// For the landing page: when the process started serving...
     started: Instant,
@@ -200,6 +209,20 @@ impl Metrics {
              source",
             upstream_ratelimit_remaining.clone(),
         );
+        let endpoint_up = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "upstream_endpoint_up",
+            "1 while an endpoint of a registry with several is in use, 0 while its circuit \
+             breaker has it skipped (until a probe is answered)",
+            endpoint_up.clone(),
+        );
+        let endpoint_failures = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "upstream_endpoint_failures",
+            "Failures of an endpoint of a registry with several (no connection, a timeout, a 5xx \
+             or a 429), each of which moved the request to the next endpoint when there was one",
+            endpoint_failures.clone(),
+        );
         let refusals = Family::<RefusalLabels, Counter>::default();
         registry.register(
             "client_refusals",
@@ -230,6 +253,8 @@ impl Metrics {
             refusals,
             started: Instant::now(),
             budgets: Mutex::new(Vec::new()),
+            endpoint_up,
+            endpoint_failures,
             upstream_ratelimit_limit,
             upstream_ratelimit_remaining,
             requests,
@@ -387,6 +412,19 @@ impl Metrics {
         }
     }
 
+    /// An endpoint's breaker state (`up`), after a failure when `failed`.
+    pub fn endpoint_state(&self, registry: RegistryName, endpoint: &str, up: bool, failed: bool) {
+        let labels = EndpointLabels {
+            registry,
+            endpoint: endpoint.to_owned(),
+        };
+        self.endpoint_up.get_or_create(&labels).set(i64::from(up));
+        let failures = self.endpoint_failures.get_or_create(&labels);
+        if failed {
+            failures.inc();
+        }
+    }
+
     /// A client request refused by `crate::middleware::access_control`.
     pub fn refused(&self, reason: &'static str) {
         self.refusals.get_or_create(&RefusalLabels { reason }).inc();
@@ -439,6 +477,8 @@ mod tests {
             Some(80)
         );
         metrics.saw_ratelimit("ghcr.io", "unknown", 5000, 4999, None);
+        metrics.endpoint_state("docker.io", "https://mirror.gcr.io", true, false);
+        metrics.endpoint_state("docker.io", "https://registry-1.docker.io", false, true);
         let stream = metrics.stream_started();
         let text = metrics.render();
         for line in [
@@ -457,6 +497,10 @@ mod tests {
             r#"hubferry_upstream_ratelimit_remaining{registry="docker.io",source="203.0.113.7"} 76"#,
             r#"hubferry_upstream_ratelimit_limit{registry="docker.io",source="203.0.113.7"} 100"#,
             r#"hubferry_upstream_ratelimit_remaining{registry="ghcr.io",source="unknown"} 4999"#,
+            r#"hubferry_upstream_endpoint_up{registry="docker.io",endpoint="https://mirror.gcr.io"} 1"#,
+            r#"hubferry_upstream_endpoint_up{registry="docker.io",endpoint="https://registry-1.docker.io"} 0"#,
+            r#"hubferry_upstream_endpoint_failures_total{registry="docker.io",endpoint="https://registry-1.docker.io"} 1"#,
+            r#"hubferry_upstream_endpoint_failures_total{registry="docker.io",endpoint="https://mirror.gcr.io"} 0"#,
             "hubferry_streams_in_flight 1",
             r#"hubferry_client_refusals_total{reason="denied"} 1"#,
             concat!(

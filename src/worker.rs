@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::{
     config::Config,
     metrics::Metrics,
-    upstream::{clients::Clients, realms::Realms},
+    upstream::{clients::Clients, endpoints::Breakers, realms::Realms},
 };
 
 pub struct Worker {
@@ -17,4 +17,6 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     /// Token realms learned from challenges, shared by every worker.
     pub realms: Arc<Realms>,
+    /// The circuit breakers of registries with several endpoints, shared by every worker.
+    pub breakers: Arc<Breakers>,
 }

@@ -20,7 +20,7 @@ pub use crate::{
     auth::managed::ManagedAuth,
     logging::LogFormat,
     stream::resume::ResumePolicy,
-    upstream::{client::Timeouts, redirect::RedirectPolicy},
+    upstream::{client::Timeouts, endpoints::BreakerPolicy, redirect::RedirectPolicy},
 };
 
 mod auth;
@@ -57,6 +57,8 @@ pub struct Config {
     pub server_names: Vec<ServerName>,
     /// Docker Hub's hosts (`[upstream]` in the file, for compatibility).
     pub docker_hub: DockerHub,
+    /// `upstream.breaker_*`: when an endpoint of a registry with several is skipped.
+    pub breaker: BreakerPolicy,
     /// `upstream.ratelimit_warn_fraction`: below this share of a pull budget, a warning.
     pub ratelimit_warn_fraction: f64,
     /// Extra trust anchors for every upstream, from `upstream.ca_file`, already parsed.
@@ -240,7 +242,7 @@ impl Config {
             .registries
             .all()
             .iter()
-            .flat_map(|u| std::iter::once(&u.registry).chain(u.realm.as_ref()));
+            .flat_map(|u| u.endpoints().chain(u.realm.as_ref()));
         let routes: Vec<Route> = self
             .registries
             .all()

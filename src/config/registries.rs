@@ -40,6 +40,9 @@ pub struct RawRegistry {
     password_file: FilePath,
     /// This registry's own egress proxy (its CDN redirects go the same way), or `none`.
     proxy: Option<String>,
+    /// Its endpoints in order: `registry` (or, for docker.io, `upstream.registry`) first, then
+    /// the ones a pull falls back on.
+    endpoints: List<String>,
 }
 
 /// Docker Hub (from `[upstream]`), the built-in registries, then `[[upstreams]]`: an entry with
@@ -66,6 +69,7 @@ pub fn registries(
     let mut list = vec![Registry {
         name: DOCKER_HUB.into(),
         registry: hub.registry.clone(),
+        fallbacks: Vec::new(),
         realm: Some(hub_realm),
         library: hub_library,
         host_names: Vec::new(),
@@ -77,6 +81,7 @@ pub fn registries(
         list.push(Registry {
             name: name.into(),
             registry: Url::parse(url).expect("built-in URLs parse"),
+            fallbacks: Vec::new(),
             realm: None,
             library: false,
             host_names: Vec::new(),
@@ -174,11 +179,29 @@ fn entry_registry(
             "Docker Hub's account is upstream.username and upstream.password",
         )));
     }
-    let registry = problems.take(match (&entry.registry, existing) {
-        (Some(text), _) => parse_upstream_url(text).map_err(|e| invalid(&key("registry"), e)),
-        (None, Some(existing)) => Ok(existing.registry.clone()),
-        (None, None) => Err(invalid(&key("registry"), "is required")),
+    let endpoints: Vec<Url> = entry
+        .endpoints
+        .0
+        .iter()
+        .filter_map(|text| {
+            problems.take(parse_upstream_url(text).map_err(|e| invalid(&key("endpoints"), e)))
+        })
+        .collect();
+    let registry = problems.take(match (&entry.registry, existing, endpoints.first()) {
+        (Some(text), _, _) => parse_upstream_url(text).map_err(|e| invalid(&key("registry"), e)),
+        (None, Some(existing), _) => Ok(existing.registry.clone()),
+        (None, None, Some(first)) => Ok(first.clone()),
+        (None, None, None) => Err(invalid(&key("registry"), "is required (or endpoints)")),
     });
+    // The registry is the first endpoint, whether or not the list repeats it.
+    let fallbacks = match (&registry, entry.endpoints.0.is_empty()) {
+        (_, true) => existing.map(|e| e.fallbacks.clone()).unwrap_or_default(),
+        (Some(registry), false) => endpoints
+            .into_iter()
+            .filter(|url| url != registry)
+            .collect(),
+        (None, false) => Vec::new(),
+    };
     let realm = problems.take(match &entry.realm {
         Some(text) if !text.trim().is_empty() => parse_http_url(text.trim())
             .map(Some)
@@ -212,6 +235,7 @@ fn entry_registry(
     Ok(Registry {
         name,
         registry: registry.expect("no problem, so parsed"),
+        fallbacks,
         realm: realm.expect("no problem, so parsed"),
         library: library.expect("no problem, so parsed"),
         host_names,

@@ -233,6 +233,21 @@ settings! {
         help: "Log a warning when an upstream's remaining pull budget falls below this \
                fraction of its limit (0 to 1; 0 never warns)",
     }
+    // Three in a row: one lost connection does not take an endpoint out, a dead one is out
+    // after three requests.
+    upstream_breaker_failures: Count<1, 100> {
+        key: "upstream.breaker_failures",
+        default: "3",
+        flag: "--breaker-failures" "N",
+        help: "Failures in a row (no connection, a timeout, a 5xx or a 429) after which an \
+               endpoint of a registry with several is skipped for upstream.breaker_cooldown",
+    }
+    upstream_breaker_cooldown: Span {
+        key: "upstream.breaker_cooldown",
+        default: "30s",
+        flag: "--breaker-cooldown" "DURATION",
+        help: "How long a failing endpoint is skipped before a request probes it again",
+    }
     upstream_ca_file: FilePath {
         key: "upstream.ca_file",
         flag: "--ca-file" "FILE",

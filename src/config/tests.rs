@@ -1250,3 +1250,96 @@ fn an_upstream_has_its_own_proxy_and_every_proxy_is_trusted() {
     .to_string();
     assert!(err.contains("upstreams[ghcr.io].proxy"), "{err}");
 }
+
+#[test]
+fn endpoints_put_the_registry_first_and_the_rest_after() {
+    let config = with_file(
+        "endpoints",
+        "[[upstreams]]\nname = \"docker.io\"\n\
+         endpoints = [\"https://registry-1.docker.io\", \"https://mirror.gcr.io\"]\n\n\
+         [[upstreams]]\nname = \"quay.io\"\nendpoints = [\"https://mirror.quay.example\"]\n\n\
+         [[upstreams]]\nname = \"private.example\"\n\
+         endpoints = [\"https://a.private.example\", \"http://10.0.0.9:5000\"]\n",
+        &[],
+    )
+    .unwrap();
+    let urls = |name: &str| -> Vec<String> {
+        config
+            .registries
+            .get(name)
+            .unwrap()
+            .endpoints()
+            .map(|u| u.as_str().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        urls("docker.io"),
+        ["https://registry-1.docker.io/", "https://mirror.gcr.io/"]
+    );
+    // A built-in registry keeps its address first.
+    assert_eq!(
+        urls("quay.io"),
+        ["https://quay.io/", "https://mirror.quay.example/"]
+    );
+    assert_eq!(
+        urls("private.example"),
+        ["https://a.private.example/", "http://10.0.0.9:5000/"]
+    );
+    // Configured endpoints may be private, as configured registries may.
+    assert!(config.egress_policy().trusts("10.0.0.9", 5000));
+    // --registry stays docker.io's first endpoint.
+    let config = load(&["--registry", "http://127.0.0.1:5001"], &[]).unwrap();
+    assert!(config.registries.docker_hub().fallbacks.is_empty());
+    let err = with_file(
+        "endpoints-bad",
+        "[[upstreams]]\nname = \"ghcr.io\"\nendpoints = [\"ftp://x\"]\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("upstreams[ghcr.io].endpoints"), "{err}");
+    let config = load(
+        &["--breaker-failures", "5", "--breaker-cooldown", "2m"],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(config.breaker.failures, 5);
+    assert_eq!(config.breaker.cooldown, Duration::from_secs(120));
+}
+
+/// The README's egress and failover examples load as written (the password file aside, which
+/// names a path on the reader's server).
+#[test]
+fn the_readme_egress_and_failover_examples_are_valid() {
+    let readme = include_str!("../../README.md");
+    let dir = tempfile_dir("readme-egress");
+    let password = dir.join("proxy-password");
+    std::fs::write(&password, "secret\n").unwrap();
+    let mut loaded = 0;
+    for section in [
+        "### Reaching the upstream through a proxy",
+        "### Several endpoints per registry",
+    ] {
+        let text = readme
+            .split(section)
+            .nth(1)
+            .and_then(|rest| rest.split("\n### ").next())
+            .expect("README has the section");
+        for block in text.split("```toml\n").skip(1) {
+            let example = block
+                .split("```")
+                .next()
+                .unwrap()
+                .replace("/etc/hubferry/proxy-password", password.to_str().unwrap());
+            let config = with_file("readme-egress-example", &example, &[])
+                .unwrap_or_else(|e| panic!("{e}\n{example}"));
+            assert!(
+                !config.egress.route.is_direct()
+                    || !config.registries.docker_hub().fallbacks.is_empty()
+            );
+            loaded += 1;
+        }
+    }
+    assert_eq!(loaded, 3);
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -9,8 +9,8 @@ use super::{
     registries::{credentials, read_secret_file, registries},
     settings::Raw,
     values::{FilePath, List, MaxStreams},
-    AccessPolicy, Config, ConfigError, DockerHub, Egress, Limits, Problems, RedirectPolicy,
-    ResumePolicy, StreamCap, Timeouts, TlsListener,
+    AccessPolicy, BreakerPolicy, Config, ConfigError, DockerHub, Egress, Limits, Problems,
+    RedirectPolicy, ResumePolicy, StreamCap, Timeouts, TlsListener,
 };
 use crate::{
     config::capacity,
@@ -91,6 +91,10 @@ pub fn config(mut raw: Raw, proxy_env: &[(String, String)]) -> Result<Config, Co
         server_names,
         docker_hub,
         ratelimit_warn_fraction: raw.upstream_ratelimit_warn_fraction.0,
+        breaker: BreakerPolicy {
+            failures: raw.upstream_breaker_failures.u32(),
+            cooldown: raw.upstream_breaker_cooldown.0,
+        },
         extra_roots,
         registries,
         egress,

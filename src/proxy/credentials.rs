@@ -203,6 +203,7 @@ mod tests {
         Registry {
             name: name.into(),
             registry: url::Url::parse(&format!("https://{name}")).unwrap(),
+            fallbacks: Vec::new(),
             realm: None,
             library: false,
             host_names: Vec::new(),

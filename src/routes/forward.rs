@@ -25,6 +25,7 @@ use crate::{
     stream::{relay, resume},
     upstream::cdn,
     upstream::client::{self, Outgoing, RequestBody},
+    upstream::failover::{self, Failover},
     upstream::ratelimit::{self, Budget},
     upstream::realms::{self, Realms},
     upstream::redirect,
@@ -225,14 +226,35 @@ pub(super) async fn forward(
     });
     let mut from_cdn = false;
     let response = if policy.follow_redirects && followable {
-        let followed = redirect::follow(
-            client,
-            out,
-            &config.redirect,
-            &config.timeouts,
-            &worker.metrics,
-        )
-        .await?;
+        // A registry with endpoints to fall back on, for what may go to another.
+        let fallback = config
+            .registries
+            .get(policy.registry)
+            .filter(|r| !r.fallbacks.is_empty() && failover::may_fall_back(req.path()));
+        let followed = match fallback {
+            Some(registry) => {
+                Failover {
+                    client,
+                    registry,
+                    breakers: &worker.breakers,
+                    redirects: &config.redirect,
+                    timeouts: &config.timeouts,
+                    metrics: &worker.metrics,
+                }
+                .follow(out)
+                .await?
+            }
+            None => {
+                redirect::follow(
+                    client,
+                    out,
+                    &config.redirect,
+                    &config.timeouts,
+                    &worker.metrics,
+                )
+                .await?
+            }
+        };
         worker.metrics.redirects_followed(followed.hops);
         trace.redirects = followed.hops;
         access_log::Notes::trace(req, trace);

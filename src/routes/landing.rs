@@ -19,6 +19,7 @@ use actix_web::{
 use super::forward::public_base;
 use crate::{
     metrics::{RateLimitSeen, Status},
+    upstream::endpoints::EndpointState,
     worker::Worker,
 };
 
@@ -66,6 +67,7 @@ async fn page(req: HttpRequest, worker: web::Data<Worker>) -> HttpResponse {
         auth: config.docker_hub.auth.as_str().trim_end_matches('/'),
         index: config.docker_hub.index.as_str().trim_end_matches('/'),
         status: worker.metrics.status(),
+        endpoints: worker.breakers.states(),
     };
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
@@ -88,6 +90,8 @@ struct View<'a> {
     auth: &'a str,
     index: &'a str,
     status: Status,
+    /// Every endpoint of the registries with several, and whether it is in use.
+    endpoints: Vec<EndpointState>,
 }
 
 impl View<'_> {
@@ -147,6 +151,18 @@ at this address:</p><p><code class=\"url\" id=\"mirror-url\">{base}</code></p>"
     row(&mut html, "Docker Hub search index", view.index);
     for (name, registry) in &view.registries {
         row(&mut html, &format!("Registry {name}"), registry);
+    }
+    for endpoint in &view.endpoints {
+        let state = match (endpoint.up, endpoint.failures_in_a_row) {
+            (true, 0) => "up".to_owned(),
+            (true, n) => format!("up ({n} failures in a row)"),
+            (false, n) => format!("down: skipped after {n} failures in a row"),
+        };
+        row(
+            &mut html,
+            &format!("Endpoint of {}: {}", endpoint.registry, endpoint.endpoint),
+            &state,
+        );
     }
     html.push_str("</table>");
 
@@ -310,6 +326,12 @@ mod tests {
                     ago: Duration::from_secs(90),
                 }],
             },
+            endpoints: vec![EndpointState {
+                registry: "docker.io",
+                endpoint: "https://mirror.gcr.io".into(),
+                up: false,
+                failures_in_a_row: 3,
+            }],
         }
     }
 
@@ -344,6 +366,7 @@ mod tests {
             "<td>76 of 100 pulls left per 6 h, as of 1 min ago</td>",
             "<th>Registry docker.io</th><td>https://registry-1.docker.io</td>",
             "<th>Registry ghcr.io</th><td>https://ghcr.io</td>",
+            "<th>Endpoint of docker.io: https://mirror.gcr.io</th><td>down: skipped after 3 failures in a row</td>",
         ] {
             assert!(html.contains(text), "missing {text} in\n{html}");
         }

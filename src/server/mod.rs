@@ -18,6 +18,7 @@ use crate::{
     upstream::{
         client::tls_config,
         clients::{ClientSettings, Clients},
+        endpoints::Breakers,
         realms::Realms,
     },
     worker::Worker,
@@ -44,6 +45,10 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     let lifecycle = Arc::new(Lifecycle::default());
     // One table for every worker: a challenge seen on one names the realm another is asked for.
     let realms = Arc::new(Realms::default());
+    let breakers = Arc::new(Breakers::new(&config.registries, config.breaker));
+    for state in breakers.states() {
+        metrics.endpoint_state(state.registry, &state.endpoint, state.up, false);
+    }
     // One per process: a token issued on one worker is checked on another, and the upstream
     // token cache is shared.
     let managed = match &config.managed {
@@ -64,9 +69,14 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     );
     for upstream in config.registries.all() {
         log::info!(
-            "upstream {} at {}{}",
+            "upstream {} at {}{}{}",
             upstream.name,
             upstream.registry,
+            upstream
+                .fallbacks
+                .iter()
+                .map(|url| format!(", falling back on {url}"))
+                .collect::<String>(),
             if upstream.library {
                 " (library/ rule)"
             } else {
@@ -123,6 +133,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
             config: shared.clone(),
             metrics: shared_metrics.clone(),
             realms: realms.clone(),
+            breakers: breakers.clone(),
         };
         let mut app = App::new().app_data(web::Data::new(worker));
         // Managed auth's state exists in that mode only, and only its routes ask for it.

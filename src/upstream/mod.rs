@@ -7,6 +7,8 @@ pub mod client;
 pub mod clients;
 pub mod connector;
 pub mod egress;
+pub mod endpoints;
+pub mod failover;
 pub mod proxy;
 pub mod ratelimit;
 pub mod realms;

@@ -29,8 +29,11 @@ pub const BUILT_IN: [(&str, &str); 7] = [
 pub struct Registry {
     /// How clients name it: `?ns=`, the path prefix, `/token/<name>`.
     pub name: String,
-    /// Base URL of its registry API (may carry a path).
+    /// Base URL of its registry API (may carry a path): its first endpoint.
     pub registry: Url,
+    /// The endpoints to fall back on, in order (`[[upstreams]] endpoints` after the first):
+    /// see `upstream::endpoints`.
+    pub fallbacks: Vec<Url>,
     /// A token realm fixed by configuration (Docker Hub's `<upstream.auth>/token`). When set,
     /// every challenge from this upstream is sent to it and no realm is learned.
     pub realm: Option<Url>,
@@ -50,6 +53,11 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Its endpoints in order: `registry`, then the fallbacks.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Url> {
+        std::iter::once(&self.registry).chain(&self.fallbacks)
+    }
+
     /// Its name as a [`RegistryName`].
     pub fn label(&self) -> RegistryName {
         registry_name(&self.name)
@@ -193,6 +201,7 @@ mod tests {
         Registry {
             name: name.into(),
             registry: Url::parse(&format!("https://{name}")).unwrap(),
+            fallbacks: Vec::new(),
             realm: None,
             library: name == DOCKER_HUB,
             host_names: hosts

@@ -8,6 +8,7 @@ mod containerd;
 mod credentials;
 mod deadlines;
 mod egress;
+mod failover;
 mod failures;
 mod fakes;
 mod faults;

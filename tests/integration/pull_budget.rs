@@ -1,7 +1,8 @@
 //! Docker Hub's pull budget in view: an nginx in front of the test world's registry answers as
 //! Docker Hub does, with `ratelimit-limit`, `ratelimit-remaining` and
 //! `docker-ratelimit-source` on every answer, a budget the test lowers by touching a file, and
-//! 429 `TOOMANYREQUESTS` with `Retry-After` once it is spent.
+//! 429 `TOOMANYREQUESTS` with `Retry-After` once it is spent. The same nginx answers 503 on
+//! demand for the failover tests.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -13,20 +14,36 @@ use crate::{
 
 const SOURCE: &str = "203.0.113.7";
 
-/// The nginx in front of the registry; `dir` holds the switch files `low` and `spent`.
-struct Hub {
+/// The nginx in front of a registry; `dir` holds the switch files `low`, `spent` and
+/// `unavailable` (503).
+pub struct Hub {
     _child: ManagedChild,
-    url: String,
+    pub url: String,
     dir: PathBuf,
 }
 
 impl Hub {
-    fn switch(&self, name: &str) {
+    /// Turns a behaviour on (`low`, `spent`, `unavailable`).
+    pub fn switch(&self, name: &str) {
         std::fs::write(self.dir.join(name), b"").unwrap();
+    }
+
+    /// Turns it off again.
+    pub fn unswitch(&self, name: &str) {
+        let _ = std::fs::remove_file(self.dir.join(name));
+    }
+
+    /// How many requests reached this nginx so far.
+    pub fn requests(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .count()
     }
 }
 
-fn hub(w: &World) -> Hub {
+/// Docker Hub's face on `registry` (a URL).
+pub fn hub(registry: &str) -> Hub {
     let dir = tempfile::tempdir().unwrap().keep();
     world::remove_at_exit(dir.clone());
     let nginx = world::require_tool("nginx");
@@ -41,7 +58,7 @@ pid {pid};
 error_log {error_log} warn;
 events {{ worker_connections 256; }}
 http {{
-    access_log off;
+    access_log {access_log};
     client_body_temp_path {tmp}/body;
     proxy_temp_path {tmp}/proxy;
     fastcgi_temp_path {tmp}/fastcgi;
@@ -53,6 +70,9 @@ http {{
         location / {{
             set $remaining "76;w=21600";
             if (-f {low}) {{ set $remaining "5;w=21600"; }}
+            if (-f {unavailable}) {{
+                return 503 '{{"errors":[{{"code":"UNAVAILABLE","message":"service unavailable"}}]}}';
+            }}
             if (-f {spent}) {{
                 return 429 '{{"errors":[{{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}}]}}';
             }}
@@ -73,7 +93,8 @@ http {{
         tmp = p("tmp"),
         low = p("low"),
         spent = p("spent"),
-        registry = w.registry_url,
+        unavailable = p("unavailable"),
+        access_log = p("access.log"),
     );
     let file = dir.join("nginx.conf");
     std::fs::write(&file, conf).unwrap();
@@ -91,7 +112,7 @@ http {{
 }
 
 /// A manifest GET through hubferry with a token: status, `Retry-After`, body.
-fn get_manifest(w: &World, hf: &Hubferry) -> (u16, Option<String>, String) {
+pub fn get_manifest(w: &World, hf: &Hubferry) -> (u16, Option<String>, String) {
     let token = w.token(&["repository:library/nginx:pull"]);
     actix_rt::System::new().block_on(async {
         let mut res = world::client(None)
@@ -127,7 +148,7 @@ fn warnings(hf: &Hubferry) -> usize {
 #[test]
 fn the_pull_budget_is_exported_shown_and_warned_about_and_a_429_reaches_the_client() {
     let w = world::plain();
-    let hub = hub(w);
+    let hub = hub(&w.registry_url);
     let hf = Hubferry::for_registry(w, &hub.url, &FOLLOW_LOCAL_REDIRECTS);
     let admin = hf.admin_url.clone().unwrap();
     let series = |name: &str| {

@@ -202,6 +202,18 @@ impl World {
     /// go to `cdn_url` instead (e.g. a fault-injecting relay in front of the CDN). Plain HTTP
     /// world only. Stopped when the returned child is dropped.
     pub fn registry_redirecting_to(&self, cdn_url: &str) -> (String, ManagedChild) {
+        self.another_registry(cdn_url, format!("{}/token", self.issuer_url))
+    }
+
+    /// Another registry on this world's storage that serves anyone without a token, as
+    /// mirror.gcr.io serves Docker Hub's public images; its blobs redirect to this world's CDN.
+    /// Plain HTTP world only. Stopped when the returned child is dropped.
+    pub fn open_registry(&self) -> (String, ManagedChild) {
+        self.another_registry(&self.cdn_url, String::new())
+    }
+
+    /// A registry on this world's storage; `realm` empty: without auth.
+    fn another_registry(&self, cdn_url: &str, realm: String) -> (String, ManagedChild) {
         assert!(self.ca_file.is_none(), "plain world only");
         let dir = tempfile::Builder::new()
             .prefix("registry-")
@@ -211,7 +223,7 @@ impl World {
         let registry = registry::start(&registry::RegistryOptions {
             dir: &dir,
             storage_root: &self.storage_root,
-            realm: format!("{}/token", self.issuer_url),
+            realm,
             service: SERVICE,
             root_cert_bundle: &self.issuer_cert,
             cdn_url,

@@ -24,6 +24,7 @@ pub struct Registry {
 pub struct RegistryOptions<'a> {
     pub dir: &'a Path,
     pub storage_root: &'a Path,
+    /// Where its clients get tokens; empty: no auth at all.
     pub realm: String,
     /// `service` of the registry's token config: the audience its tokens must name.
     pub service: &'a str,
@@ -80,6 +81,17 @@ fn config(opts: &RegistryOptions, port: u16) -> String {
         ),
         None => String::new(),
     };
+    // No realm: a registry that serves anyone (as mirror.gcr.io serves Docker Hub's images).
+    let auth = match opts.realm.as_str() {
+        "" => String::new(),
+        realm => format!(
+            "auth:\n  token:\n    realm: {realm}\n    service: {}\n    issuer: {}\n    \
+             rootcertbundle: {}\n",
+            opts.service,
+            token::ISSUER,
+            p(opts.root_cert_bundle)
+        ),
+    };
     // The redirect middleware (2.8) keeps only scheme and host of `baseurl` and appends the
     // driver path, e.g. /docker/registry/v2/blobs/sha256/ab/<hex>/data; it applies to HEAD too.
     format!(
@@ -98,23 +110,14 @@ storage:
 http:
   addr: 127.0.0.1:{port}
   secret: hubferry-world-http-secret
-{tls}auth:
-  token:
-    realm: {realm}
-    service: {service}
-    issuer: {issuer}
-    rootcertbundle: {bundle}
-middleware:
+{tls}{auth}middleware:
   storage:
     - name: redirect
       options:
         baseurl: {cdn}
 "#,
         root = p(opts.storage_root),
-        realm = opts.realm,
-        service = opts.service,
-        issuer = token::ISSUER,
-        bundle = p(opts.root_cert_bundle),
+        auth = auth,
         cdn = opts.cdn_url,
     )
 }
