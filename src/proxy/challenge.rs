@@ -1,72 +1,7 @@
 //! Token challenges (`WWW-Authenticate`): parsing them, quoting values, and the rewrite that
 //! points a client at the mirror's token endpoint instead of the upstream's.
 
-/// One parsed `WWW-Authenticate` challenge: scheme and its auth-params in order.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Challenge {
-    pub scheme: String,
-    pub params: Vec<(String, String)>,
-}
-
-/// Parses a challenge `scheme param=value, param="quoted, value"` (RFC 9110 §11.6.1). Returns
-/// `None` when the value does not follow the grammar. Values are unquoted.
-pub fn parse_challenge(value: &str) -> Option<Challenge> {
-    let value = value.trim();
-    let (scheme, mut rest) = match value.find([' ', '\t']) {
-        Some(i) => (&value[..i], value[i..].trim_start()),
-        None => (value, ""),
-    };
-    if scheme.is_empty() || !scheme.bytes().all(is_token_byte) {
-        return None;
-    }
-    let mut params = Vec::new();
-    while !rest.is_empty() {
-        let eq = rest.find('=')?;
-        let name = rest[..eq].trim();
-        if name.is_empty() || !name.bytes().all(is_token_byte) {
-            return None;
-        }
-        rest = rest[eq + 1..].trim_start();
-        let (param_value, after) = if let Some(quoted) = rest.strip_prefix('"') {
-            let mut out = String::new();
-            let mut chars = quoted.char_indices();
-            let mut end = None;
-            while let Some((i, c)) = chars.next() {
-                match c {
-                    '\\' => out.push(chars.next()?.1),
-                    '"' => {
-                        end = Some(i + 1);
-                        break;
-                    }
-                    c => out.push(c),
-                }
-            }
-            (out, &quoted[end?..])
-        } else {
-            let end = rest.find([',', ' ', '\t']).unwrap_or(rest.len());
-            let token = &rest[..end];
-            if token.is_empty() || !token.bytes().all(is_token_byte) {
-                return None;
-            }
-            (token.to_owned(), &rest[end..])
-        };
-        params.push((name.to_ascii_lowercase(), param_value));
-        rest = after.trim_start();
-        if let Some(next) = rest.strip_prefix(',') {
-            rest = next.trim_start();
-        } else if !rest.is_empty() {
-            return None;
-        }
-    }
-    Some(Challenge {
-        scheme: scheme.to_owned(),
-        params,
-    })
-}
-
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
+pub use crate::upstream::challenge::{parse_challenge, Challenge};
 
 /// A quoted-string (RFC 9110 §5.6.4): `"` and `\\` escaped, so the value stays one value.
 pub fn quote(value: &str) -> String {
@@ -212,6 +147,7 @@ mod tests {
 
     mod props {
         use super::super::*;
+        use crate::upstream::challenge::is_token_byte;
         use proptest::prelude::*;
 
         fn token() -> impl Strategy<Value = String> {

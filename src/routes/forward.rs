@@ -25,7 +25,7 @@ use crate::{
     stream::{relay, resume},
     upstream::cdn,
     upstream::client::{self, Outgoing, RequestBody},
-    upstream::failover::{self, Failover},
+    upstream::failover::{self, Failover, OwnedFailover},
     upstream::ratelimit::{self, Budget},
     upstream::realms::{self, Realms},
     upstream::redirect,
@@ -205,6 +205,11 @@ pub(super) async fn forward(
     };
     access_log::Notes::trace(req, trace);
     let client = worker.clients.for_registry(out.registry);
+    // A registry with endpoints to fall back on, for what may go to another.
+    let fallback = config
+        .registries
+        .get(policy.registry)
+        .filter(|r| !r.fallbacks.is_empty() && failover::may_fall_back(req.path()));
     let followable =
         matches!(body, RequestBody::None) && matches!(out.method, Method::GET | Method::HEAD);
     // Only GETs of blobs by digest: the same bytes whenever asked (see `resume`).
@@ -213,8 +218,21 @@ pub(super) async fn forward(
         && out.method == Method::GET
         && config.resume.attempts > 0
         && resume::is_blob_by_digest(req.path()))
-    .then(|| {
-        redirect::resumer(
+    .then(|| match fallback {
+        Some(registry) => failover::resumer(
+            OwnedFailover {
+                client: client.clone(),
+                registry: registry.clone(),
+                breakers: worker.breakers.clone(),
+                redirects: config.redirect,
+                timeouts: config.timeouts,
+                metrics: worker.metrics.clone(),
+            },
+            &out,
+            config.resume,
+            access_log::Notes::resumes(req),
+        ),
+        None => redirect::resumer(
             client,
             &out,
             config.redirect,
@@ -222,15 +240,10 @@ pub(super) async fn forward(
             config.resume,
             &worker.metrics,
             access_log::Notes::resumes(req),
-        )
+        ),
     });
     let mut from_cdn = false;
     let response = if policy.follow_redirects && followable {
-        // A registry with endpoints to fall back on, for what may go to another.
-        let fallback = config
-            .registries
-            .get(policy.registry)
-            .filter(|r| !r.fallbacks.is_empty() && failover::may_fall_back(req.path()));
         let followed = match fallback {
             Some(registry) => {
                 Failover {

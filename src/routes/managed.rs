@@ -27,6 +27,7 @@ use crate::{
     net::redact,
     proxy::{challenge, credentials::Carried, target},
     upstream::{
+        challenge::token_answer,
         client::{self, Outgoing, RequestBody},
         registries::Registry,
     },
@@ -463,16 +464,8 @@ async fn fetch_upstream_token(
             });
         }
     };
-    let answer: serde_json::Value = serde_json::from_slice(&body).map_err(|_| refused(status))?;
-    let token = answer["token"]
-        .as_str()
-        .or_else(|| answer["access_token"].as_str())
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| refused(status))?;
-    let expires_in = answer["expires_in"]
-        .as_u64()
-        .filter(|s| *s > 0)
-        .unwrap_or(DEFAULT_EXPIRES_IN);
+    let (token, expires_in) = token_answer(&body).ok_or_else(|| refused(status))?;
+    let expires_in = expires_in.unwrap_or(DEFAULT_EXPIRES_IN);
     log::debug!(
         "upstream {} token for {scope}, valid {expires_in}s",
         upstream.name

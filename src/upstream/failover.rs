@@ -6,19 +6,29 @@
 //!
 //! The client's credentials are for the first endpoint's token issuer: another origin gets the
 //! request without them (as a redirect to another origin does), so a fallback serves what it
-//! serves to anyone. A fallback that asks for credentials (401, 403) has not failed, but cannot
-//! answer either: the next one is tried, and when none answers the client gets the first
-//! endpoint's answer or error.
+//! serves to anyone. A fallback whose answer is a Bearer challenge gets hubferry's own request
+//! for an anonymous token from the realm it names (each endpoint's realm, learned from its own
+//! challenge; reached under the egress policy like a redirect), and the request again with it.
+//! A fallback that still refuses (401, 403) has not failed, but cannot answer either: the next
+//! one is tried, and when none answers the client gets the first endpoint's answer or error.
 
-use actix_web::http::{header, StatusCode};
+use std::{cell::Cell, rc::Rc, sync::Arc};
+
+use actix_web::http::{
+    header::{self, HeaderMap, HeaderValue},
+    Method, StatusCode,
+};
+use futures_util::FutureExt;
 use url::Url;
 
 use crate::{
     error::ProxyError,
     metrics::Metrics,
     net::redact::shown,
+    stream::resume::{ResumePolicy, Resumer},
     upstream::{
-        client::{host_header, Outgoing, Timeouts, UpstreamClient},
+        challenge::{parse_challenge, token_answer},
+        client::{self, host_header, Outgoing, RequestBody, Timeouts, UpstreamClient},
         endpoints::{rebase, Breakers},
         redirect::{self, Followed, RedirectPolicy},
         registries::Registry,
@@ -91,6 +101,47 @@ pub fn may_fall_back(path: &str) -> bool {
         && (kind == "manifests" || (kind == "blobs" && reference != "uploads"))
 }
 
+/// What [`Failover`] borrows, owned: a resumer's refetch outlives the handler that made it.
+pub struct OwnedFailover {
+    pub client: UpstreamClient,
+    pub registry: Registry,
+    pub breakers: Arc<Breakers>,
+    pub redirects: RedirectPolicy,
+    pub timeouts: Timeouts,
+    pub metrics: Arc<Metrics>,
+}
+
+impl OwnedFailover {
+    fn borrowed(&self) -> Failover<'_> {
+        Failover {
+            client: &self.client,
+            registry: &self.registry,
+            breakers: &self.breakers,
+            redirects: &self.redirects,
+            timeouts: &self.timeouts,
+            metrics: &self.metrics,
+        }
+    }
+}
+
+/// A resumer (see `redirect::resumer`) that asks again through the registry's endpoints: a
+/// download broken at one may go on from another when the first fails, its answer checked as
+/// any resumed answer is (the same range of the same representation).
+pub fn resumer(
+    owned: OwnedFailover,
+    first: &Outgoing,
+    policy: ResumePolicy,
+    resumed: Rc<Cell<u32>>,
+) -> Resumer {
+    let (timeouts, metrics) = (owned.timeouts, owned.metrics.clone());
+    let owned = Rc::new(owned);
+    let fetch = move |out: Outgoing| {
+        let owned = owned.clone();
+        async move { owned.borrowed().follow(out).await }.boxed_local()
+    };
+    redirect::resumer_with(first, fetch, timeouts, policy, &metrics, resumed)
+}
+
 /// Everything a fallback needs besides the request.
 pub struct Failover<'a> {
     pub client: &'a UpstreamClient,
@@ -117,7 +168,8 @@ impl Failover<'_> {
                     None => continue,
                 },
             };
-            let result = redirect::follow(
+            let again = (index != 0).then(|| out.clone());
+            let mut result = redirect::follow(
                 self.client,
                 out,
                 self.redirects,
@@ -125,6 +177,19 @@ impl Failover<'_> {
                 self.metrics,
             )
             .await;
+            if let (Some(mut again), Some(challenge)) = (again, bearer_challenge(&result)) {
+                if let Some(token) = self.anonymous_token(&challenge, &again).await {
+                    again.headers.insert(header::AUTHORIZATION, token);
+                    result = redirect::follow(
+                        self.client,
+                        again,
+                        self.redirects,
+                        self.timeouts,
+                        self.metrics,
+                    )
+                    .await;
+                }
+            }
             let outcome = outcome(&result, index != 0);
             self.note(index, &outcome, endpoints[index]);
             if outcome == Outcome::Answer {
@@ -159,6 +224,76 @@ impl Failover<'_> {
         })
     }
 
+    /// A token of a fallback's own for `out`, from the realm its `challenge` names, asked for
+    /// anonymously with the challenge's `service` and `scope`; `None` when there is none to
+    /// have (the answer is then the fallback's refusal).
+    async fn anonymous_token(&self, challenge: &str, out: &Outgoing) -> Option<HeaderValue> {
+        let challenge = parse_challenge(challenge)?;
+        if !challenge.scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let param = |name: &str| {
+            challenge
+                .params
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.as_str())
+        };
+        let mut realm = Url::parse(param("realm")?).ok()?;
+        if !matches!(realm.scheme(), "http" | "https") {
+            return None;
+        }
+        for name in ["service", "scope"] {
+            if let Some(value) = param(name) {
+                realm.query_pairs_mut().append_pair(name, value);
+            }
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, host_header(&realm).parse().ok()?);
+        headers.insert(
+            header::USER_AGENT,
+            HeaderValue::from_static(concat!("hubferry/", env!("CARGO_PKG_VERSION"))),
+        );
+        let asking = Outgoing {
+            upstream: "auth",
+            registry: out.registry,
+            method: Method::GET,
+            url: realm,
+            headers,
+        };
+        let sent = client::send(
+            self.client,
+            &asking,
+            RequestBody::None,
+            self.timeouts,
+            self.metrics,
+        );
+        let mut response = match sent.await {
+            Ok(response) if response.status().is_success() => response,
+            Ok(response) => {
+                log::info!(
+                    "{}: no anonymous token ({})",
+                    shown(&asking.url),
+                    response.status()
+                );
+                return None;
+            }
+            Err(err) => {
+                log::info!("no anonymous token: {err}");
+                return None;
+            }
+        };
+        let reading = response.body().limit(MAX_TOKEN_ANSWER);
+        let body = actix_rt::time::timeout(self.timeouts.body_idle, reading)
+            .await
+            .ok()?
+            .ok()?;
+        let (token, _) = token_answer(&body)?;
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+        value.set_sensitive(true);
+        Some(value)
+    }
+
     /// The breaker and the metrics after an endpoint's outcome.
     fn note(&self, index: usize, outcome: &Outcome, endpoint: &Url) {
         let registry = self.registry.label();
@@ -183,6 +318,28 @@ impl Failover<'_> {
             );
         }
     }
+}
+
+/// Largest token answer read (Docker Hub's are about 1 KiB; a JWT with many scopes a few).
+const MAX_TOKEN_ANSWER: usize = 64 * 1024;
+
+/// A fallback's Bearer challenge, when its answer is a 401 with one.
+fn bearer_challenge(result: &Result<Followed, ProxyError>) -> Option<String> {
+    let followed = result.as_ref().ok()?;
+    if followed.response.status() != StatusCode::UNAUTHORIZED {
+        return None;
+    }
+    followed
+        .response
+        .headers()
+        .get_all(header::WWW_AUTHENTICATE)
+        .filter_map(|value| value.to_str().ok())
+        .find(|value| {
+            value
+                .get(..7)
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+        })
+        .map(str::to_owned)
 }
 
 fn why(result: &Result<Followed, ProxyError>) -> String {

@@ -3,6 +3,7 @@
 //! redirects they follow, and the token realms they learned.
 
 pub mod cdn;
+pub mod challenge;
 pub mod client;
 pub mod clients;
 pub mod connector;

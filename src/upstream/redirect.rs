@@ -5,7 +5,7 @@
 use std::{cell::Cell, rc::Rc, sync::Arc};
 
 use actix_web::http::{header, Method, StatusCode};
-use futures_util::FutureExt;
+use futures_util::{future::LocalBoxFuture, FutureExt};
 use url::Url;
 
 use crate::{
@@ -172,16 +172,35 @@ pub fn resumer(
     metrics: &Arc<Metrics>,
     resumed: Rc<Cell<u32>>,
 ) -> Resumer {
+    let (client, fetch_metrics) = (client.clone(), metrics.clone());
+    let fetch = move |out: Outgoing| {
+        let (client, metrics) = (client.clone(), fetch_metrics.clone());
+        async move { follow(&client, out, &redirects, &timeouts, &metrics).await }.boxed_local()
+    };
+    resumer_with(first, fetch, timeouts, policy, metrics, resumed)
+}
+
+/// As [`resumer`], asking again with `fetch`: the first request with the range in its headers,
+/// to its answer after redirects (from another endpoint, perhaps: see `failover`).
+pub fn resumer_with(
+    first: &Outgoing,
+    fetch: impl Fn(Outgoing) -> LocalBoxFuture<'static, Result<Followed, ProxyError>> + 'static,
+    timeouts: Timeouts,
+    policy: ResumePolicy,
+    metrics: &Arc<Metrics>,
+    resumed: Rc<Cell<u32>>,
+) -> Resumer {
     let refetch = {
-        let (client, first, metrics) = (client.clone(), first.clone(), metrics.clone());
+        let (first, metrics) = (first.clone(), metrics.clone());
         move |headers| {
             let out = Outgoing {
                 headers,
                 ..first.clone()
             };
-            let (client, metrics) = (client.clone(), metrics.clone());
+            let metrics = metrics.clone();
+            let fetching = fetch(out);
             async move {
-                let followed = follow(&client, out, &redirects, &timeouts, &metrics).await?;
+                let followed = fetching.await?;
                 metrics.redirects_followed(followed.hops);
                 Ok(followed.response)
             }

@@ -7,9 +7,10 @@
 use std::time::Duration;
 
 use crate::{
-    hubferry::{raw_get, Hubferry, FOLLOW_LOCAL_REDIRECTS},
+    hubferry::{raw_get, Hubferry, RawDownload, FOLLOW_LOCAL_REDIRECTS},
     operations::{get_text, sample},
     pull_budget::{get_manifest, hub},
+    relay::{Fault, Relay},
     skopeo::{self, assert_blobs_copied},
     world::{self, World},
 };
@@ -131,4 +132,69 @@ fn when_no_endpoint_answers_the_client_gets_the_first_ones_answer() {
     assert_eq!(status, 429, "{body}");
     assert_eq!(retry_after.as_deref(), Some("60"));
     assert!(body.contains("TOOMANYREQUESTS"), "{body}");
+}
+
+/// A fallback that wants a token (the world's registry itself, behind a first endpoint that is
+/// down): hubferry asks the realm of its challenge for an anonymous one, as a client would.
+#[test]
+fn a_fallback_that_asks_for_a_token_gets_an_anonymous_one() {
+    let w = world::plain();
+    let down = format!("http://127.0.0.1:{}", world::free_port());
+    let hf = with_endpoints(w, &down, &w.registry_url, &[]);
+    let nginx = w.image("library/nginx");
+    let registry = skopeo::Registry {
+        host: &hf.addr,
+        ca_file: None,
+    };
+    let dir = skopeo::pull(&registry, &nginx.reference(), &[]);
+    assert_blobs_copied(&dir, &nginx.blobs);
+    let asked = w.issuer_records().iter().any(|r| {
+        r.user_agent
+            .as_deref()
+            .is_some_and(|ua| ua.starts_with("hubferry/"))
+            && r.query_values("scope")
+                .iter()
+                .any(|s| s == "repository:library/nginx:pull")
+    });
+    assert!(
+        asked,
+        "hubferry asked the fallback's realm for no token of its own"
+    );
+}
+
+/// A blob download broken at the first endpoint's CDN while that endpoint has gone: the
+/// resume asks again through the endpoints, and the next one's answer (the same range of the
+/// same bytes, from the same CDN) continues the client's download.
+#[test]
+fn a_download_broken_at_one_endpoint_goes_on_from_the_next() {
+    use sha2::{Digest, Sha256};
+    let w = world::plain();
+    let relay = Relay::start(w.cdn_host(), &[Fault::CutAfter(20_000_000)]);
+    let (first, first_child) = w.registry_redirecting_to(&format!("http://{}", relay.addr));
+    let (open, _open_child) = w.open_registry();
+    let hf = with_endpoints(w, &first, &open, &["--resume-backoff", "50ms"]);
+    let big = w.big_layer();
+    let token = w.token(&["repository:library/big:pull"]);
+    let authorization = format!("Bearer {token}");
+    let mut download = RawDownload::start(
+        &hf.addr,
+        &format!("/v2/library/big/blobs/{}", big.digest),
+        &[("Authorization", authorization.as_str())],
+    );
+    // Under way from the first endpoint; then it goes away, and its CDN link breaks.
+    download.read_some(1_000_000);
+    drop(first_child);
+    let response = download.finish();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body.len() as u64, big.size);
+    assert_eq!(
+        format!("sha256:{:x}", Sha256::digest(&response.body)),
+        big.digest
+    );
+    let log = hf.log_text();
+    assert!(log.contains("resuming "), "{log}");
+    assert!(
+        log.contains(&format!("answered by {open}")),
+        "the resume was not answered by the next endpoint:\n{log}"
+    );
 }
