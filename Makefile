@@ -11,7 +11,7 @@ RUN_ARGS ?=
 # What `make bench` adds: load generators (wrk, h2load) besides the test packages.
 BENCH_PACKAGES := wrk nghttp2-client
 
-.PHONY: build run test test-unit test-integration deps lint fmt clean validate-deploy bench fuzz soak
+.PHONY: build run test test-unit test-integration deps lint fmt clean validate-deploy bench fuzz soak dist
 
 build:
 	$(CARGO) build --release --locked
@@ -78,6 +78,15 @@ soak: deps
 # systemd unit. Installs its checkers from PyPI into target/deploy-tools on first use.
 validate-deploy:
 	bash deploy/validate.sh
+
+# A release archive in dist/ (see deploy/dist.sh): a static binary (musl) when the toolchain has
+# the target and musl-gcc is installed (rustup target add x86_64-unknown-linux-musl; apt-get
+# install musl-tools), else one for this machine's glibc. DIST_TARGET chooses.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+DIST_TARGET ?= $(shell if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl && command -v musl-gcc >/dev/null; then echo x86_64-unknown-linux-musl; else rustc -vV | sed -n 's/^host: //p'; fi)
+dist:
+	$(CARGO) build --release --locked --target $(DIST_TARGET)
+	sh deploy/dist.sh target/$(DIST_TARGET)/release/hubferry $(VERSION) $(DIST_TARGET) dist
 
 # Installs missing test packages when run as root (CI, fresh machines); otherwise says what is
 # missing so the tests' own error makes sense.

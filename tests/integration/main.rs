@@ -7,6 +7,7 @@ mod config_cli;
 mod containerd;
 mod credentials;
 mod deadlines;
+mod dist;
 mod egress;
 mod failover;
 mod failures;
