@@ -205,13 +205,14 @@ pub(super) async fn forward(
     };
     access_log::Notes::trace(req, trace);
     let client = worker.clients.for_registry(out.registry);
-    // A registry with endpoints to fall back on, for what may go to another.
-    let fallback = config
-        .registries
-        .get(policy.registry)
-        .filter(|r| !r.fallbacks.is_empty() && failover::may_fall_back(req.path()));
     let followable =
         matches!(body, RequestBody::None) && matches!(out.method, Method::GET | Method::HEAD);
+    // A registry with endpoints to fall back on, for what may go to another (looked up only for
+    // the requests that can).
+    let fallback = (policy.follow_redirects && followable)
+        .then(|| config.registries.get(policy.registry))
+        .flatten()
+        .filter(|r| !r.fallbacks.is_empty() && failover::may_fall_back(req.path()));
     // Only GETs of blobs by digest: the same bytes whenever asked (see `resume`).
     let resumer = (policy.follow_redirects
         && followable

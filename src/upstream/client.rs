@@ -24,7 +24,7 @@ use crate::{
     net::redact,
     stream::upload,
     upstream::{
-        connector::{EgressConnector, ProxyFailed},
+        connector::{EgressConnector, ProxyFailed, ASKS_FOR_CREDENTIALS},
         egress,
         proxy::{self, ProxyKind},
     },
@@ -295,9 +295,7 @@ async fn send_timed(
                 url: redact::shown(&out.url),
                 failure: ProxyFailed {
                     proxy: proxy.clone(),
-                    reason: "asks for credentials (407 Proxy Authentication Required); give \
-                             them in the proxy URL"
-                        .to_owned(),
+                    reason: ASKS_FOR_CREDENTIALS.to_owned(),
                 }
                 .to_string(),
             })

@@ -229,13 +229,14 @@ where
         .map_err(|err| proxy_failed(proxy, socks_refusal(&err)))
 }
 
+/// An HTTP proxy's 407, to a CONNECT or to an absolute-form request alike.
+pub const ASKS_FOR_CREDENTIALS: &str =
+    "asks for credentials (407 Proxy Authentication Required); give them in the proxy URL";
+
 /// What a CONNECT that did not open a tunnel means, for the operator.
 fn connect_refusal(err: &HttpError, host: &str, port: u16) -> String {
     match err {
-        HttpError::HttpCode200(407) => {
-            "asks for credentials (407 Proxy Authentication Required); give them in the proxy URL"
-                .to_owned()
-        }
+        HttpError::HttpCode200(407) => ASKS_FOR_CREDENTIALS.to_owned(),
         HttpError::HttpCode200(code) => {
             format!("refused the tunnel to {host}:{port} (CONNECT answered {code})")
         }
