@@ -66,7 +66,7 @@ impl CommandFactory for Flags {
 
 /// `help [setting: key; env: HUBFERRY_KEY; default: ...]`, the default without the README's
 /// backticks: where each flag's value goes, and what it replaces.
-fn help(setting: &super::settings::Setting) -> String {
+fn help(setting: &super::Setting) -> String {
     let mut help = setting.help.to_owned();
     if setting.flag.as_ref().is_some_and(|f| f.repeated) {
         help.push_str("; repeat it or separate values with commas");

@@ -29,12 +29,15 @@ mod flags;
 mod layers;
 pub mod pem;
 mod registries;
+mod setting;
 mod settings;
 mod validate;
 mod values;
 
 pub use flags::Flags;
-pub use settings::{Setting, SETTINGS};
+pub use setting::Setting;
+pub use settings::SETTINGS;
+pub use values::AcmeChallenge;
 
 /// Where the admin listener binds unless told otherwise: loopback, on a port that no exporter in
 /// the Prometheus wiki's "Default port allocations" list uses. Exporters run on the same hosts
@@ -94,11 +97,63 @@ pub struct AccessPolicy {
     pub trusted_proxies: Vec<Cidr>,
 }
 
+/// The TLS listener. With ACME, `cert` and `key` are the files in `tls.acme.cache_dir` that
+/// hubferry writes and serves (see `server::acme`); they may not exist yet.
 #[derive(Debug, Clone)]
 pub struct TlsListener {
     pub listen: SocketAddr,
     pub cert: PathBuf,
     pub key: PathBuf,
+    pub acme: Option<Acme>,
+}
+
+/// `tls.acme.*`: the certificate comes from an ACME CA.
+#[derive(Debug, Clone)]
+pub struct Acme {
+    /// Lower-case DNS names, in the order given; the first names the files.
+    pub domains: Vec<String>,
+    pub email: Option<String>,
+    pub directory: Url,
+    /// Trust anchors for the directory's HTTPS beside the web's roots (`tls.acme.ca_file`).
+    pub ca_roots: Vec<CertificateDer<'static>>,
+    pub cache_dir: PathBuf,
+    pub challenge: AcmeChallenge,
+    /// The first wait after a failure; doubled after each further one.
+    pub retry: Duration,
+}
+
+impl Acme {
+    /// The certificate chain and key files, named for the first name and a digest of the CA
+    /// and all the names: another CA or another set of names asks for a new certificate, not
+    /// one that does not fit.
+    pub fn certificate_files(&self) -> (PathBuf, PathBuf) {
+        let stem = format!(
+            "{}-{}",
+            self.domains[0],
+            short_digest(&format!("{}\n{}", self.directory, self.domains.join(",")))
+        );
+        (
+            self.cache_dir.join(format!("{stem}.crt")),
+            self.cache_dir.join(format!("{stem}.key")),
+        )
+    }
+
+    /// The account's credentials (its key and URL) at this CA.
+    pub fn account_file(&self) -> PathBuf {
+        self.cache_dir.join(format!(
+            "account-{}.json",
+            short_digest(self.directory.as_str())
+        ))
+    }
+}
+
+/// 16 hex digits of SHA-256: enough to tell a handful of files apart.
+fn short_digest(text: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy)]

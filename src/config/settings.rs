@@ -12,9 +12,10 @@
 
 use super::{
     registries::RawRegistry,
+    setting::{Flag, Setting},
     values::{
-        AuthMode, Blank, Bool, Count, DnsServer, FilePath, Fraction, List, Listen, MaxStreams,
-        PublicUrl, Span, UpstreamUrl, U32, USIZE,
+        AcmeChallenge, AcmeDirectory, AcmeDomain, AuthMode, Blank, Bool, Count, DnsServer,
+        FilePath, Fraction, List, Listen, MaxStreams, PublicUrl, Span, UpstreamUrl, U32, USIZE,
     },
     LogFormat, DEFAULT_ADMIN_LISTEN,
 };
@@ -28,62 +29,6 @@ use crate::{
         registries::DOCKER_HUB,
     },
 };
-
-/// One setting, as the flags, the layers and the README see it.
-#[derive(Debug)]
-pub struct Setting {
-    /// As in the file (`upstream.registry`); the environment variable is made from it.
-    pub key: &'static str,
-    /// The value a user would write, applied beneath the file; `None`: unset (off, none, or
-    /// derived; see `shown`).
-    pub default: Option<&'static str>,
-    /// What the documentation says of the default, beside `default` or instead of it.
-    pub shown: Option<&'static str>,
-    pub flag: Option<Flag>,
-    /// Set only in the file (structured settings).
-    pub file_only: bool,
-    pub help: &'static str,
-}
-
-#[derive(Debug)]
-pub struct Flag {
-    /// With its dashes, as typed: `--listen`.
-    pub long: &'static str,
-    pub value_name: &'static str,
-    /// Repeatable, each value a comma-separated list.
-    pub repeated: bool,
-}
-
-impl Setting {
-    /// `HUBFERRY_` and the key upper-cased, each `.` (a table) written `__`.
-    pub fn env(&self) -> Option<String> {
-        (!self.file_only).then(|| {
-            format!(
-                "HUBFERRY_{}",
-                self.key.to_ascii_uppercase().replace('.', "__")
-            )
-        })
-    }
-
-    /// The default as the README writes it: the literal in backticks, then what `shown` adds.
-    pub fn default_text(&self) -> String {
-        match (self.default, self.shown) {
-            (Some(value), None) => format!("`{value}`"),
-            (Some(value), Some(shown)) => format!("`{value}` ({shown})"),
-            (None, Some(shown)) => shown.to_owned(),
-            (None, None) => "none".to_owned(),
-        }
-    }
-
-    /// The flag as the README writes it (`--listen ADDR`), or what stands for none.
-    pub fn flag_text(&self) -> String {
-        match (&self.flag, self.file_only) {
-            (Some(flag), _) => format!("{} {}", flag.long, flag.value_name),
-            (None, true) => "none (file only)".to_owned(),
-            (None, false) => "none".to_owned(),
-        }
-    }
-}
 
 /// The setting with this key.
 pub fn setting(key: &str) -> Option<&'static Setting> {
@@ -343,6 +288,51 @@ settings! {
         key: "tls.key",
         flag: "--tls-key" "FILE",
         help: "PEM private key (PKCS#8, PKCS#1 or SEC1) for the TLS listener",
+    }
+    tls_acme_domains: List<AcmeDomain> {
+        key: "tls.acme.domains",
+        shown: "off",
+        flag: "--acme-domain" "DOMAIN" repeated,
+        help: "Names to get the TLS listener's certificate for from an ACME CA (Let's \
+               Encrypt), renewed automatically; instead of tls.cert and tls.key",
+    }
+    tls_acme_email: Option<String> {
+        key: "tls.acme.email",
+        flag: "--acme-email" "ADDRESS",
+        help: "Contact address the CA may write to about the certificates",
+    }
+    tls_acme_directory: AcmeDirectory {
+        key: "tls.acme.directory",
+        default: "letsencrypt",
+        shown: "Let's Encrypt",
+        flag: "--acme-directory" "URL",
+        help: "The ACME CA's directory URL, or letsencrypt or letsencrypt-staging",
+    }
+    tls_acme_ca_file: FilePath {
+        key: "tls.acme.ca_file",
+        flag: "--acme-ca-file" "FILE",
+        help: "PEM CA certificates to trust for the ACME CA's own HTTPS, beside the web's roots \
+               (a private CA)",
+    }
+    tls_acme_cache_dir: FilePath {
+        key: "tls.acme.cache_dir",
+        default: "/var/lib/hubferry/acme",
+        flag: "--acme-cache-dir" "DIR",
+        help: "Where the ACME account key and the certificates are kept (made if missing)",
+    }
+    tls_acme_challenge: AcmeChallenge {
+        key: "tls.acme.challenge",
+        default: "auto",
+        flag: "--acme-challenge" "TYPE",
+        help: "tls-alpn-01 (answered on tls.listen), http-01 (on listen), or auto: \
+               tls-alpn-01, then the other after a failure",
+    }
+    tls_acme_retry: Span {
+        key: "tls.acme.retry",
+        default: "1m",
+        flag: "--acme-retry" "DURATION",
+        help: "Wait after a failed issuance or renewal, doubled after each further failure, \
+               at most 1h; the certificate in service stays",
     }
     admin_listen: Listen {
         key: "admin_listen",

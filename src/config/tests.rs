@@ -1343,3 +1343,114 @@ fn the_readme_egress_and_failover_examples_are_valid() {
     assert_eq!(loaded, 3);
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn acme_settings_make_the_tls_listener_serve_files_in_the_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().to_str().unwrap();
+    let config = load(
+        &[
+            "--tls-listen",
+            "127.0.0.1:5443",
+            "--acme-domain",
+            "Mirror.Example.com.,mirror.example.com",
+            "--acme-domain",
+            "hub.example.com",
+            "--acme-cache-dir",
+            dir,
+        ],
+        &[("HUBFERRY_TLS__ACME__EMAIL", "ops@example.com")],
+    )
+    .unwrap();
+    let tls = config.tls.unwrap();
+    let acme = tls.acme.clone().unwrap();
+    assert_eq!(acme.domains, ["mirror.example.com", "hub.example.com"]);
+    assert_eq!(acme.email.as_deref(), Some("ops@example.com"));
+    assert_eq!(acme.directory.as_str(), values::LETS_ENCRYPT);
+    assert_eq!(acme.challenge, AcmeChallenge::Auto);
+    assert_eq!(acme.retry, Duration::from_secs(60));
+    assert!(tls.cert.starts_with(cache.path()) && tls.key.starts_with(cache.path()));
+    let name = tls.cert.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("mirror.example.com-") && name.ends_with(".crt"),
+        "{name}"
+    );
+    assert!(acme.account_file().starts_with(cache.path()));
+
+    // Another CA: other files (its certificate is not this one's), and another account.
+    let staging = load(
+        &[
+            "--tls-listen",
+            "127.0.0.1:5443",
+            "--acme-domain",
+            "mirror.example.com,hub.example.com",
+            "--acme-cache-dir",
+            dir,
+            "--acme-directory",
+            "letsencrypt-staging",
+        ],
+        &[],
+    )
+    .unwrap();
+    let staging_tls = staging.tls.unwrap();
+    let staging_acme = staging_tls.acme.as_ref().unwrap();
+    assert_eq!(
+        staging_acme.directory.as_str(),
+        values::LETS_ENCRYPT_STAGING
+    );
+    assert_ne!(staging_tls.cert, tls.cert);
+    assert_ne!(staging_acme.account_file(), acme.account_file());
+}
+
+#[test]
+fn acme_mistakes_are_named() {
+    let problem = |args: &[&str]| load(args, &[]).unwrap_err().to_string();
+    let err = problem(&["--acme-domain", "mirror.example.com"]);
+    assert!(err.contains("tls.acme.domains: needs tls.listen"), "{err}");
+    let err = problem(&[
+        "--tls-listen",
+        "127.0.0.1:5443",
+        "--acme-domain",
+        "mirror.example.com",
+        "--tls-cert",
+        "/etc/hubferry/tls.crt",
+        "--acme-email",
+        "not-an-address",
+        "--acme-challenge",
+        "http-01",
+        "--listen",
+        "off",
+    ]);
+    for expected in [
+        "tls.cert: is set with tls.acme.domains",
+        "tls.acme.email: 'not-an-address' is not an e-mail address",
+        "tls.acme.challenge: is http-01",
+    ] {
+        assert!(err.contains(expected), "{expected}: {err}");
+    }
+    for (value, expected) in [
+        ("*.example.com", "wildcard"),
+        ("192.0.2.1", "an address"),
+        ("mirror_example.com", "not a DNS name"),
+        ("-x.example.com", "not a DNS name"),
+    ] {
+        let flag = format!("--acme-domain={value}");
+        let err = problem(&["--tls-listen", "127.0.0.1:5443", &flag]);
+        assert!(
+            err.contains("tls.acme.domains") && err.contains(expected),
+            "{value}: {err}"
+        );
+    }
+    let err = problem(&[
+        "--tls-listen",
+        "127.0.0.1:5443",
+        "--acme-domain",
+        "mirror.example.com",
+        "--acme-directory",
+        "http://ca.example.com/directory",
+    ]);
+    assert!(
+        err.contains("tls.acme.directory") && err.contains("HTTPS"),
+        "{err}"
+    );
+}

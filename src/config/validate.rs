@@ -9,11 +9,11 @@ use super::{
     registries::{credentials, read_secret_file, registries},
     settings::Raw,
     values::{FilePath, List, MaxStreams},
-    AccessPolicy, BreakerPolicy, Config, ConfigError, DockerHub, Egress, Limits, Problems,
+    AccessPolicy, Acme, BreakerPolicy, Config, ConfigError, DockerHub, Egress, Limits, Problems,
     RedirectPolicy, ResumePolicy, StreamCap, Timeouts, TlsListener,
 };
 use crate::{
-    config::capacity,
+    config::{capacity, AcmeChallenge},
     policy::images::{ImagePolicy, Pattern, PatternList},
     upstream::proxy::Route,
 };
@@ -212,18 +212,30 @@ fn egress(raw: &Raw, proxy_env: &[(String, String)]) -> Result<Egress, ConfigErr
 }
 
 fn tls(raw: &Raw) -> Result<Option<TlsListener>, ConfigError> {
+    if !raw.tls_acme_domains.0.is_empty() {
+        return acme(raw).map(Some);
+    }
     let Some(listen) = raw.tls_listen.0 else {
         return Ok(None);
     };
     let file = |key: &str, path: &FilePath| match &path.0 {
         Some(path) if path.is_file() => Ok(path.clone()),
         Some(path) => Err(invalid(key, format!("no such file: {}", path.display()))),
-        None => Err(invalid(key, "is required when tls.listen is set")),
+        None => Err(invalid(
+            key,
+            "is required when tls.listen is set (or tls.acme.domains, for a certificate from \
+             an ACME CA)",
+        )),
     };
     let cert = file("tls.cert", &raw.tls_cert);
     let key = file("tls.key", &raw.tls_key);
     match (cert, key) {
-        (Ok(cert), Ok(key)) => Ok(Some(TlsListener { listen, cert, key })),
+        (Ok(cert), Ok(key)) => Ok(Some(TlsListener {
+            listen,
+            cert,
+            key,
+            acme: None,
+        })),
         (cert, key) => Err(ConfigError {
             problems: [cert.err(), key.err()]
                 .into_iter()
@@ -232,6 +244,104 @@ fn tls(raw: &Raw) -> Result<Option<TlsListener>, ConfigError> {
                 .collect(),
         }),
     }
+}
+
+/// `tls.acme.*`: the TLS listener with a certificate hubferry gets itself.
+fn acme(raw: &Raw) -> Result<TlsListener, ConfigError> {
+    let listen = raw.tls_listen.0.ok_or_else(|| {
+        invalid(
+            "tls.acme.domains",
+            "needs tls.listen: the certificate is for the TLS listener (0.0.0.0:443, the port \
+             the CA and clients reach)",
+        )
+    });
+    let exclusive = |key: &str, file: &FilePath| match file.0 {
+        Some(_) => Err(invalid(
+            key,
+            "is set with tls.acme.domains: choose one, certificate files or ACME",
+        )),
+        None => Ok(()),
+    };
+    let cert_unset = exclusive("tls.cert", &raw.tls_cert);
+    let key_unset = exclusive("tls.key", &raw.tls_key);
+    let email = match raw.tls_acme_email.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(email) if is_email(email) => Ok(Some(email.to_owned())),
+        Some(email) => Err(invalid(
+            "tls.acme.email",
+            format!("'{email}' is not an e-mail address"),
+        )),
+    };
+    let ca_roots = match &raw.tls_acme_ca_file.0 {
+        Some(path) => {
+            crate::config::pem::certificates(path).map_err(|e| invalid("tls.acme.ca_file", e))
+        }
+        None => Ok(Vec::new()),
+    };
+    let challenge = match raw.tls_acme_challenge {
+        AcmeChallenge::Http01 if raw.listen.0.is_none() => Err(invalid(
+            "tls.acme.challenge",
+            "is http-01, which is answered on the plain listener, and listen is off",
+        )),
+        challenge => Ok(challenge),
+    };
+    let cache_dir = raw.tls_acme_cache_dir.0.clone().ok_or_else(|| {
+        invalid(
+            "tls.acme.cache_dir",
+            "is empty: the account key needs a home",
+        )
+    });
+    let mut problems = Problems::default();
+    let (listen, _, _, email, ca_roots, challenge, cache_dir) = (
+        problems.take(listen),
+        problems.take(cert_unset),
+        problems.take(key_unset),
+        problems.take(email),
+        problems.take(ca_roots),
+        problems.take(challenge),
+        problems.take(cache_dir),
+    );
+    let (Some(listen), Some(email), Some(ca_roots), Some(challenge), Some(cache_dir)) =
+        (listen, email, ca_roots, challenge, cache_dir)
+    else {
+        return Err(ConfigError {
+            problems: problems.0,
+        });
+    };
+    let acme = Acme {
+        domains: dedup(raw.tls_acme_domains.0.iter().map(|d| d.0.clone())),
+        email,
+        directory: raw.tls_acme_directory.0.clone(),
+        ca_roots,
+        cache_dir,
+        challenge,
+        retry: raw.tls_acme_retry.0,
+    };
+    let (cert, key) = acme.certificate_files();
+    problems.finish(TlsListener {
+        listen,
+        cert,
+        key,
+        acme: Some(acme),
+    })
+}
+
+/// One `@` with something on each side and no spaces: what a CA will check further.
+fn is_email(text: &str) -> bool {
+    matches!(text.split_once('@'), Some((user, host))
+        if !user.is_empty() && host.contains('.') && !host.contains('@')
+            && !text.contains(char::is_whitespace))
+}
+
+/// In first-seen order, each once.
+fn dedup(items: impl Iterator<Item = String>) -> Vec<String> {
+    let mut seen = Vec::new();
+    for item in items {
+        if !seen.contains(&item) {
+            seen.push(item);
+        }
+    }
+    seen
 }
 
 fn patterns(key: &str, list: &List<Pattern>) -> Result<PatternList, ConfigError> {

@@ -91,6 +91,9 @@ deserialize_leaf!(
     LogFormat,
     AuthMode,
     MaxStreams,
+    AcmeDomain,
+    AcmeDirectory,
+    AcmeChallenge,
 );
 
 /// A listen address, or `None` for `off` or empty (the listener is switched off).
@@ -546,5 +549,93 @@ mod tests {
         assert!(PublicUrl::parse("").unwrap().0.is_none());
         assert!(Span::parse("").is_err());
         assert!(Count::<0, U32>::parse("").is_err());
+    }
+}
+
+/// A name an ACME CA is asked to certify: a DNS name, lower-cased. Not an address (RFC 8738's
+/// IP identifiers are not offered by Let's Encrypt's default profile) and not a wildcard (that
+/// needs the DNS-01 challenge, which hubferry cannot answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeDomain(pub String);
+
+impl Leaf for AcmeDomain {
+    const EXPECTED: &'static str = "a DNS name such as mirror.example.com";
+    fn parse(text: &str) -> Result<Self, String> {
+        let name = text.trim().trim_end_matches('.').to_ascii_lowercase();
+        if name.starts_with("*.") {
+            return Err(format!(
+                "'{text}' is a wildcard: that needs the DNS-01 challenge; name each host"
+            ));
+        }
+        if name.parse::<std::net::IpAddr>().is_ok() {
+            return Err(format!("'{text}' is an address; a DNS name is needed"));
+        }
+        let label_ok = |label: &str| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+            return Err(format!(
+                "'{text}' is not a DNS name (letters, digits and hyphens between dots)"
+            ));
+        }
+        Ok(AcmeDomain(name))
+    }
+}
+
+/// Let's Encrypt's production directory, the default CA.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory: untrusted certificates, generous rate limits.
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+/// `tls.acme.directory`: an RFC 8555 directory URL, or `letsencrypt` / `letsencrypt-staging`.
+#[derive(Debug, Clone)]
+pub struct AcmeDirectory(pub Url);
+
+impl Leaf for AcmeDirectory {
+    const EXPECTED: &'static str = "an https:// URL, letsencrypt or letsencrypt-staging";
+    fn parse(text: &str) -> Result<Self, String> {
+        let url = match text.trim() {
+            "letsencrypt" => LETS_ENCRYPT,
+            "letsencrypt-staging" => LETS_ENCRYPT_STAGING,
+            other => other,
+        };
+        let url = Url::parse(url).map_err(|e| format!("'{text}' is not a URL: {e}"))?;
+        // RFC 8555 §6.1: ACME runs over HTTPS only.
+        if url.scheme() != "https" || url.host_str().is_none() {
+            return Err(format!(
+                "'{text}' is not an https:// URL (ACME runs over HTTPS), letsencrypt or \
+                 letsencrypt-staging"
+            ));
+        }
+        Ok(AcmeDirectory(url))
+    }
+}
+
+/// `tls.acme.challenge`: how the CA is shown the names are ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// TLS-ALPN-01 first; after a failed attempt, HTTP-01, and so on in turn (each needs its
+    /// own port reachable from the CA: 443 and 80).
+    Auto,
+    /// RFC 8737, on the TLS listener (port 443 as the CA sees it).
+    TlsAlpn01,
+    /// RFC 8555 §8.3, on the plain listener (port 80 as the CA sees it).
+    Http01,
+}
+
+impl Leaf for AcmeChallenge {
+    const EXPECTED: &'static str = "auto, tls-alpn-01 or http-01";
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "auto" => Ok(AcmeChallenge::Auto),
+            "tls-alpn-01" => Ok(AcmeChallenge::TlsAlpn01),
+            "http-01" => Ok(AcmeChallenge::Http01),
+            other => Err(format!("'{other}' is not auto, tls-alpn-01 or http-01")),
+        }
     }
 }

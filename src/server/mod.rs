@@ -1,28 +1,33 @@
 //! The server: its listeners (plain HTTP, TLS with certificate rotation, admin), the app each
 //! worker runs, and graceful shutdown.
 
+pub mod acme;
 pub mod admin;
 pub mod client_socket;
 pub mod tls;
 
-use std::sync::Arc;
+use std::{rc::Rc, sync::Arc};
 
 use actix_web::{dev::ServerHandle, middleware::from_fn, web, App, HttpServer};
 
 use crate::{
     auth::managed::Managed,
-    config::{capacity, Config, StreamCap},
+    config::{capacity, Acme, Config, StreamCap},
     metrics::Metrics,
     middleware::{access_control, access_log, upgrade},
     routes,
     upstream::{
-        client::tls_config,
+        client::{build_client, tls_config},
         clients::{ClientSettings, Clients},
+        connector::EgressConnector,
+        egress,
         endpoints::Breakers,
         realms::Realms,
+        resolver,
     },
     worker::Worker,
 };
+use acme::challenges::{self, Challenges};
 use admin::Lifecycle;
 
 /// actix-http's refill threshold for an HTTP/1.1 connection's write buffer: it asks the body
@@ -113,6 +118,14 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     let shared_metrics = metrics.clone();
     // One per process: per-client limits count across workers.
     let guard = web::Data::new(access_control::Guard::new(&config, metrics.clone()));
+    // With ACME: the answers to the CA's challenges, shared by every worker and the TLS
+    // listener's certificate resolver.
+    let acme_challenges = config
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.acme.as_ref())
+        .map(|_| web::Data::new(Challenges::default()));
+    let app_challenges = acme_challenges.clone();
     let mut server = HttpServer::new(move || {
         // Built here, once per worker: awc clients are not Send.
         let worker = Worker {
@@ -140,11 +153,16 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         if let Some(managed) = &managed {
             app = app.app_data(web::Data::from(managed.clone()));
         }
+        if let Some(challenges) = &app_challenges {
+            app = app.app_data(challenges.clone());
+        }
         let mode = routes::Mode::of(managed.is_some());
         app.app_data(guard.clone())
             // Inside the access log, so refusals are logged and counted like any answer.
             .wrap(from_fn(access_control::check))
             .wrap(from_fn(upgrade::check))
+            // Before access control: the CA validates from addresses nobody can list.
+            .wrap(from_fn(challenges::answer_http))
             .wrap(from_fn(access_log::observe))
             .configure(|cfg| routes::configure(cfg, mode))
     })
@@ -163,11 +181,32 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     }
     if let Some(listener) = &config.tls {
         // New connections get whatever pair is current: see `tls::spawn_rotation`.
-        let certs = tls::Certificates::load(listener).map_err(std::io::Error::other)?;
+        let certs = match (&listener.acme, &acme_challenges) {
+            (Some(_), Some(challenges)) => {
+                tls::Certificates::for_acme(listener, challenges.clone().into_inner())
+            }
+            _ => tls::Certificates::load(listener).map_err(std::io::Error::other)?,
+        };
         let server_config = tls::server_config(certs.clone()).map_err(std::io::Error::other)?;
         server = server.bind_rustls_0_23(listener.listen, server_config)?;
-        tls::spawn_rotation(certs)?;
+        tls::spawn_rotation(certs.clone())?;
         log::info!("serving HTTPS (HTTP/2, HTTP/1.1) on {}", listener.listen);
+        if let (Some(settings), Some(challenges)) = (&listener.acme, &acme_challenges) {
+            let http = acme::AcmeHttp::spawn(acme_client(&config, settings)?);
+            log::info!(
+                "ACME: certificates for {} from {}, kept in {}",
+                settings.domains.join(", "),
+                settings.directory,
+                settings.cache_dir.display()
+            );
+            acme::Issuer::new(
+                settings.clone(),
+                certs,
+                challenges.clone().into_inner(),
+                http,
+            )
+            .spawn();
+        }
     }
     let server = server.run();
 
@@ -183,6 +222,27 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
     ));
     lifecycle.set_ready(true);
     server.await
+}
+
+/// The client the ACME issuer reaches its CA with: the egress route (proxy, DNS) every
+/// upstream uses, the web's roots with `upstream.ca_file` and `tls.acme.ca_file`, and the CA's
+/// own host trusted like a configured upstream (a private CA may be on the mirror's network).
+fn acme_client(config: &Config, acme: &Acme) -> std::io::Result<awc::Client> {
+    let roots: Vec<_> = config
+        .extra_roots
+        .iter()
+        .chain(&acme.ca_roots)
+        .cloned()
+        .collect();
+    let tls = tls_config(&roots).map_err(std::io::Error::other)?;
+    let policy = egress::Policy::new(false, [&acme.directory])
+        .trusting_proxies(config.egress.route.proxies());
+    let connector = EgressConnector::new(
+        Rc::new(policy),
+        resolver::resolver(&config.egress.dns),
+        Rc::new(config.egress.route.clone()),
+    );
+    Ok(build_client(tls, &config.timeouts, 0, connector).awc())
 }
 
 /// How many blob downloads may stream at once, and where the number comes from.

@@ -1,7 +1,7 @@
 //! The TLS listener: a rustls server configuration (TLS 1.2 and 1.3 only, ALPN `h2` and
 //! `http/1.1`, session resumption) whose certificate comes from [`Certificates`], which loads
 //! the PEM pair again when the files change on disk or on SIGHUP, so a renewal (cert-manager,
-//! acme.sh) needs no restart.
+//! acme.sh, hubferry's own ACME client) needs no restart.
 
 use std::{
     fs, io,
@@ -20,7 +20,11 @@ use rustls::{
     Error as TlsError, InconsistentKeys, ServerConfig,
 };
 
-use crate::{config::pem, config::TlsListener};
+use crate::{
+    config::pem,
+    config::TlsListener,
+    server::acme::challenges::{Challenges, TLS_ALPN_PROTOCOL},
+};
 
 /// How often the certificate files are looked at. A change is loaded once the files have
 /// looked the same for one whole interval, so a tool that writes the certificate and then the
@@ -42,8 +46,12 @@ pub fn server_config(certs: Arc<Certificates>) -> Result<ServerConfig, String> {
         .with_protocol_versions(&[&TLS13, &TLS12])
         .map_err(|e| format!("TLS set-up failed: {e}"))?
         .with_no_client_auth()
-        .with_cert_resolver(certs);
+        .with_cert_resolver(certs.clone());
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // RFC 8737: the CA's validation handshake offers this protocol alone, and must get it.
+    if certs.challenges.is_some() {
+        config.alpn_protocols.push(TLS_ALPN_PROTOCOL.to_vec());
+    }
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
     // Stateless resumption: keys rotate every 6 h, a ticket lives 12 h (rustls' choice).
     config.ticketer = rustls::crypto::ring::Ticketer::new()
@@ -53,12 +61,14 @@ pub fn server_config(certs: Arc<Certificates>) -> Result<ServerConfig, String> {
 
 /// The certificate chain and key the TLS listener serves, swapped in place when the files hold
 /// a new, good pair. New connections get the current pair; open ones keep theirs.
-#[derive(Debug)]
 pub struct Certificates {
     cert_path: PathBuf,
     key_path: PathBuf,
     provider: Arc<CryptoProvider>,
-    current: RwLock<Arc<CertifiedKey>>,
+    /// `None` only with ACME, until the first certificate is issued: handshakes fail until then.
+    current: RwLock<Option<Arc<CertifiedKey>>>,
+    /// With ACME: the TLS-ALPN-01 answers, given to the CA's validation handshakes.
+    challenges: Option<Arc<Challenges>>,
     /// What the files looked like when they were last read, whether the pair was good or not:
     /// a bad pair is reported once, not at every poll, and tried again when the files change.
     loaded_from: Mutex<PairStamp>,
@@ -77,17 +87,54 @@ impl Certificates {
             cert_path: tls.cert.clone(),
             key_path: tls.key.clone(),
             provider,
-            current: RwLock::new(Arc::new(pair)),
+            current: RwLock::new(Some(Arc::new(pair))),
+            challenges: None,
             loaded_from: Mutex::new(loaded_from),
         }))
     }
 
-    /// The pair new connections are given.
-    pub fn current(&self) -> Arc<CertifiedKey> {
+    /// With ACME: the pair stored by an earlier run if there is a good one, else none yet
+    /// (the issuer gets one); `challenges` answers the CA's TLS-ALPN-01 handshakes.
+    pub fn for_acme(tls: &TlsListener, challenges: Arc<Challenges>) -> Arc<Certificates> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let loaded_from = PairStamp::of(&tls.cert, &tls.key);
+        let pair = if loaded_from.cert.is_none() {
+            None
+        } else {
+            match load_pair(&tls.cert, &tls.key, &provider) {
+                Ok(pair) => Some(Arc::new(pair)),
+                Err(e) => {
+                    log::warn!("ACME: the stored certificate is unusable, getting a new one: {e}");
+                    None
+                }
+            }
+        };
+        Arc::new(Certificates {
+            cert_path: tls.cert.clone(),
+            key_path: tls.key.clone(),
+            provider,
+            current: RwLock::new(pair),
+            challenges: Some(challenges),
+            loaded_from: Mutex::new(loaded_from),
+        })
+    }
+
+    /// The pair new connections are given; `None` before ACME's first certificate.
+    pub fn current(&self) -> Option<Arc<CertifiedKey>> {
         self.current
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// The crypto provider the pairs are loaded with.
+    pub fn provider(&self) -> &CryptoProvider {
+        &self.provider
+    }
+
+    /// The certificate chain and key files.
+    pub fn paths(&self) -> (PathBuf, PathBuf) {
+        (self.cert_path.clone(), self.key_path.clone())
     }
 
     /// Reads the files again; a good pair replaces the current one, a bad one is an error and
@@ -101,7 +148,7 @@ impl Certificates {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = stamp;
         let pair = loaded?;
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(pair);
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(pair));
         Ok(())
     }
 
@@ -135,9 +182,30 @@ impl Certificates {
     }
 }
 
+impl std::fmt::Debug for Certificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificates")
+            .field("cert_path", &self.cert_path)
+            .field("key_path", &self.key_path)
+            .field("acme", &self.challenges.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl ResolvesServerCert for Certificates {
-    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current())
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(challenges) = &self.challenges {
+            let validating = client_hello
+                .alpn()
+                .is_some_and(|mut offered| offered.any(|p| p == TLS_ALPN_PROTOCOL));
+            if validating {
+                // Only the challenge certificate: never the real one to a validation handshake.
+                return client_hello
+                    .server_name()
+                    .and_then(|name| challenges.tls_alpn_certificate(name));
+            }
+        }
+        self.current()
     }
 }
 
@@ -314,6 +382,7 @@ mod tests {
             listen: "127.0.0.1:0".parse().unwrap(),
             cert,
             key,
+            acme: None,
         }
     }
 
@@ -331,8 +400,12 @@ mod tests {
         ] {
             let files = pair(dir.path(), name, format);
             let certs = Certificates::load(&files).unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(certs.current().cert[0], leaf(&files.cert), "{name}");
-            assert_eq!(certs.current().keys_match(), Ok(()), "{name}");
+            assert_eq!(
+                certs.current().unwrap().cert[0],
+                leaf(&files.cert),
+                "{name}"
+            );
+            assert_eq!(certs.current().unwrap().keys_match(), Ok(()), "{name}");
         }
     }
 
@@ -399,7 +472,7 @@ mod tests {
         assert!(certs.changed_since_load(&certs.stamp()));
         let err = certs.reload().unwrap_err();
         assert!(err.starts_with("tls.key: "), "{err}");
-        assert_eq!(certs.current().cert[0], first);
+        assert_eq!(certs.current().unwrap().cert[0], first);
         // Reported once: the same bad files are not retried until they change again.
         assert!(!certs.changed_since_load(&certs.stamp()));
 
@@ -407,13 +480,13 @@ mod tests {
         fs::copy(&next.key, &live.key).unwrap();
         assert!(certs.changed_since_load(&certs.stamp()));
         certs.reload().unwrap();
-        assert_eq!(certs.current().cert[0], leaf(&next.cert));
-        assert_ne!(certs.current().cert[0], first);
+        assert_eq!(certs.current().unwrap().cert[0], leaf(&next.cert));
+        assert_ne!(certs.current().unwrap().cert[0], first);
 
         // Both files gone: an error, the last good pair stays.
         fs::remove_file(&live.cert).unwrap();
         assert!(certs.reload().unwrap_err().contains("cannot read"));
-        assert_eq!(certs.current().cert[0], leaf(&next.cert));
+        assert_eq!(certs.current().unwrap().cert[0], leaf(&next.cert));
     }
 
     #[test]

@@ -102,6 +102,12 @@ struct Target {
 }
 
 impl UpstreamClient {
+    /// The awc client itself, for exchanges with none of the registry logic: the ACME CA's
+    /// (HTTPS only, so a proxy is always a tunnel the connector opens).
+    pub fn awc(&self) -> awc::Client {
+        self.http.clone()
+    }
+
     async fn target(&self, out: &Outgoing) -> Result<Target, ProxyError> {
         let url = &out.url;
         let plain = url.scheme() == "http";

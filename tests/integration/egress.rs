@@ -431,7 +431,7 @@ fn redirects_to_private_addresses_stay_refused_behind_a_proxy() {
 
 /// pebble-challtestsrv (Let's Encrypt's test DNS server) on 127.0.0.1, answering every A query
 /// with 127.0.0.1: names only it knows. Its other servers are switched off.
-fn dns_server() -> (ManagedChild, u16) {
+pub fn dns_server() -> (ManagedChild, u16) {
     let port = world::free_port();
     let management = world::free_port();
     let mut cmd = Command::new(world::require_tool("pebble-challtestsrv"));

@@ -2,6 +2,7 @@
 
 mod access_control;
 mod access_log;
+mod acme;
 mod client_mistakes;
 mod config_cli;
 mod containerd;

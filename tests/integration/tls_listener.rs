@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// A temp dir removed at exit.
-fn tempdir(prefix: &str) -> PathBuf {
+pub fn tempdir(prefix: &str) -> PathBuf {
     let dir = tempfile::Builder::new()
         .prefix(prefix)
         .tempdir()
@@ -161,7 +161,7 @@ fn handshake_completed(out: &Output) -> bool {
 }
 
 /// The base64 body of the first PEM certificate in `text`: equal bodies, same certificate.
-fn first_certificate(text: &str) -> Option<String> {
+pub fn first_certificate(text: &str) -> Option<String> {
     let start = text.find("-----BEGIN CERTIFICATE-----")?;
     let end = text[start..].find("-----END CERTIFICATE-----")? + start;
     Some(
@@ -178,7 +178,7 @@ fn certificate_in(path: &Path) -> String {
 }
 
 /// The leaf certificate a new connection to `addr` is given.
-fn served_certificate(addr: &str) -> String {
+pub fn served_certificate(addr: &str) -> String {
     let out = s_client(addr, &[]);
     first_certificate(&String::from_utf8_lossy(&out.stdout)).unwrap_or_else(|| {
         panic!(

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData as _,
 };
 use rsa::pkcs8::{EncodePrivateKey as _, LineEnding};
 use sha2::{Digest, Sha256};
@@ -66,7 +66,7 @@ pub fn issuer_key(dir: &Path) -> IssuerKey {
     IssuerKey {
         key_pem: key_pem.into_bytes(),
         cert_path: write(dir, "issuer.crt", &cert.pem()),
-        kid: libtrust_key_id(&key.public_key_der()),
+        kid: libtrust_key_id(&key.subject_public_key_info()),
     }
 }
 
@@ -116,8 +116,9 @@ pub fn tls_files(dir: &Path) -> TlsFiles {
     leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf.use_authority_key_identifier_extension = true;
+    let issuer = Issuer::new(ca, ca_key);
     let leaf_cert = leaf
-        .signed_by(&leaf_key, &ca_cert, &ca_key)
+        .signed_by(&leaf_key, &issuer)
         .expect("leaf certificate");
     TlsFiles {
         ca_cert: write(dir, "ca.crt", &ca_cert.pem()),

@@ -1,0 +1,293 @@
+//! Automatic HTTPS against Pebble, Let's Encrypt's test CA, with real challenge validation:
+//! Pebble resolves the mirror's name through pebble-challtestsrv (every name is 127.0.0.1) and
+//! connects to hubferry's TLS listener (TLS-ALPN-01) or plain listener (HTTP-01) to check the
+//! answers. A fresh hubferry gets a certificate and skopeo pulls over it verifying Pebble's
+//! root; a short lifetime makes it renew without a restart; a CA that is down leaves the
+//! certificate serving, and the issuer gets a new one once a CA is back.
+
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use crate::{
+    egress::dns_server,
+    hubferry::{Hubferry, FOLLOW_LOCAL_REDIRECTS},
+    skopeo::{self, assert_blobs_copied},
+    tls_listener::{first_certificate, served_certificate, tempdir},
+    world::{self, ManagedChild},
+};
+
+/// The name the certificates are for: Pebble validates it at 127.0.0.1 (through its DNS
+/// server), and skopeo, curl and openssl reach `localhost` there too.
+const DOMAIN: &str = "localhost";
+
+/// Where Pebble listens and what it validates against; kept so a stopped Pebble can be
+/// started again on the same ports.
+struct PebbleSetup {
+    dir: PathBuf,
+    /// The CA of Pebble's own HTTPS certificate: `--acme-ca-file`.
+    https_ca: PathBuf,
+    port: u16,
+    management: u16,
+    dns_port: u16,
+    /// hubferry's plain and TLS ports, where Pebble checks HTTP-01 and TLS-ALPN-01.
+    http_port: u16,
+    tls_port: u16,
+    /// Lifetime of the certificates it issues, in seconds.
+    validity: u64,
+}
+
+impl PebbleSetup {
+    fn new(dns_port: u16, http_port: u16, tls_port: u16, validity: u64) -> PebbleSetup {
+        let dir = tempdir("hubferry-pebble-");
+        let files = world::tls_files(&dir);
+        let setup = PebbleSetup {
+            https_ca: files.ca_cert,
+            port: world::free_port(),
+            management: world::free_port(),
+            dns_port,
+            http_port,
+            tls_port,
+            validity,
+            dir,
+        };
+        let config = serde_json::json!({ "pebble": {
+            "listenAddress": format!("127.0.0.1:{}", setup.port),
+            "managementListenAddress": format!("127.0.0.1:{}", setup.management),
+            "certificate": files.cert,
+            "privateKey": files.key,
+            "httpPort": setup.http_port,
+            "tlsPort": setup.tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+            "certificateValidityPeriod": setup.validity,
+        }});
+        std::fs::write(setup.config(), config.to_string()).unwrap();
+        setup
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.join("pebble.json")
+    }
+
+    fn directory(&self) -> String {
+        format!("https://127.0.0.1:{}/dir", self.port)
+    }
+
+    /// Starts Pebble; every start is a new CA (new roots, no accounts).
+    fn start(&self) -> ManagedChild {
+        let log = std::fs::File::create(self.dir.join("pebble.log")).unwrap();
+        let mut cmd = Command::new(world::require_tool("pebble"));
+        cmd.arg("-config")
+            .arg(self.config())
+            .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns_port)])
+            // No random validation delays, every nonce accepted, every order validated anew.
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .env("PEBBLE_AUTHZREUSE", "0")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let child = world::spawn_child(cmd);
+        assert!(
+            world::wait_for_port(("127.0.0.1", self.port), Duration::from_secs(10))
+                && world::wait_for_port(("127.0.0.1", self.management), Duration::from_secs(10)),
+            "pebble did not start:\n{}",
+            self.log()
+        );
+        child
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pebble.log")).unwrap_or_default()
+    }
+
+    /// The root this Pebble instance issues under, written to a file (skopeo's CA).
+    fn root(&self) -> PathBuf {
+        let out = Command::new(world::require_tool("curl"))
+            .args(["-sf", "--cacert"])
+            .arg(&self.https_ca)
+            .arg(format!("https://127.0.0.1:{}/roots/0", self.management))
+            .output()
+            .expect("run curl");
+        assert!(out.status.success(), "no root from Pebble's management API");
+        let path = self.dir.join(format!("root-{}.pem", world::free_port()));
+        std::fs::write(&path, out.stdout).unwrap();
+        path
+    }
+}
+
+/// hubferry for the plain world with ACME for [`DOMAIN`] from `pebble`, on its ports.
+fn hubferry(pebble: &PebbleSetup, cache: &Path, challenge: &str) -> Hubferry {
+    let listen = format!("127.0.0.1:{}", pebble.http_port);
+    let tls_listen = format!("127.0.0.1:{}", pebble.tls_port);
+    let directory = pebble.directory();
+    let args = [
+        &[
+            "--listen",
+            listen.as_str(),
+            "--tls-listen",
+            tls_listen.as_str(),
+        ][..],
+        &["--acme-domain", DOMAIN, "--acme-email", "ops@hubferry.test"],
+        &["--acme-directory", directory.as_str()],
+        &["--acme-ca-file", pebble.https_ca.to_str().unwrap()],
+        &["--acme-cache-dir", cache.to_str().unwrap()],
+        &["--acme-challenge", challenge, "--acme-retry", "1s"],
+        &FOLLOW_LOCAL_REDIRECTS,
+    ]
+    .concat();
+    Hubferry::for_world(world::plain(), &args)
+}
+
+/// Waits until hubferry's log holds more than `seen` lines containing `text`; returns the
+/// count.
+fn wait_for_log(hf: &Hubferry, text: &str, seen: usize, within: Duration) -> usize {
+    let count = || hf.log_text().matches(text).count();
+    assert!(
+        world::wait_until(within, || count() > seen),
+        "no new {text:?} in hubferry's log:\n{}",
+        hf.log_text()
+    );
+    count()
+}
+
+const ISSUED: &str = "ACME: new certificate for localhost";
+
+#[test]
+fn a_fresh_mirror_gets_a_certificate_and_skopeo_pulls_over_it() {
+    let w = world::plain();
+    let (_dns, dns_port) = dns_server();
+    let pebble = PebbleSetup::new(dns_port, world::free_port(), world::free_port(), 3600);
+    let cache = tempdir("hubferry-acme-");
+    // hubferry first: its first tries find no CA, and it keeps trying.
+    let hf = hubferry(&pebble, &cache, "tls-alpn-01");
+    wait_for_log(
+        &hf,
+        "ACME: no certificate for localhost",
+        0,
+        Duration::from_secs(10),
+    );
+    let _pebble = pebble.start();
+    wait_for_log(&hf, ISSUED, 0, Duration::from_secs(60));
+    // Validated for real: Pebble looked at the TLS-ALPN-01 answer, the only one offered.
+    assert!(
+        hf.log_text()
+            .contains("ACME: answering tls-alpn-01 for localhost"),
+        "{}",
+        hf.log_text()
+    );
+    assert!(
+        pebble.log().contains("set VALID by completed challenge"),
+        "{}",
+        pebble.log()
+    );
+
+    // skopeo verifies the chain against Pebble's root and the name against `localhost`.
+    let root = pebble.root();
+    let tls_addr = format!("{DOMAIN}:{}", pebble.tls_port);
+    let registry = skopeo::Registry {
+        host: &tls_addr,
+        ca_file: Some(&root),
+    };
+    let alpine = w.image("library/alpine");
+    let dir = skopeo::pull(&registry, &alpine.reference(), &["--all"]);
+    assert_eq!(
+        std::fs::read(dir.join("manifest.json")).unwrap(),
+        alpine.manifest
+    );
+    assert_blobs_copied(&dir, &alpine.blobs);
+
+    // Kept for the next start, the key readable by hubferry's user only.
+    let files: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let key = files
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "key"))
+        .unwrap_or_else(|| panic!("no key in the cache: {files:?}"));
+    assert_eq!(key.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(files
+        .iter()
+        .any(|p| p.to_string_lossy().contains("account-")));
+
+    // A restart serves the stored certificate at once, and orders nothing.
+    let served = served_certificate(&format!("127.0.0.1:{}", pebble.tls_port));
+    drop(hf);
+    let hf = hubferry(&pebble, &cache, "tls-alpn-01");
+    assert!(world::wait_for_port(
+        ("127.0.0.1", pebble.tls_port),
+        Duration::from_secs(10)
+    ));
+    assert_eq!(
+        served_certificate(&format!("127.0.0.1:{}", pebble.tls_port)),
+        served
+    );
+    wait_for_log(&hf, "renewal in", 0, Duration::from_secs(10));
+    assert!(!hf.log_text().contains(ISSUED), "{}", hf.log_text());
+}
+
+#[test]
+fn http_01_renews_without_a_restart_and_survives_a_ca_that_is_down() {
+    let (_dns, dns_port) = dns_server();
+    // 20 s certificates: renewed after about 13 s.
+    let pebble = PebbleSetup::new(dns_port, world::free_port(), world::free_port(), 20);
+    let cache = tempdir("hubferry-acme-");
+    let ca = pebble.start();
+    let hf = hubferry(&pebble, &cache, "http-01");
+    let tls_addr = format!("127.0.0.1:{}", pebble.tls_port);
+    let issued = wait_for_log(&hf, ISSUED, 0, Duration::from_secs(60));
+    assert!(
+        hf.log_text()
+            .contains("ACME: answered the HTTP-01 challenge at /.well-known/acme-challenge/"),
+        "{}",
+        hf.log_text()
+    );
+    let first = served_certificate(&tls_addr);
+
+    // Renewed in place: new connections get the new certificate, no restart.
+    let issued = wait_for_log(&hf, ISSUED, issued, Duration::from_secs(40));
+    let second = served_certificate(&tls_addr);
+    assert_ne!(first, second, "the renewed certificate is not served");
+    let stored = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "crt"))
+        .unwrap();
+    assert_eq!(
+        first_certificate(&std::fs::read_to_string(stored).unwrap()).unwrap(),
+        second
+    );
+
+    // The CA goes away: the renewal fails, is logged, and the certificate keeps serving.
+    drop(ca);
+    let failures = hf.log_text().matches("ACME: no certificate").count();
+    wait_for_log(
+        &hf,
+        "ACME: no certificate",
+        failures,
+        Duration::from_secs(40),
+    );
+    assert!(
+        hf.log_text()
+            .contains("the certificate in service stays, valid until"),
+        "{}",
+        hf.log_text()
+    );
+    assert_eq!(served_certificate(&tls_addr), second);
+
+    // A CA again (a new one: new roots, no account): the retries reach it, a new account is
+    // made, and a new certificate is served.
+    let _ca = pebble.start();
+    wait_for_log(&hf, ISSUED, issued, Duration::from_secs(40));
+    assert!(
+        hf.log_text().contains("ACME: new account"),
+        "{}",
+        hf.log_text()
+    );
+    assert_ne!(served_certificate(&tls_addr), second);
+}
