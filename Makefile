@@ -4,9 +4,10 @@ CARGO ?= cargo
 # Debian packages the integration tests drive for real: the upstream registry (distribution),
 # nginx as the blob CDN, skopeo, containerd (ctr), curl and openssl (s_client) as clients,
 # chromium (headless) to render the landing page; egress proxies (tinyproxy for HTTP, microsocks
-# for SOCKS5) and a DNS server of the tests' own (pebble's challtestsrv). Test keys and
-# certificates come from rcgen.
-TEST_PACKAGES := docker-registry nginx-light skopeo containerd openssl curl ca-certificates chromium tinyproxy microsocks pebble
+# for SOCKS5), Pebble (Let's Encrypt's test CA, for ACME) and its DNS server (challtestsrv);
+# systemd and passwd for deploy/install.sh (systemd-sysusers, systemctl --root, userdel,
+# systemd-analyze verify). Test keys and certificates come from rcgen.
+TEST_PACKAGES := docker-registry nginx-light skopeo containerd openssl curl ca-certificates chromium tinyproxy microsocks pebble systemd passwd
 RUN_ARGS ?=
 # What `make bench` adds: load generators (wrk, h2load) besides the test packages.
 BENCH_PACKAGES := wrk nghttp2-client

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Packs a release archive: OUT/hubferry-VERSION-TARGET.tar.gz holding the binary, the systemd
-# unit, an example config, LICENSE, both READMEs and SHA256SUMS of them, with
+# unit with its sysusers.d entry, install.sh, an example config, LICENSE, both READMEs and
+# SHA256SUMS of them, with
 # OUT/hubferry-VERSION-TARGET.tar.gz.sha256 beside it. `make dist` builds the binary and calls
 # this; the tests call it with any binary.
 #
@@ -23,11 +24,13 @@ trap 'rm -rf "$stage"' EXIT
 dir="$stage/$name"
 mkdir -p "$dir"
 install -m 0755 "$binary" "$dir/hubferry"
+install -m 0755 "$root/deploy/install.sh" "$dir/install.sh"
 install -m 0644 "$root/deploy/systemd/hubferry.service" "$dir/hubferry.service"
+install -m 0644 "$root/deploy/systemd/hubferry.sysusers" "$dir/hubferry.sysusers"
 install -m 0644 "$root/deploy/systemd/hubferry.toml" "$dir/hubferry.toml.example"
 install -m 0644 "$root/LICENSE" "$root/README.md" "$root/README.zh-CN.md" "$dir/"
-(cd "$dir" && sha256sum hubferry hubferry.service hubferry.toml.example LICENSE README.md \
-	README.zh-CN.md >SHA256SUMS)
+(cd "$dir" && sha256sum hubferry install.sh hubferry.service hubferry.sysusers \
+	hubferry.toml.example LICENSE README.md README.zh-CN.md >SHA256SUMS)
 
 mkdir -p "$out"
 # Owned by root and dated by the commit, so the same tree packs to the same bytes.

@@ -18,6 +18,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if flags.check {
+        println!("hubferry: the configuration is valid");
+        return;
+    }
     logging::init(config.log_format);
     let served = actix_rt::System::new().block_on(hubferry::serve(config));
     if let Err(err) = &served {

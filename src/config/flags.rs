@@ -13,6 +13,8 @@ use super::settings::SETTINGS;
 pub struct Flags {
     /// TOML configuration file.
     pub config: Option<PathBuf>,
+    /// `--check`: load and validate the settings, then exit (installers, config management).
+    pub check: bool,
     /// The key of each setting given, with its values (several for a repeated flag).
     overrides: Vec<(&'static str, Override)>,
 }
@@ -44,6 +46,15 @@ impl CommandFactory for Flags {
                     .value_name("FILE")
                     .value_parser(clap::value_parser!(PathBuf))
                     .help("TOML configuration file"),
+            )
+            .arg(
+                Arg::new("check")
+                    .long("check")
+                    .action(ArgAction::SetTrue)
+                    .help(
+                        "Load and validate the settings (file, environment, flags) and exit: 0 \
+                         when hubferry would start with them, 2 with every problem otherwise",
+                    ),
             );
         for setting in SETTINGS {
             let Some(flag) = &setting.flag else { continue };
@@ -117,6 +128,7 @@ impl FromArgMatches for Flags {
         }
         Ok(Flags {
             config: matches.get_one::<PathBuf>("config").cloned(),
+            check: matches.get_flag("check"),
             overrides,
         })
     }

@@ -109,3 +109,30 @@ fn help_lists_every_flag() {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
 }
+
+#[test]
+fn check_validates_and_exits_without_serving() {
+    // A port that is taken: --check must not try to bind it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_hubferry"))
+        .args(["--check", "--listen", &addr])
+        .output()
+        .expect("run hubferry");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hubferry: the configuration is valid"
+    );
+    let problem = refused(
+        &[
+            "--check",
+            "--tls-listen",
+            "127.0.0.1:5443",
+            "--acme-domain",
+            "*.example.com",
+        ],
+        &[],
+    );
+    assert!(problem.contains("tls.acme.domains"), "{problem}");
+}

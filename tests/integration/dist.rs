@@ -42,7 +42,9 @@ fn the_release_archive_holds_the_binary_unit_config_license_and_readmes_with_the
     let listing = run(Command::new("tar").arg("-tzvf").arg(archive.trim()));
     for file in [
         "hubferry",
+        "install.sh",
         "hubferry.service",
+        "hubferry.sysusers",
         "hubferry.toml.example",
         "LICENSE",
         "README.md",
@@ -55,7 +57,11 @@ fn the_release_archive_holds_the_binary_unit_config_license_and_readmes_with_the
             .unwrap_or_else(|| panic!("{file} is not in the archive:\n{listing}"));
         assert!(line.contains("root/root") || line.contains("0/0"), "{line}");
         let executable = line.starts_with("-rwxr-xr-x");
-        assert_eq!(executable, file == "hubferry", "{line}");
+        assert_eq!(
+            executable,
+            file == "hubferry" || file == "install.sh",
+            "{line}"
+        );
     }
     run(Command::new("tar")
         .arg("-xzf")

@@ -20,6 +20,7 @@ mod hostile;
 mod hostile_upstream;
 mod hubferry;
 mod image_policy;
+mod install;
 mod landing;
 mod leaks;
 mod limits;
