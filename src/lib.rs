@@ -26,4 +26,4 @@ mod test_support;
 mod upstream;
 mod worker;
 
-pub use server::serve;
+pub use server::{admin::probe as healthcheck, serve};

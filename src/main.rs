@@ -22,6 +22,17 @@ fn main() {
         println!("hubferry: the configuration is valid");
         return;
     }
+    if flags.healthcheck {
+        let Some(admin) = config.admin_listen else {
+            eprintln!("hubferry: --healthcheck asks the admin listener, and admin_listen is off");
+            std::process::exit(1);
+        };
+        if let Err(err) = hubferry::healthcheck(admin) {
+            eprintln!("hubferry: unhealthy: {err}");
+            std::process::exit(1);
+        }
+        return;
+    }
     logging::init(config.log_format);
     let served = actix_rt::System::new().block_on(hubferry::serve(config));
     if let Err(err) = &served {

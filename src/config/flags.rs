@@ -15,6 +15,8 @@ pub struct Flags {
     pub config: Option<PathBuf>,
     /// `--check`: load and validate the settings, then exit (installers, config management).
     pub check: bool,
+    /// `--healthcheck`: ask the running hubferry's admin listener, then exit.
+    pub healthcheck: bool,
     /// The key of each setting given, with its values (several for a repeated flag).
     overrides: Vec<(&'static str, Override)>,
 }
@@ -54,6 +56,17 @@ impl CommandFactory for Flags {
                     .help(
                         "Load and validate the settings (file, environment, flags) and exit: 0 \
                          when hubferry would start with them, 2 with every problem otherwise",
+                    ),
+            )
+            .arg(
+                Arg::new("healthcheck")
+                    .long("healthcheck")
+                    .action(ArgAction::SetTrue)
+                    .conflicts_with("check")
+                    .help(
+                        "Ask the hubferry running with these settings for /healthz on its admin \
+                         listener and exit: 0 when it answers 2xx, 1 otherwise (container \
+                         health checks)",
                     ),
             );
         for setting in SETTINGS {
@@ -129,6 +142,7 @@ impl FromArgMatches for Flags {
         Ok(Flags {
             config: matches.get_one::<PathBuf>("config").cloned(),
             check: matches.get_flag("check"),
+            healthcheck: matches.get_flag("healthcheck"),
             overrides,
         })
     }

@@ -1,5 +1,7 @@
 //! The admin listener: liveness, readiness and metrics, on their own address (by default
-//! loopback only) so they are never exposed with the mirror.
+//! loopback only) so they are never exposed with the mirror; and `hubferry --healthcheck`,
+//! which asks a running hubferry's listener, for container health checks in images that have
+//! no curl.
 
 use std::sync::{
     atomic::{AtomicBool, Ordering},
@@ -72,4 +74,35 @@ pub fn server(
     .disable_signals()
     .bind(addr)?
     .run())
+}
+
+/// How long `--healthcheck` waits for the answer.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `hubferry --healthcheck`: GET `/healthz` from the admin listener at `listen` (an unspecified
+/// address is asked on loopback), `Ok` on a 2xx answer.
+pub fn probe(listen: std::net::SocketAddr) -> Result<(), String> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let url = format!(
+        "http://{}/healthz",
+        std::net::SocketAddr::new(ip, listen.port())
+    );
+    actix_rt::System::new().block_on(async {
+        let client = awc::Client::builder().timeout(PROBE_TIMEOUT).finish();
+        let answer = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        if answer.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("{url}: {}", answer.status()))
+        }
+    })
 }

@@ -19,6 +19,7 @@ mod header_policy;
 mod hostile;
 mod hostile_upstream;
 mod hubferry;
+mod image;
 mod image_policy;
 mod install;
 mod landing;

@@ -450,3 +450,35 @@ fn the_images_admin_address_gives_way_to_a_flag() {
     let (status, body) = get_text(&format!("http://{admin}/healthz"));
     assert_eq!(status, 200, "{body}");
 }
+
+/// `hubferry --healthcheck` (the image's and compose.yaml's health check, with no curl in the
+/// image) asks the running hubferry's admin listener: 0 while it answers, 1 once it is gone.
+#[test]
+fn healthcheck_asks_the_running_admin_listener() {
+    let hf = Hubferry::start_with(&[]);
+    let admin = hf
+        .admin_url
+        .clone()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_owned();
+    let healthcheck = |admin: &str| {
+        Command::new(env!("CARGO_BIN_EXE_hubferry"))
+            .args(["--healthcheck", "--admin-listen", admin])
+            .output()
+            .unwrap()
+    };
+    let out = healthcheck(&admin);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // On all interfaces, as in the image: asked on loopback.
+    let port = admin.rsplit(':').next().unwrap();
+    let out = healthcheck(&format!("0.0.0.0:{port}"));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    drop(hf);
+    let out = healthcheck(&admin);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unhealthy"),
+        "{out:?}"
+    );
+}
