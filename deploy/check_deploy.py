@@ -209,10 +209,12 @@ def check_kubernetes(rendered, default_admin):
         by_kind.setdefault(doc["kind"], []).append(doc)
     where = "deploy/kubernetes"
     missing = False
-    for kind in ["Deployment", "Service", "ConfigMap", "HorizontalPodAutoscaler",
-                 "PodDisruptionBudget", "Ingress"]:
-        if len(by_kind.get(kind, [])) != 1:
-            problem(where, f"expected one {kind}, found {len(by_kind.get(kind, []))}")
+    # Two Services: the mirror's, and hubferry-metrics with the admin port alone.
+    expected = {"Deployment": 1, "Service": 2, "ConfigMap": 1, "HorizontalPodAutoscaler": 1,
+                "PodDisruptionBudget": 1, "Ingress": 1, "NetworkPolicy": 1}
+    for kind, count in expected.items():
+        if len(by_kind.get(kind, [])) != count:
+            problem(where, f"expected {count} {kind}, found {len(by_kind.get(kind, []))}")
             missing = True
     if missing:
         return None
@@ -326,6 +328,39 @@ def check_compose(image_admin_port):
         problem(where, f"stop_grace_period must be longer than shutdown_grace ({grace:g}s)")
 
 
+def check_complete(rendered):
+    """The base with every component: the ServiceMonitor selects the metrics Service and names
+    its admin port; the managed-auth component's variables are settings the README lists; the
+    main Service carries no admin port."""
+    where = "deploy/examples/kubernetes-complete"
+    docs = [d for d in yaml.safe_load_all(Path(rendered).read_text()) if d]
+    by_kind = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], []).append(doc)
+    services = {s["metadata"]["name"]: s for s in by_kind.get("Service", [])}
+    for monitor in by_kind.get("ServiceMonitor", []):
+        wanted = monitor["spec"]["selector"]["matchLabels"]
+        chosen = [s for s in services.values()
+                  if wanted.items() <= s["metadata"].get("labels", {}).items()]
+        if [s["metadata"]["name"] for s in chosen] != ["hubferry-metrics"]:
+            problem(where, f"ServiceMonitor selects {[s['metadata']['name'] for s in chosen]}, "
+                           f"not hubferry-metrics alone")
+        ports = {p.get("name") for s in chosen for p in s["spec"]["ports"]}
+        for endpoint in monitor["spec"]["endpoints"]:
+            if endpoint.get("port") not in ports:
+                problem(where, f"ServiceMonitor port {endpoint.get('port')} is not on "
+                               f"hubferry-metrics")
+    if not by_kind.get("ServiceMonitor"):
+        problem(where, "no ServiceMonitor rendered")
+    if any(p.get("name") == "admin" for p in services["hubferry"]["spec"]["ports"]):
+        problem(where, "the hubferry Service carries the admin port; it belongs on hubferry-metrics")
+    readme = (REPO / "README.md").read_text()
+    container = by_kind["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]
+    for var in container.get("env", []):
+        if var["name"].startswith("HUBFERRY_") and f"`{var['name']}`" not in readme:
+            problem(where, f"{var['name']} names no setting in README.md's table")
+
+
 def check_systemd(default_admin):
     where = "deploy/systemd"
     config = check_config(f"{where}/hubferry.toml", (DEPLOY / "systemd/hubferry.toml").read_text())
@@ -352,6 +387,7 @@ def main():
     check_config("deploy/kubernetes/hubferry.toml",
                  (DEPLOY / "kubernetes/hubferry.toml").read_text())
     kubernetes_port = check_kubernetes(sys.argv[1], default_admin)
+    check_complete(sys.argv[2])
     check_systemd(default_admin)
     default_port = split_address(default_admin)[1]
     image_port = check_dockerfile(default_port)
