@@ -186,7 +186,9 @@ else
 			echo 'cache_dir = "/var/lib/hubferry/acme"'
 		fi
 	} >"$config.new"
-	"$binary" --config "$config.new" --check >/dev/null || fail "the config written to $config.new does not load"
+	# Checked as the service will load it; a CA file is named where it is now (under DESTDIR).
+	"$binary" --config "$config.new" ${acme_ca:+--acme-ca-file "$etc/acme-ca.pem"} --check >/dev/null \
+		|| fail "the config written to $config.new does not load"
 	chmod 0644 "$config.new"
 	mv -f "$config.new" "$config"
 	echo "wrote $config"

@@ -157,6 +157,24 @@ fn wait_for_log(hf: &Hubferry, text: &str, seen: usize, within: Duration) -> usi
 
 const ISSUED: &str = "ACME: new certificate for localhost";
 
+/// skopeo pulls the world's alpine from hubferry's TLS listener at [`DOMAIN`], verifying the
+/// chain against the root of `pebble`'s running instance and the name against `localhost`.
+fn pull_over_https(w: &world::World, pebble: &PebbleSetup) {
+    let root = pebble.root();
+    let host = format!("{DOMAIN}:{}", pebble.tls_port);
+    let registry = skopeo::Registry {
+        host: &host,
+        ca_file: Some(&root),
+    };
+    let alpine = w.image("library/alpine");
+    let dir = skopeo::pull(&registry, &alpine.reference(), &["--all"]);
+    assert_eq!(
+        std::fs::read(dir.join("manifest.json")).unwrap(),
+        alpine.manifest
+    );
+    assert_blobs_copied(&dir, &alpine.blobs);
+}
+
 #[test]
 fn a_fresh_mirror_gets_a_certificate_and_skopeo_pulls_over_it() {
     let w = world::plain();
@@ -186,20 +204,7 @@ fn a_fresh_mirror_gets_a_certificate_and_skopeo_pulls_over_it() {
         pebble.log()
     );
 
-    // skopeo verifies the chain against Pebble's root and the name against `localhost`.
-    let root = pebble.root();
-    let tls_addr = format!("{DOMAIN}:{}", pebble.tls_port);
-    let registry = skopeo::Registry {
-        host: &tls_addr,
-        ca_file: Some(&root),
-    };
-    let alpine = w.image("library/alpine");
-    let dir = skopeo::pull(&registry, &alpine.reference(), &["--all"]);
-    assert_eq!(
-        std::fs::read(dir.join("manifest.json")).unwrap(),
-        alpine.manifest
-    );
-    assert_blobs_copied(&dir, &alpine.blobs);
+    pull_over_https(w, &pebble);
 
     // Kept for the next start, the key readable by hubferry's user only.
     let files: Vec<_> = std::fs::read_dir(&cache)
@@ -290,4 +295,64 @@ fn http_01_renews_without_a_restart_and_survives_a_ca_that_is_down() {
         hf.log_text()
     );
     assert_ne!(served_certificate(&tls_addr), second);
+}
+
+/// The README's quick start, with Pebble standing in for Let's Encrypt: `install.sh --domain
+/// --email` (into a scratch root), then hubferry started with the config it wrote, gets its
+/// certificate, and skopeo pulls over HTTPS verifying the CA's root. What a scratch root and
+/// a shared test machine change is given as flags: the ports (80 and 443 are the machine's, so
+/// the public URL names the port), and the installed CA file and cache directory (under the
+/// scratch root, not /).
+#[test]
+fn the_quick_start_installs_a_mirror_that_serves_https_with_its_own_certificate() {
+    let w = world::plain();
+    let (_dns, dns_port) = dns_server();
+    let pebble = PebbleSetup::new(dns_port, world::free_port(), world::free_port(), 3600);
+    let _ca = pebble.start();
+    let destdir = tempdir("hubferry-quickstart-");
+    let directory = pebble.directory();
+    let out = Command::new("sh")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/install.sh"))
+        .args(["--binary", env!("CARGO_BIN_EXE_hubferry")])
+        .args(["--domain", DOMAIN, "--email", "ops@hubferry.test"])
+        .args(["--acme-directory", directory.as_str()])
+        .arg("--acme-ca-file")
+        .arg(&pebble.https_ca)
+        .env("DESTDIR", &destdir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let config = destdir.join("etc/hubferry/hubferry.toml");
+    let listen = format!("127.0.0.1:{}", pebble.http_port);
+    let tls_listen = format!("127.0.0.1:{}", pebble.tls_port);
+    let ca_file = destdir.join("etc/hubferry/acme-ca.pem");
+    let cache = destdir.join("var/lib/hubferry/acme");
+    let public_url = format!("https://{DOMAIN}:{}", pebble.tls_port);
+    let mut args = Hubferry::world_args(w, &w.registry_url);
+    args.extend(
+        [
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--tls-listen",
+            &tls_listen,
+            "--public-url",
+            &public_url,
+            "--acme-ca-file",
+            ca_file.to_str().unwrap(),
+            "--acme-cache-dir",
+            cache.to_str().unwrap(),
+            "--acme-retry",
+            "1s",
+        ]
+        .iter()
+        .chain(&FOLLOW_LOCAL_REDIRECTS)
+        .map(|s| s.to_string()),
+    );
+    let hf = Hubferry::start(&args);
+    wait_for_log(&hf, ISSUED, 0, Duration::from_secs(60));
+
+    pull_over_https(w, &pebble);
 }
