@@ -95,28 +95,30 @@ impl Issuer {
                 actix_rt::time::sleep(wait.min(MAX_SLEEP)).await;
                 continue;
             }
-            let attempt = failures;
-            match self.obtain(attempt).await {
+            match self.obtain(failures).await {
                 Ok(()) => {
-                    failures = 0;
                     log::info!(
                         "ACME: new certificate for {names} from {} in service",
                         self.acme.directory
                     );
                     // A CA whose certificates are due as soon as issued would otherwise be
-                    // asked for one after another.
+                    // asked for one after another: that counts as a failure, backed off.
                     let fresh = self
                         .certs
                         .current()
                         .and_then(|pair| validity(&pair.cert[0]));
-                    if fresh.is_none_or(|v| v.until_renewal(SystemTime::now()).is_zero()) {
-                        log::warn!(
-                            "ACME: the new certificate for {names} is due for renewal already; \
-                             next try in {}",
-                            humantime::format_duration(self.acme.retry)
-                        );
-                        actix_rt::time::sleep(self.acme.retry).await;
+                    if fresh.is_some_and(|v| !v.until_renewal(SystemTime::now()).is_zero()) {
+                        failures = 0;
+                        continue;
                     }
+                    let backoff = backoff(self.acme.retry, failures);
+                    failures = failures.saturating_add(1);
+                    log::warn!(
+                        "ACME: the new certificate for {names} is due for renewal already; \
+                         next try in {}",
+                        humantime::format_duration(backoff)
+                    );
+                    actix_rt::time::sleep(backoff).await;
                 }
                 Err(reason) => {
                     let backoff = backoff(self.acme.retry, failures);
