@@ -356,3 +356,55 @@ fn the_quick_start_installs_a_mirror_that_serves_https_with_its_own_certificate(
 
     pull_over_https(w, &pebble);
 }
+
+/// A challenge the CA cannot validate (HTTP-01 asked of a port where nothing answers, as when
+/// port 80 is closed): the CA's refusal is logged, with its reason, and tried again later.
+#[test]
+fn a_refused_challenge_is_logged_with_the_cas_reason_and_tried_again() {
+    let (_dns, dns_port) = dns_server();
+    // Pebble checks HTTP-01 on a port nobody listens on; hubferry's plain listener is
+    // elsewhere.
+    let closed = world::free_port();
+    let pebble = PebbleSetup::new(dns_port, closed, world::free_port(), 3600);
+    let _ca = pebble.start();
+    let cache = tempdir("hubferry-acme-");
+    let listen = format!("127.0.0.1:{}", world::free_port());
+    let tls_listen = format!("127.0.0.1:{}", pebble.tls_port);
+    let directory = pebble.directory();
+    let args = [
+        &[
+            "--listen",
+            listen.as_str(),
+            "--tls-listen",
+            tls_listen.as_str(),
+        ][..],
+        &[
+            "--acme-domain",
+            DOMAIN,
+            "--acme-directory",
+            directory.as_str(),
+        ],
+        &["--acme-ca-file", pebble.https_ca.to_str().unwrap()],
+        &["--acme-cache-dir", cache.to_str().unwrap()],
+        &["--acme-challenge", "http-01", "--acme-retry", "1s"],
+    ]
+    .concat();
+    let hf = Hubferry::for_world(world::plain(), &args);
+    // The CA's own problem document, naming what it could not reach; the wait doubles.
+    let refused = "the CA said: API error: Get \"http://localhost:";
+    wait_for_log(&hf, refused, 1, Duration::from_secs(60));
+    let log = hf.log_text();
+    assert!(
+        log.contains("urn:ietf:params:acme:error:connection"),
+        "{log}"
+    );
+    for wait in ["trying again in 1s", "trying again in 2s"] {
+        assert!(
+            log.contains(&format!(
+                "HTTPS has no certificate until one is issued; {wait}"
+            )),
+            "{wait}: {log}"
+        );
+    }
+    assert!(!hf.log_text().contains(ISSUED), "{}", hf.log_text());
+}
