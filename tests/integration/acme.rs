@@ -122,7 +122,18 @@ impl PebbleSetup {
 
 /// hubferry for the plain world with ACME for [`DOMAIN`] from `pebble`, on its ports.
 fn hubferry(pebble: &PebbleSetup, cache: &Path, challenge: &str) -> Hubferry {
-    let listen = format!("127.0.0.1:{}", pebble.http_port);
+    hubferry_listening_on(pebble.http_port, pebble, cache, challenge)
+}
+
+/// As [`hubferry`], with the plain listener on `http_port`, which may not be where Pebble
+/// looks.
+fn hubferry_listening_on(
+    http_port: u16,
+    pebble: &PebbleSetup,
+    cache: &Path,
+    challenge: &str,
+) -> Hubferry {
+    let listen = format!("127.0.0.1:{http_port}");
     let tls_listen = format!("127.0.0.1:{}", pebble.tls_port);
     let directory = pebble.directory();
     let args = [
@@ -368,28 +379,7 @@ fn a_refused_challenge_is_logged_with_the_cas_reason_and_tried_again() {
     let pebble = PebbleSetup::new(dns_port, closed, world::free_port(), 3600);
     let _ca = pebble.start();
     let cache = tempdir("hubferry-acme-");
-    let listen = format!("127.0.0.1:{}", world::free_port());
-    let tls_listen = format!("127.0.0.1:{}", pebble.tls_port);
-    let directory = pebble.directory();
-    let args = [
-        &[
-            "--listen",
-            listen.as_str(),
-            "--tls-listen",
-            tls_listen.as_str(),
-        ][..],
-        &[
-            "--acme-domain",
-            DOMAIN,
-            "--acme-directory",
-            directory.as_str(),
-        ],
-        &["--acme-ca-file", pebble.https_ca.to_str().unwrap()],
-        &["--acme-cache-dir", cache.to_str().unwrap()],
-        &["--acme-challenge", "http-01", "--acme-retry", "1s"],
-    ]
-    .concat();
-    let hf = Hubferry::for_world(world::plain(), &args);
+    let hf = hubferry_listening_on(world::free_port(), &pebble, &cache, "http-01");
     // The CA's own problem document, naming what it could not reach; the wait doubles.
     let refused = "the CA said: API error: Get \"http://localhost:";
     wait_for_log(&hf, refused, 1, Duration::from_secs(60));
