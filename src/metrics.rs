@@ -82,6 +82,7 @@ pub struct Metrics {
     upstream_ratelimit_limit: Family<RateLimitLabels, Gauge>,
     upstream_ratelimit_remaining: Family<RateLimitLabels, Gauge>,
     endpoint_up: Family<EndpointLabels, Gauge>,
+    tls_certificate_expiry: Gauge,
     endpoint_failures: Family<EndpointLabels, Counter>,
     refusals: Family<RefusalLabels, Counter>,
     /// For the landing page: when the process started serving...
@@ -216,6 +217,13 @@ impl Metrics {
              breaker has it skipped (until a probe is answered)",
             endpoint_up.clone(),
         );
+        let tls_certificate_expiry = Gauge::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the TLS listener's certificate in service expires (Unix time); 0 while it has \
+             none yet (ACME before the first issuance)",
+            tls_certificate_expiry.clone(),
+        );
         let endpoint_failures = Family::<EndpointLabels, Counter>::default();
         registry.register(
             "upstream_endpoint_failures",
@@ -254,6 +262,7 @@ impl Metrics {
             started: Instant::now(),
             budgets: Mutex::new(Vec::new()),
             endpoint_up,
+            tls_certificate_expiry,
             endpoint_failures,
             upstream_ratelimit_limit,
             upstream_ratelimit_remaining,
@@ -410,6 +419,11 @@ impl Metrics {
                 })
                 .collect(),
         }
+    }
+
+    /// The gauge the TLS listener keeps at its certificate's expiry.
+    pub fn tls_certificate_expiry(&self) -> Gauge {
+        self.tls_certificate_expiry.clone()
     }
 
     /// An endpoint's breaker state (`up`), after a failure when `failed`.

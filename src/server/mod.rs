@@ -187,6 +187,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
             }
             _ => tls::Certificates::load(listener).map_err(std::io::Error::other)?,
         };
+        certs.report_expiry(metrics.tls_certificate_expiry());
         let server_config = tls::server_config(certs.clone()).map_err(std::io::Error::other)?;
         server = server.bind_rustls_0_23(listener.listen, server_config)?;
         tls::spawn_rotation(certs.clone())?;

@@ -7,10 +7,11 @@ use std::{
     fs, io,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, PoisonError, RwLock},
+    sync::{Arc, Mutex, OnceLock, PoisonError, RwLock},
     time::{Duration, SystemTime},
 };
 
+use prometheus_client::metrics::gauge::Gauge;
 use rustls::{
     crypto::CryptoProvider,
     pki_types::CertificateDer,
@@ -69,6 +70,9 @@ pub struct Certificates {
     current: RwLock<Option<Arc<CertifiedKey>>>,
     /// With ACME: the TLS-ALPN-01 answers, given to the CA's validation handshakes.
     challenges: Option<Arc<Challenges>>,
+    /// `hubferry_tls_certificate_expiry_timestamp_seconds`, once reported: kept to the pair in
+    /// service.
+    expiry: OnceLock<Gauge>,
     /// What the files looked like when they were last read, whether the pair was good or not:
     /// a bad pair is reported once, not at every poll, and tried again when the files change.
     loaded_from: Mutex<PairStamp>,
@@ -89,6 +93,7 @@ impl Certificates {
             provider,
             current: RwLock::new(Some(Arc::new(pair))),
             challenges: None,
+            expiry: OnceLock::new(),
             loaded_from: Mutex::new(loaded_from),
         }))
     }
@@ -115,6 +120,7 @@ impl Certificates {
             provider,
             current: RwLock::new(pair),
             challenges: Some(challenges),
+            expiry: OnceLock::new(),
             loaded_from: Mutex::new(loaded_from),
         })
     }
@@ -125,6 +131,20 @@ impl Certificates {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Keeps `gauge` at the expiry (Unix time) of the certificate in service from now on; 0
+    /// while there is none.
+    pub fn report_expiry(&self, gauge: Gauge) {
+        gauge.set(self.expiry_now());
+        let _ = self.expiry.set(gauge);
+    }
+
+    fn expiry_now(&self) -> i64 {
+        self.current()
+            .and_then(|pair| validity(&pair.cert[0]))
+            .and_then(|v| v.not_after.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(0, |t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX))
     }
 
     /// The crypto provider the pairs are loaded with.
@@ -149,6 +169,9 @@ impl Certificates {
             .unwrap_or_else(PoisonError::into_inner) = stamp;
         let pair = loaded?;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(pair));
+        if let Some(gauge) = self.expiry.get() {
+            gauge.set(self.expiry_now());
+        }
         Ok(())
     }
 
@@ -300,6 +323,26 @@ fn load_pair(
 
 fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     pem::certificates(path).map_err(|e| format!("tls.cert: {e}"))
+}
+
+/// A certificate's validity period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+}
+
+/// The validity of a DER certificate; `None` when it cannot be read (then it is replaced).
+pub fn validity(der: &[u8]) -> Option<Validity> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let at = |t: x509_parser::time::ASN1Time| {
+        let seconds = u64::try_from(t.timestamp()).ok()?;
+        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds))
+    };
+    Some(Validity {
+        not_before: at(cert.validity().not_before)?,
+        not_after: at(cert.validity().not_after)?,
+    })
 }
 
 #[cfg(test)]
@@ -534,5 +577,45 @@ mod tests {
             .session_storage
             .put(b"id".to_vec(), b"session".to_vec()));
         assert_eq!(config.session_storage.get(b"id"), Some(b"session".to_vec()));
+    }
+
+    fn at(seconds: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
+    }
+
+    #[test]
+    fn the_expiry_gauge_follows_the_pair_in_service() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = pair(dir.path(), "live", KeyFormat::Sec1Ec);
+        let certs = Certificates::load(&live).unwrap();
+        let gauge = Gauge::default();
+        certs.report_expiry(gauge.clone());
+        let first = gauge.get();
+        // rcgen's default validity ends in 4096; the test pairs' own run for two days.
+        assert!(first > 1_700_000_000, "{first}");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.not_after = at(2_000_000_000).into();
+        fs::write(&live.cert, params.self_signed(&key).unwrap().pem()).unwrap();
+        fs::write(&live.key, key.serialize_pem()).unwrap();
+        certs.reload().unwrap();
+        assert_eq!(gauge.get(), 2_000_000_000);
+    }
+
+    #[test]
+    fn validity_is_read_from_the_certificate() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["a.example".to_owned()]).unwrap();
+        params.not_before = at(1_700_000_000).into();
+        params.not_after = at(1_700_086_400).into();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(
+            validity(cert.der()),
+            Some(Validity {
+                not_before: at(1_700_000_000),
+                not_after: at(1_700_086_400),
+            })
+        );
+        assert_eq!(validity(b"not a certificate"), None);
     }
 }

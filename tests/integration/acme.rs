@@ -202,6 +202,31 @@ fn a_fresh_mirror_gets_a_certificate_and_skopeo_pulls_over_it() {
     );
     let _pebble = pebble.start();
     wait_for_log(&hf, ISSUED, 0, Duration::from_secs(60));
+    // Its expiry is on /metrics, for alerts.
+    let metrics = Command::new(world::require_tool("curl"))
+        .args([
+            "-sf",
+            &format!("{}/metrics", hf.admin_url.as_deref().unwrap()),
+        ])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
+    let expiry: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hubferry_tls_certificate_expiry_timestamp_seconds "))
+        .unwrap_or_else(|| panic!("no expiry gauge:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Pebble was told 3600 s.
+    assert!(
+        (now..=now + 3700).contains(&expiry),
+        "{expiry} against {now}"
+    );
     // Validated for real: Pebble looked at the TLS-ALPN-01 answer, the only one offered.
     assert!(
         hf.log_text()

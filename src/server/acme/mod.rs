@@ -23,7 +23,7 @@ use instant_acme::{
 
 use crate::{
     config::{Acme, AcmeChallenge},
-    server::tls::Certificates,
+    server::tls::{validity, Certificates, Validity},
 };
 use challenges::Challenges;
 pub use http::AcmeHttp;
@@ -344,13 +344,7 @@ fn round_seconds(d: Duration) -> Duration {
     Duration::from_secs(d.as_secs())
 }
 
-/// A certificate's validity period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Validity {
-    not_before: SystemTime,
-    not_after: SystemTime,
-}
-
+/// ACME's renewal policy, on the validity `server::tls` reads.
 impl Validity {
     /// How long until the renewal is due: a third of the lifetime before the end (30 days
     /// before for Let's Encrypt's 90-day certificates, as it recommends). Zero when due.
@@ -362,19 +356,6 @@ impl Validity {
         let due = self.not_after - lifetime / 3;
         due.duration_since(now).unwrap_or_default()
     }
-}
-
-/// The validity of a DER certificate; `None` when it cannot be read (then it is replaced).
-fn validity(der: &[u8]) -> Option<Validity> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let at = |t: x509_parser::time::ASN1Time| {
-        let seconds = u64::try_from(t.timestamp()).ok()?;
-        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds))
-    };
-    Some(Validity {
-        not_before: at(cert.validity().not_before)?,
-        not_after: at(cert.validity().not_after)?,
-    })
 }
 
 #[cfg(test)]
@@ -442,22 +423,5 @@ mod tests {
             challenge_for(AcmeChallenge::TlsAlpn01, 1),
             ChallengeType::TlsAlpn01
         );
-    }
-
-    #[test]
-    fn validity_is_read_from_the_certificate() {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec!["a.example".to_owned()]).unwrap();
-        params.not_before = at(1_700_000_000).into();
-        params.not_after = at(1_700_086_400).into();
-        let cert = params.self_signed(&key).unwrap();
-        assert_eq!(
-            validity(cert.der()),
-            Some(Validity {
-                not_before: at(1_700_000_000),
-                not_after: at(1_700_086_400),
-            })
-        );
-        assert_eq!(validity(b"not a certificate"), None);
     }
 }
