@@ -82,44 +82,44 @@ impl Certificates {
     /// Reads the pair named by `tls.cert` / `tls.key`; the error is one line naming the setting
     /// at fault.
     pub fn load(tls: &TlsListener) -> Result<Arc<Certificates>, String> {
-        // Explicitly ring: feature unification could enable a second provider, and then
-        // rustls refuses to pick a default.
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let loaded_from = PairStamp::of(&tls.cert, &tls.key);
+        let provider = ring_provider();
+        let stamp = PairStamp::of(&tls.cert, &tls.key);
         let pair = load_pair(&tls.cert, &tls.key, &provider)?;
-        Ok(Arc::new(Certificates {
-            cert_path: tls.cert.clone(),
-            key_path: tls.key.clone(),
-            provider,
-            current: RwLock::new(Some(Arc::new(pair))),
-            challenges: None,
-            expiry: OnceLock::new(),
-            loaded_from: Mutex::new(loaded_from),
-        }))
+        Ok(Certificates::new(tls, stamp, provider, Some(pair), None))
     }
 
     /// With ACME: the pair stored by an earlier run if there is a good one, else none yet
     /// (the issuer gets one); `challenges` answers the CA's TLS-ALPN-01 handshakes.
     pub fn for_acme(tls: &TlsListener, challenges: Arc<Challenges>) -> Arc<Certificates> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let loaded_from = PairStamp::of(&tls.cert, &tls.key);
-        let pair = if loaded_from.cert.is_none() {
+        let provider = ring_provider();
+        let stamp = PairStamp::of(&tls.cert, &tls.key);
+        let pair = if stamp.cert.is_none() {
             None
         } else {
-            match load_pair(&tls.cert, &tls.key, &provider) {
-                Ok(pair) => Some(Arc::new(pair)),
-                Err(e) => {
-                    log::warn!("ACME: the stored certificate is unusable, getting a new one: {e}");
-                    None
-                }
-            }
+            load_pair(&tls.cert, &tls.key, &provider)
+                .map_err(|e| {
+                    log::warn!("ACME: the stored certificate is unusable, getting a new one: {e}")
+                })
+                .ok()
         };
+        Certificates::new(tls, stamp, provider, pair, Some(challenges))
+    }
+
+    /// `loaded_from`: the files' stamp taken before `pair` was read from them, so a write that
+    /// lands during the read is seen at the next poll.
+    fn new(
+        tls: &TlsListener,
+        loaded_from: PairStamp,
+        provider: Arc<CryptoProvider>,
+        pair: Option<CertifiedKey>,
+        challenges: Option<Arc<Challenges>>,
+    ) -> Arc<Certificates> {
         Arc::new(Certificates {
             cert_path: tls.cert.clone(),
             key_path: tls.key.clone(),
             provider,
-            current: RwLock::new(pair),
-            challenges: Some(challenges),
+            current: RwLock::new(pair.map(Arc::new)),
+            challenges,
             expiry: OnceLock::new(),
             loaded_from: Mutex::new(loaded_from),
         })
@@ -291,6 +291,12 @@ impl PairStamp {
             key: stamp(key),
         }
     }
+}
+
+/// Explicitly ring: feature unification could enable a second provider, and then rustls
+/// refuses to pick a default.
+fn ring_provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// A certificate chain (leaf first) and its private key, checked to belong together.
