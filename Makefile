@@ -8,12 +8,12 @@ CARGO ?= cargo
 # systemd and passwd for deploy/install.sh (systemd-sysusers, systemctl --root, userdel,
 # systemd-analyze verify); docker-compose to check deploy/compose.yaml. Test keys and
 # certificates come from rcgen.
-TEST_PACKAGES := docker-registry nginx-light skopeo containerd openssl curl ca-certificates chromium tinyproxy microsocks pebble systemd passwd docker-compose
+TEST_PACKAGES := docker-registry nginx-light skopeo containerd openssl curl ca-certificates chromium tinyproxy microsocks pebble systemd passwd docker-compose docker.io musl-tools
 RUN_ARGS ?=
 # What `make bench` adds: load generators (wrk, h2load) besides the test packages.
 BENCH_PACKAGES := wrk nghttp2-client
 
-.PHONY: build run test test-unit test-integration deps lint fmt clean validate-deploy bench fuzz soak dist image
+.PHONY: build run test test-unit test-integration deps lint fmt clean validate-deploy bench fuzz soak dist image image-binary
 
 build:
 	$(CARGO) build --release --locked
@@ -26,7 +26,9 @@ run: build
 # (tests/integration/hubferry.rs). cargo-nextest would kill a single test instead, but it runs
 # each test in a process of its own, which builds the test world again for each: 314 s against
 # 62 s measured.
-test: deps validate-deploy
+# The image's binary is built first, not by the image test itself: a release build beside the
+# other tests would starve them of both cores.
+test: deps validate-deploy image-binary
 	$(CARGO) test --locked --lib --bins --tests
 
 # Seconds, rootless, no external tool: test keys and certificates come from rcgen.
@@ -81,13 +83,20 @@ soak: deps
 validate-deploy:
 	bash deploy/validate.sh
 
-# The container image, hubferry:latest (IMAGE sets the name), with the local Docker daemon:
-# deploy/Dockerfile builds with `make build` in rust:1.95-bookworm and ships on distroless, so the
-# daemon must reach Docker Hub, gcr.io and crates.io. --network host: a daemon started with
-# --bridge=none (rootless set-ups, these test machines) has no default network for RUN steps.
+# The container image, hubferry:latest (IMAGE sets the name), with the local Docker daemon
+# (DOCKER_HOST chooses another): the static release binary on an empty base (deploy/Dockerfile),
+# so the build needs the musl target and musl-gcc, and fetches nothing from any registry.
 IMAGE ?= hubferry:latest
-image:
-	docker build --network host -f deploy/Dockerfile -t $(IMAGE) .
+IMAGE_TARGET ?= x86_64-unknown-linux-musl
+image-binary:
+	$(CARGO) build --release --locked --target $(IMAGE_TARGET) || { \
+		echo "building for $(IMAGE_TARGET) failed: the image needs that target and a C compiler for it" >&2; \
+		echo "  (rustup target add $(IMAGE_TARGET); apt-get install musl-tools)" >&2; exit 1; }
+
+image: image-binary
+	rm -rf target/image && mkdir -p target/image/state
+	install -m 0755 target/$(IMAGE_TARGET)/release/hubferry target/image/hubferry
+	docker build -f deploy/Dockerfile -t $(IMAGE) target/image
 
 # A release archive in dist/ (see deploy/dist.sh): a static binary (musl) when the toolchain has
 # the target and musl-gcc is installed (rustup target add x86_64-unknown-linux-musl; apt-get
@@ -112,6 +121,10 @@ deps:
 		else \
 			echo "missing Debian packages:$$missing (run 'make test' as root, or: sudo apt-get install$$missing)"; \
 		fi; \
+	fi
+	@# The image's static binary (image-binary); rustup installs a target for this user, no root.
+	@if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx $(IMAGE_TARGET); then \
+		rustup target add $(IMAGE_TARGET); \
 	fi
 
 lint:

@@ -10,7 +10,7 @@ use hubferry::{
 const LOG_FLUSH: Duration = Duration::from_secs(2);
 
 fn main() {
-    let flags = Flags::parse();
+    let flags = Flags::parse().for_healthcheck();
     let config = match Config::load(&flags) {
         Ok(config) => config,
         Err(err) => {

@@ -34,6 +34,51 @@ impl Flags {
     pub fn overrides(&self) -> &[(&'static str, Override)] {
         &self.overrides
     }
+
+    /// The flags a `--healthcheck` asks with. A container's HEALTHCHECK runs `hubferry
+    /// --healthcheck` beside the server with the container's environment, but without the flags
+    /// given after the image name (`docker run IMAGE --admin-listen 0.0.0.0:9200`): those are on
+    /// the server's own command line. So a health check given no settings of its own takes the
+    /// command line of PID 1 when PID 1 is this same program, the image's entrypoint. Anywhere
+    /// else (an init system as PID 1, `docker run --init`, a PID 1 it may not look at) its own
+    /// flags stand.
+    pub fn for_healthcheck(self) -> Flags {
+        if !self.healthcheck || self.config.is_some() || !self.overrides.is_empty() {
+            return self;
+        }
+        match entrypoint_flags() {
+            Some(server) => Flags {
+                healthcheck: true,
+                check: false,
+                ..server
+            },
+            None => self,
+        }
+    }
+}
+
+/// The flags of PID 1, when it runs the same executable as this process.
+fn entrypoint_flags() -> Option<Flags> {
+    use std::os::unix::fs::MetadataExt;
+    let same =
+        |a: &std::fs::Metadata, b: &std::fs::Metadata| (a.dev(), a.ino()) == (b.dev(), b.ino());
+    let pid1 = std::fs::metadata("/proc/1/exe").ok()?;
+    let own = std::fs::metadata("/proc/self/exe").ok()?;
+    if !same(&pid1, &own) {
+        return None;
+    }
+    let cmdline = std::fs::read("/proc/1/cmdline").ok()?;
+    Flags::try_parse_from(command_line(&cmdline)).ok()
+}
+
+/// The arguments in a `/proc/PID/cmdline`: each ends in a NUL, the program's name first.
+fn command_line(raw: &[u8]) -> Vec<std::ffi::OsString> {
+    use std::os::unix::ffi::OsStrExt;
+    raw.strip_suffix(&[0])
+        .unwrap_or(raw)
+        .split(|byte| *byte == 0)
+        .map(|arg| std::ffi::OsStr::from_bytes(arg).to_owned())
+        .collect()
 }
 
 impl CommandFactory for Flags {
@@ -66,7 +111,8 @@ impl CommandFactory for Flags {
                     .help(
                         "Ask the hubferry running with these settings for /healthz on its admin \
                          listener and exit: 0 when it answers 2xx, 1 otherwise (container \
-                         health checks)",
+                         health checks). With no settings of its own, in a container whose main \
+                         process is hubferry, that process's flags count too",
                     ),
             );
         for setting in SETTINGS {
@@ -158,6 +204,38 @@ impl Parser for Flags {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_proc_command_line_splits_at_its_nuls() {
+        let args = command_line(b"/usr/local/bin/hubferry\0--admin-listen\0[::]:9200\0\0");
+        assert_eq!(
+            args,
+            ["/usr/local/bin/hubferry", "--admin-listen", "[::]:9200", ""]
+        );
+        let flags = Flags::try_parse_from(command_line(
+            b"/usr/local/bin/hubferry\0--admin-listen\0[::]:9200\0",
+        ))
+        .unwrap();
+        assert_eq!(flags.overrides().len(), 1);
+        assert!(command_line(b"").iter().all(|a| a.is_empty()));
+    }
+
+    #[test]
+    fn a_health_check_given_settings_of_its_own_keeps_them() {
+        let own =
+            Flags::try_parse_from(["hubferry", "--healthcheck", "--admin-listen", "127.0.0.1:1"])
+                .unwrap()
+                .for_healthcheck();
+        assert!(own.healthcheck);
+        assert!(
+            matches!(own.overrides(), [("admin_listen", Override::One(a))] if a == "127.0.0.1:1")
+        );
+        // Not a health check: nothing is looked up.
+        let server = Flags::try_parse_from(["hubferry"])
+            .unwrap()
+            .for_healthcheck();
+        assert!(!server.healthcheck && server.overrides().is_empty());
+    }
 
     #[test]
     fn the_command_line_is_well_formed() {
