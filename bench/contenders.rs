@@ -320,9 +320,15 @@ key_path = "{key}"
     ))
 }
 
-/// The binary cargo built for this bench: the release profile (`[profile.bench]` inherits it).
+/// The binary cargo built for this bench: the release profile (`[profile.bench]` inherits it);
+/// `BENCH_HUBFERRY=PATH` measures another build instead (the static one `make image` packs).
 pub fn hubferry_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_hubferry"))
+    std::env::var_os("BENCH_HUBFERRY")
+        .filter(|p| !p.is_empty())
+        .map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_hubferry")),
+            PathBuf::from,
+        )
 }
 
 fn wait_both(a: &str, b: &str) -> bool {

@@ -6,10 +6,27 @@ use hubferry::{
     logging,
 };
 
+/// On musl (the static build in the image and the release archive), mimalloc: musl's own
+/// allocator cost the blob streams a quarter to a half of their speed (docs/benchmarks.md).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc lays its memory out in 2 MiB-aligned regions, which transparent huge pages back
+/// with whole 2 MiB pages: idle RSS was 28 MB instead of 10.5 MB. Turned off for this process
+/// only (the machine's setting stays), before the workers start allocating.
+#[cfg(target_env = "musl")]
+fn no_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory of ours.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+}
+
 /// How long an exiting hubferry waits for its last log lines to be written.
 const LOG_FLUSH: Duration = Duration::from_secs(2);
 
 fn main() {
+    #[cfg(target_env = "musl")]
+    no_huge_pages();
     let flags = Flags::parse().for_healthcheck();
     let config = match Config::load(&flags) {
         Ok(config) => config,
