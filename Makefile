@@ -21,7 +21,7 @@ build:
 run: build
 	./target/release/hubferry $(RUN_ARGS)
 
-# About a minute warm (README). The integration run ends with its ten slowest tests, and stops,
+# About two minutes warm (README). The integration run ends with its ten slowest tests, and stops,
 # naming the test, when one that started a hubferry runs past its limit
 # (tests/integration/hubferry.rs). cargo-nextest would kill a single test instead, but it runs
 # each test in a process of its own, which builds the test world again for each: 314 s against
