@@ -6,8 +6,9 @@ CARGO ?= cargo
 # chromium (headless) to render the landing page; egress proxies (tinyproxy for HTTP, microsocks
 # for SOCKS5), Pebble (Let's Encrypt's test CA, for ACME) and its DNS server (challtestsrv);
 # systemd and passwd for deploy/install.sh (systemd-sysusers, systemctl --root, userdel,
-# systemd-analyze verify); docker-compose to check deploy/compose.yaml. Test keys and
-# certificates come from rcgen.
+# systemd-analyze verify); docker-compose to check deploy/compose.yaml; docker.io (dockerd)
+# and musl-tools (musl-gcc, for the static binary) to build the container image, run it and pull
+# through it. Test keys and certificates come from rcgen.
 TEST_PACKAGES := docker-registry nginx-light skopeo containerd openssl curl ca-certificates chromium tinyproxy microsocks pebble systemd passwd docker-compose docker.io musl-tools
 RUN_ARGS ?=
 # What `make bench` adds: load generators (wrk, h2load) besides the test packages.
