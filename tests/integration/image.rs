@@ -2,7 +2,8 @@
 //! own (Debian's dockerd, vfs storage, no bridge or iptables, nothing shared with any other
 //! daemon on the machine), `docker run IMAGE --help`, then hubferry in the image as that
 //! daemon's `registry-mirrors` entry: its health check turns healthy, `docker pull` gets the
-//! test world's image through it, and `docker stop` ends it cleanly.
+//! test world's images through it (as the mirror and by name), `docker search` searches through
+//! it, and `docker stop` ends it cleanly.
 
 use std::{
     path::{Path, PathBuf},
@@ -222,6 +223,34 @@ fn the_image_runs_hubferry_as_a_docker_daemons_registry_mirror() {
         "the world's registry was not asked for the manifest"
     );
 
+    // By name, without the daemon's mirror setting: `docker pull mirror/someorg/tool:1.0`
+    // (127.0.0.0/8 is an insecure registry to dockerd by default, so plain HTTP is fine).
+    let by_name = format!("{listen}/someorg/tool:1.0");
+    daemon.ok(&["pull", &by_name]);
+    assert_eq!(
+        daemon.ok(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{index .RepoDigests 0}}",
+            &by_name
+        ]),
+        format!("{listen}/someorg/tool@{}", w.image("someorg/tool").digest)
+    );
+    // `docker search mirror/nginx`: the daemon asks the mirror's /v1/search, which hubferry
+    // takes to the search index.
+    let found = daemon.ok(&[
+        "search",
+        "--format",
+        "{{.Name}}",
+        &format!("{listen}/nginx"),
+    ]);
+    assert!(
+        found.lines().any(|name| name.ends_with("nginx")),
+        "docker search found: {found}\nhubferry:\n{}",
+        container_log(&daemon)
+    );
+
     // SIGTERM from `docker stop`: hubferry shuts down by itself, well inside the grace period.
     daemon.ok(&["stop", "--time", "20", "hubferry-image-test"]);
     assert_eq!(
@@ -235,7 +264,7 @@ fn the_image_runs_hubferry_as_a_docker_daemons_registry_mirror() {
         "{}",
         container_log(&daemon)
     );
-    let _ = daemon.docker(&["image", "rm", "--force", IMAGE, "nginx:latest"]);
+    let _ = daemon.docker(&["image", "rm", "--force", IMAGE, "nginx:latest", &by_name]);
 }
 
 fn container_log(daemon: &Dockerd) -> String {
