@@ -88,6 +88,11 @@ impl Dockerd {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// `docker inspect -f FORMAT OBJECT` (an image or a container), which must succeed.
+    fn inspect(&self, format: &str, object: &str) -> String {
+        self.ok(&["inspect", "-f", format, object])
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
     }
@@ -145,10 +150,7 @@ fn the_image_runs_hubferry_as_a_docker_daemons_registry_mirror() {
     );
     let help = daemon.ok(&["run", "--rm", IMAGE, "--help"]);
     assert!(help.contains("--acme-domain"), "{help}");
-    assert_eq!(
-        daemon.ok(&["image", "inspect", "-f", "{{.Config.User}}", IMAGE]),
-        "65532:65532"
-    );
+    assert_eq!(daemon.inspect("{{.Config.User}}", IMAGE), "65532:65532");
 
     // As compose.yaml runs it (read-only root, no capabilities), on the host's network so it
     // reaches the test world on 127.0.0.1; the health check's own command, polled every second
@@ -191,7 +193,7 @@ fn the_image_runs_hubferry_as_a_docker_daemons_registry_mirror() {
     assert!(
         healthy,
         "the container never turned healthy:\n{}\nhubferry:\n{}",
-        daemon.ok(&["inspect", "-f", "{{json .State}}", "hubferry-image-test"]),
+        daemon.inspect("{{json .State}}", "hubferry-image-test"),
         container_log(&daemon)
     );
 
@@ -207,13 +209,7 @@ fn the_image_runs_hubferry_as_a_docker_daemons_registry_mirror() {
         container_log(&daemon)
     );
     assert_eq!(
-        daemon.ok(&[
-            "image",
-            "inspect",
-            "-f",
-            "{{index .RepoDigests 0}}",
-            "nginx:latest"
-        ]),
+        daemon.inspect("{{index .RepoDigests 0}}", "nginx:latest"),
         format!("nginx@{expected}")
     );
     assert!(
@@ -228,13 +224,7 @@ fn the_image_runs_hubferry_as_a_docker_daemons_registry_mirror() {
     let by_name = format!("{listen}/someorg/tool:1.0");
     daemon.ok(&["pull", &by_name]);
     assert_eq!(
-        daemon.ok(&[
-            "image",
-            "inspect",
-            "-f",
-            "{{index .RepoDigests 0}}",
-            &by_name
-        ]),
+        daemon.inspect("{{index .RepoDigests 0}}", &by_name),
         format!("{listen}/someorg/tool@{}", w.image("someorg/tool").digest)
     );
     // `docker search mirror/nginx`: the daemon asks the mirror's /v1/search, which hubferry
@@ -254,12 +244,7 @@ fn the_image_runs_hubferry_as_a_docker_daemons_registry_mirror() {
     // SIGTERM from `docker stop`: hubferry shuts down by itself, well inside the grace period.
     daemon.ok(&["stop", "--time", "20", "hubferry-image-test"]);
     assert_eq!(
-        daemon.ok(&[
-            "inspect",
-            "-f",
-            "{{.State.ExitCode}}",
-            "hubferry-image-test"
-        ]),
+        daemon.inspect("{{.State.ExitCode}}", "hubferry-image-test"),
         "0",
         "{}",
         container_log(&daemon)
