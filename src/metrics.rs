@@ -71,6 +71,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     response_bytes: Counter,
+    spliced_bytes: Counter,
     upstream_seconds: Family<UpstreamLabels, Histogram>,
     redirects: Counter,
     streams_in_flight: Gauge,
@@ -139,6 +140,13 @@ impl Metrics {
             "response_body_bytes",
             "Response body bytes streamed to clients",
             response_bytes.clone(),
+        );
+        let spliced_bytes = Counter::default();
+        registry.register(
+            "response_body_spliced_bytes",
+            "Of those, bytes moved from an upstream socket to the client's with splice(2), never \
+             entering hubferry's memory (plain HTTP on both sides)",
+            spliced_bytes.clone(),
         );
         let upstream_seconds = Family::<UpstreamLabels, Histogram>::new_with_constructor(|| {
             // 1 ms .. ~33 s: loopback answers to long-haul Docker Hub round trips.
@@ -268,6 +276,7 @@ impl Metrics {
             upstream_ratelimit_remaining,
             requests,
             response_bytes,
+            spliced_bytes,
             upstream_seconds,
             redirects,
             streams_in_flight,
@@ -298,6 +307,11 @@ impl Metrics {
             .get_or_create(&RequestLabels { route, status })
             .inc();
         self.response_bytes.inc_by(body_bytes);
+    }
+
+    /// Body bytes a response moved to its client with `splice(2)` (`stream::splice`).
+    pub fn body_spliced(&self, bytes: u64) {
+        self.spliced_bytes.inc_by(bytes);
     }
 
     pub fn upstream_answered(

@@ -23,6 +23,8 @@ use actix_web::{
 use bytes::Bytes;
 use log::kv::Value;
 
+#[cfg(target_os = "linux")]
+use crate::stream::splice::Delivered;
 use crate::{
     error::{ProxyError, RegistryName, RequestId, UpstreamName},
     logging::ACCESS_TARGET,
@@ -257,6 +259,9 @@ pub struct Notes {
     trace: Cell<Option<UpstreamTrace>>,
     /// Shared with the download's resumer, which counts on it while the body streams.
     resumes: Rc<Cell<u32>>,
+    /// Shared with a spliced body, which writes to the client without yielding the bytes.
+    #[cfg(target_os = "linux")]
+    delivered: Rc<Delivered>,
 }
 
 impl Notes {
@@ -272,6 +277,31 @@ impl Notes {
         if let Some(notes) = req.extensions().get::<Rc<Notes>>() {
             notes.trace.set(Some(trace));
         }
+    }
+
+    /// Where a spliced body counts what it wrote to the client itself (see `splice`).
+    #[cfg(target_os = "linux")]
+    pub fn delivered(req: &impl HttpMessage) -> Rc<Delivered> {
+        req.extensions()
+            .get::<Rc<Notes>>()
+            .map(|notes| notes.delivered.clone())
+            .unwrap_or_default()
+    }
+
+    /// Bytes of the body that reached the client without passing through its stream.
+    fn delivered_bytes(&self) -> u64 {
+        #[cfg(target_os = "linux")]
+        return self.delivered.bytes.get();
+        #[cfg(not(target_os = "linux"))]
+        0
+    }
+
+    /// Whether the body failed because the client went away.
+    fn client_left(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        return self.delivered.client_left.get();
+        #[cfg(not(target_os = "linux"))]
+        false
     }
 
     /// Where the request's download counts its resumes (see `resume`).
@@ -413,7 +443,8 @@ pin_project_lite::pin_project! {
     impl<B> PinnedDrop for LoggedBody<B> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some(answered) = this.answered.take() {
+            if let Some(mut answered) = this.answered.take() {
+                answered.record.bytes += answered.notes.delivered_bytes();
                 let outcome = match *this.ended {
                     Some(outcome) => outcome,
                     // actix-web does not poll a body it knows to be empty, nor a HEAD answer's.
@@ -449,7 +480,17 @@ impl<B: MessageBody> MessageBody for LoggedBody<B> {
                     answered.record.bytes += chunk.len() as u64;
                 }
             }
-            Poll::Ready(Some(Err(_))) => *this.ended = Some(Outcome::Failed),
+            Poll::Ready(Some(Err(_))) => {
+                let client_left = this
+                    .answered
+                    .as_ref()
+                    .is_some_and(|a| a.notes.client_left());
+                *this.ended = Some(if client_left {
+                    Outcome::Aborted
+                } else {
+                    Outcome::Failed
+                });
+            }
             Poll::Ready(None) => {
                 this.ended.get_or_insert(Outcome::Complete);
             }

@@ -10,6 +10,8 @@ use actix_web::{
 
 use url::Url;
 
+#[cfg(target_os = "linux")]
+use crate::stream::splice;
 use crate::{
     config::Config,
     error::Rejection,
@@ -301,9 +303,19 @@ pub(super) async fn forward(
     if let Some(view) = policy.rewrite_to_mirror {
         rewrite_to_mirror(&mut headers, req, config, &worker.realms, view);
     }
+    let client = relay::ClientSide {
+        request: req.head(),
+        #[cfg(target_os = "linux")]
+        splice_to: req
+            .conn_data::<splice::ClientSocket>()
+            .map(|client| splice::SpliceTo {
+                client: client.clone(),
+                delivered: access_log::Notes::delivered(req),
+            }),
+    };
     Ok(relay::relay(
         response,
-        req.head(),
+        client,
         headers,
         config.timeouts.body_idle,
         (policy.upstream, policy.registry),

@@ -10,6 +10,10 @@
 //! probes are answered. The option changes nothing for a connection with nothing to send (an
 //! idle keep-alive connection, a client still sending its request), and a slow reader that
 //! opens its window now and then makes progress and is not cut.
+//!
+//! A connection on the plain listener also gets what a blob body needs to be spliced to it
+//! (`stream::splice`): its socket, and the `WriteThrough` through which that body and the
+//! HTTP/1.1 dispatcher agree on who writes when.
 
 use std::{any::Any, sync::Once, time::Duration};
 
@@ -20,7 +24,13 @@ use actix_web::{dev::Extensions, rt::net::TcpStream};
 pub fn on_connect(unread_limit: Duration) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync {
     // Said once, not per connection: the cause is the same for every one.
     static WARNED: Once = Once::new();
-    move |connection, _| {
+    move |connection, extensions| {
+        #[cfg(target_os = "linux")]
+        if let Some(plain) = connection.downcast_ref::<TcpStream>() {
+            record_for_splice(plain, extensions);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = extensions;
         let Some(socket) = tcp_socket(connection) else {
             // A listener kind this does not know: the tests for both kinds fail before this can.
             WARNED.call_once(|| {
@@ -34,6 +44,21 @@ pub fn on_connect(unread_limit: Duration) -> impl Fn(&dyn Any, &mut Extensions) 
             });
         }
     }
+}
+
+/// What a body spliced to the plain connection `socket` needs (see the module's comment).
+#[cfg(target_os = "linux")]
+fn record_for_splice(socket: &TcpStream, extensions: &mut Extensions) {
+    use std::{os::fd::AsRawFd, rc::Rc};
+
+    use actix_http::h1::WriteThrough;
+
+    let write_through = Rc::new(WriteThrough::new());
+    extensions.insert(write_through.clone());
+    extensions.insert(crate::stream::splice::ClientSocket {
+        fd: socket.as_raw_fd(),
+        write_through,
+    });
 }
 
 /// The TCP socket under a connection from the plain or the TLS listener.

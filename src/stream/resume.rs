@@ -271,6 +271,8 @@ type Guarded = Pin<Box<IdleGuard<ClientResponse>>>;
 
 enum State {
     Streaming(Guarded),
+    /// Broken before this stream took over (a spliced body's upstream): try again first.
+    Broken(Option<std::io::Error>),
     Asking(LocalBoxFuture<'static, Result<ClientResponse, ProxyError>>),
     Done,
 }
@@ -298,6 +300,24 @@ impl Download {
             state: State::Streaming(Box::pin(body)),
             resume,
             sent: 0,
+            sent_at_last_try: 0,
+            tries_in_a_row: 0,
+            _in_flight: in_flight,
+        }
+    }
+
+    /// A download whose first `sent` bytes reached the client some other way (`stream::splice`)
+    /// before its upstream broke with `failure`: the rest is asked for again as after any break.
+    pub fn broken_after(
+        sent: u64,
+        failure: std::io::Error,
+        resume: Option<Resume>,
+        in_flight: StreamInFlight,
+    ) -> Self {
+        Download {
+            state: State::Broken(Some(failure)),
+            resume,
+            sent,
             sent_at_last_try: 0,
             tries_in_a_row: 0,
             _in_flight: in_flight,
@@ -396,45 +416,51 @@ impl Stream for Download {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
-            match &mut this.state {
+            let broken = match &mut this.state {
                 State::Streaming(body) => match body.as_mut().poll_next(cx) {
                     Poll::Ready(Some(Ok(chunk))) => {
                         this.sent += chunk.len() as u64;
                         return Poll::Ready(Some(Ok(chunk)));
                     }
-                    Poll::Ready(Some(Err(broken))) => {
-                        if this.resume.is_none() {
-                            this.state = State::Done;
-                            return Poll::Ready(Some(Err(broken)));
-                        }
-                        if let Err(reason) = this.try_again(&broken.to_string()) {
-                            return this.give_up(reason);
-                        }
-                    }
+                    Poll::Ready(Some(Err(broken))) => broken,
                     Poll::Ready(None) => {
                         this.state = State::Done;
                         return Poll::Ready(None);
                     }
                     Poll::Pending => return Poll::Pending,
                 },
-                State::Asking(answer) => match answer.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(response)) => match this.take_answer(response) {
-                        Ok(()) => {}
-                        Err(Refusal::Fatal(reason)) => return this.give_up(reason),
-                        Err(Refusal::Retry(reason)) => {
-                            if let Err(reason) = this.try_again(&reason) {
+                State::Asking(answer) => {
+                    match answer.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(response)) => match this.take_answer(response) {
+                            Ok(()) => {}
+                            Err(Refusal::Fatal(reason)) => return this.give_up(reason),
+                            Err(Refusal::Retry(reason)) => {
+                                if let Err(reason) = this.try_again(&reason) {
+                                    return this.give_up(reason);
+                                }
+                            }
+                        },
+                        Poll::Ready(Err(err)) => {
+                            if let Err(reason) = this.try_again(&err.to_string()) {
                                 return this.give_up(reason);
                             }
                         }
-                    },
-                    Poll::Ready(Err(err)) => {
-                        if let Err(reason) = this.try_again(&err.to_string()) {
-                            return this.give_up(reason);
-                        }
                     }
+                    continue;
+                }
+                State::Broken(broken) => match broken.take() {
+                    Some(broken) => broken,
+                    None => return Poll::Ready(None),
                 },
                 State::Done => return Poll::Ready(None),
+            };
+            if this.resume.is_none() {
+                this.state = State::Done;
+                return Poll::Ready(Some(Err(broken)));
+            }
+            if let Err(reason) = this.try_again(&broken.to_string()) {
+                return this.give_up(reason);
             }
         }
     }

@@ -288,7 +288,10 @@ async fn send_timed(
         request
     };
     let response = match body {
-        RequestBody::None if matches!(out.method, Method::GET | Method::HEAD) => {
+        RequestBody::None if out.method == Method::GET => {
+            noting_socket(send_again_if_closed(request, out, timeouts)).await?
+        }
+        RequestBody::None if out.method == Method::HEAD => {
             send_again_if_closed(request, out, timeouts).await?
         }
         body => send_request(request(), out, body, timeouts).await?,
@@ -308,6 +311,31 @@ async fn send_timed(
         }
         _ => Ok(response),
     }
+}
+
+/// A GET's answer, with the plain-HTTP socket it came on in its extensions when its body can
+/// be spliced from there (`stream::splice`).
+#[cfg(target_os = "linux")]
+async fn noting_socket(
+    sending: impl std::future::Future<Output = Result<UpstreamResponse, ProxyError>>,
+) -> Result<UpstreamResponse, ProxyError> {
+    use actix_web::HttpMessage as _;
+    let (response, socket) = crate::upstream::socket::Claiming::new(sending).await;
+    let response = response?;
+    if let Some(socket) = socket {
+        if crate::stream::splice::spliceable_length(response.status(), response.headers()).is_some()
+        {
+            response.extensions_mut().insert(socket);
+        }
+    }
+    Ok(response)
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn noting_socket(
+    sending: impl std::future::Future<Output = Result<UpstreamResponse, ProxyError>>,
+) -> Result<UpstreamResponse, ProxyError> {
+    sending.await
 }
 
 /// A bodiless GET or HEAD, asked again once, on a new connection, when the kept-alive

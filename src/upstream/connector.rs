@@ -271,8 +271,25 @@ fn reason(err: &ConnectError) -> String {
     }
 }
 
+/// What awc gets: on Linux, the socket that tells `stream::splice` which connection a
+/// response came on.
+#[cfg(target_os = "linux")]
+type Socket = crate::upstream::socket::UpstreamSocket;
+#[cfg(not(target_os = "linux"))]
+type Socket = TcpStream;
+
+#[cfg(target_os = "linux")]
+fn socket(stream: TcpStream, plain: bool) -> Socket {
+    Socket::new(stream, plain)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn socket(stream: TcpStream, _plain: bool) -> Socket {
+    stream
+}
+
 impl Service<ConnectInfo<Uri>> for EgressConnector {
-    type Response = Connection<Uri, TcpStream>;
+    type Response = Connection<Uri, Socket>;
     type Error = ConnectError;
     type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
 
@@ -292,7 +309,7 @@ impl Service<ConnectInfo<Uri>> for EgressConnector {
                     None => this.direct(&host, port).await?,
                 },
             };
-            Ok(Connection::new(uri, stream))
+            Ok(Connection::new(uri, socket(stream, !https)))
         })
     }
 }

@@ -16,3 +16,5 @@ pub mod realms;
 pub mod redirect;
 pub mod registries;
 pub mod resolver;
+#[cfg(target_os = "linux")]
+pub mod socket;

@@ -38,6 +38,7 @@ mod redirects;
 mod registry_api;
 mod relay;
 mod skopeo;
+mod splice;
 mod streaming;
 mod tls_listener;
 mod world;

@@ -28,13 +28,13 @@ pub fn tempdir(prefix: &str) -> PathBuf {
 }
 
 /// A test CA and a leaf for 127.0.0.1 / localhost, in a fresh directory.
-fn new_pair(name: &str) -> TlsFiles {
+pub fn new_pair(name: &str) -> TlsFiles {
     world::tls_files(&tempdir(&format!("hubferry-tls-{name}-")))
 }
 
 /// hubferry for the plain world, plus `extra`, with its TLS listener (`cert`, `key`) on a free
 /// port; returns it and the TLS listener's `127.0.0.1:PORT`.
-fn start(cert: &Path, key: &Path, extra: &[&str]) -> (Hubferry, String) {
+pub fn start(cert: &Path, key: &Path, extra: &[&str]) -> (Hubferry, String) {
     let tls_addr = format!("127.0.0.1:{}", world::free_port());
     let hf = Hubferry::for_world(
         world::plain(),

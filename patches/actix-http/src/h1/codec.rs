@@ -178,6 +178,12 @@ impl Codec {
     pub(crate) fn unframed_chunk(&mut self, chunk: &Bytes) -> Option<Bytes> {
         self.encoder.unframed_chunk(chunk)
     }
+
+    /// hubferry: counts `n` body bytes the body wrote to the connection itself (see
+    /// [`WriteThrough`](super::WriteThrough)) as encoded.
+    pub(crate) fn count_written(&mut self, n: u64) -> io::Result<()> {
+        self.encoder.count_written(n)
+    }
 }
 
 impl Encoder<Message<(Response<()>, BodySize)>> for Codec {

@@ -23,6 +23,7 @@ use tracing::{error, trace};
 
 use super::{
     codec::{Codec, RequestState},
+    write_through::WriteThrough,
     decoder::MAX_BUFFER_SIZE,
     payload::{Payload, PayloadSender, PayloadStatus},
     timer::TimerState,
@@ -206,6 +207,10 @@ pin_project! {
         // chunk's size. Nothing is added to `write_buf` while it is here.
         write_chunk: Option<Bytes>,
 
+        // hubferry: set when the connection's extensions carry one: lets a response body write
+        // to the connection itself (see `WriteThrough`).
+        write_through: Option<Rc<WriteThrough>>,
+
         codec: Codec,
     }
 }
@@ -303,6 +308,11 @@ where
                     flow,
                     flags: Flags::empty(),
                     peer_addr,
+                    write_through: conn_data
+                        .0
+                        .as_ref()
+                        .and_then(|data| data.get::<Rc<WriteThrough>>())
+                        .cloned(),
                     conn_data: conn_data.0.map(Rc::new),
                     config: config.clone(),
                     error: None,
@@ -499,6 +509,11 @@ where
 
         if let Some(state) = this.in_flight.take() {
             this.codec.set_request_state(state);
+        }
+
+        // hubferry: what the last response's body asked for ends with it.
+        if let Some(write_through) = this.write_through.as_deref() {
+            write_through.reset();
         }
 
         this.codec
@@ -717,7 +732,21 @@ where
                     while this.write_chunk.is_none()
                         && this.write_buf.len() < *this.h1_write_buffer_size
                     {
-                        match body.as_mut().poll_next(cx) {
+                        // hubferry: a body that writes to the connection itself is polled only
+                        // once what came before it is written.
+                        let write_through = this.write_through.as_deref();
+                        if write_through.is_some_and(|wt| wt.flushed_first())
+                            && !this.write_buf.is_empty()
+                        {
+                            return Ok(PollResponse::DrainWriteBuf);
+                        }
+                        let polled = body.as_mut().poll_next(cx);
+                        if let Some(written) = write_through.map(|wt| wt.take_written()) {
+                            if written > 0 {
+                                this.codec.count_written(written)?;
+                            }
+                        }
+                        match polled {
                             Poll::Ready(Some(Ok(item))) => {
                                 // hubferry: a large chunk is not copied into the write buffer.
                                 if item.len() >= UNBUFFERED_CHUNK_MIN {

@@ -1992,3 +1992,156 @@ async fn large_chunk_written_over_several_polls_in_order() {
     );
     assert!(res_body == body, "body differs ({} bytes)", res_body.len());
 }
+
+/// hubferry: a body that writes part of itself to the connection, as `WriteThrough` allows:
+/// `before` is yielded, then `direct` written into `wire` (the test I/O's write side) and
+/// counted, then `after` yielded. It records whether everything before its own write was on the
+/// wire when it wrote.
+struct WritingBody {
+    write_through: Rc<WriteThrough>,
+    wire: Rc<std::cell::RefCell<BytesMut>>,
+    before: Bytes,
+    direct: Bytes,
+    after: Bytes,
+    step: u8,
+    size: BodySize,
+    wire_before_write: Rc<std::cell::RefCell<Option<Bytes>>>,
+}
+
+impl MessageBody for WritingBody {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        self.size
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = &mut *self;
+        this.step += 1;
+        match this.step {
+            1 => {
+                this.write_through.require_flushed();
+                Poll::Ready(Some(Ok(this.before.clone())))
+            }
+            2 => {
+                let on_wire = this.wire.borrow().clone().freeze();
+                *this.wire_before_write.borrow_mut() = Some(on_wire);
+                this.wire.borrow_mut().extend_from_slice(&this.direct);
+                this.write_through.wrote(this.direct.len() as u64);
+                Poll::Ready(Some(Ok(this.after.clone())))
+            }
+            _ => Poll::Ready(None),
+        }
+    }
+}
+
+/// hubferry: serves `GET /write` with a [`WritingBody`] (its length in a Content-Length, or
+/// chunked when `sized` is false), anything else with `ok_service`'s answer.
+async fn serve_with_write_through(
+    requests: &str,
+    sized: bool,
+) -> (Bytes, Option<Bytes>, Result<(), DispatchError>) {
+    let buf = TestBuffer::new(requests);
+    let wire = buf.write_buf.clone();
+    let wire_before_write = Rc::new(std::cell::RefCell::new(None));
+    let seen = wire_before_write.clone();
+    let service = fn_service(move |req: Request| {
+        let write_through = req
+            .conn_data::<Rc<WriteThrough>>()
+            .expect("the connection's extensions carry it")
+            .clone();
+        let (before, direct, after) = (
+            patterned_chunk(1, 100),
+            patterned_chunk(2, 1000),
+            patterned_chunk(3, 50),
+        );
+        let size = if sized {
+            BodySize::Sized(1150)
+        } else {
+            BodySize::Stream
+        };
+        let body = WritingBody {
+            write_through,
+            wire: wire.clone(),
+            before,
+            direct,
+            after,
+            step: 0,
+            size,
+            wire_before_write: seen.clone(),
+        };
+        let res = if req.path() == "/write" {
+            Response::ok().set_body(BoxBody::new(body))
+        } else {
+            Response::ok().set_body(BoxBody::new("second"))
+        };
+        ready(Ok::<_, Error>(res))
+    });
+    let mut ext = Extensions::new();
+    ext.insert(Rc::new(WriteThrough::new()));
+    let h1 = Dispatcher::new(
+        buf.clone(),
+        HttpFlow::new(service, ExpectHandler, None::<UpgradeHandler>),
+        ServiceConfig::default(),
+        None,
+        OnConnectData(Some(ext)),
+    );
+    let ended = timeout(Duration::from_secs(1), h1)
+        .await
+        .expect("the dispatcher finishes");
+    let before = wire_before_write.borrow().clone();
+    (buf.take_write_buf(), before, ended)
+}
+
+/// hubferry: what a body writes itself follows the head and what it yielded before on the
+/// wire, is counted against its Content-Length (the connection stays usable: a pipelined
+/// request is answered after it), and is never written before what the dispatcher holds (it
+/// fails without `require_flushed` being honoured: the 100 bytes yielded first would still be
+/// in the write buffer).
+#[actix_rt::test]
+async fn a_body_writing_to_the_connection_itself_follows_what_came_before() {
+    let (wire, before_write, ended) = serve_with_write_through(
+        "GET /write HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        true,
+    )
+    .await;
+    ended.unwrap();
+
+    let (head, rest) = split_response(&wire);
+    assert!(head.contains("content-length: 1150\r\n"), "{head}");
+    let body = [
+        patterned_chunk(1, 100),
+        patterned_chunk(2, 1000),
+        patterned_chunk(3, 50),
+    ]
+    .concat();
+    assert!(rest[..1150] == body[..], "the body differs");
+    let (second_head, second_body) = split_response(&rest[1150..]);
+    assert!(second_head.starts_with("HTTP/1.1 200 OK\r\n"), "{second_head}");
+    assert_eq!(second_body, b"second");
+
+    let before_write = before_write.expect("the body wrote");
+    assert_eq!(
+        &before_write[..],
+        &wire[..head.len() + 100],
+        "the head and the first chunk were on the wire before the body wrote"
+    );
+}
+
+/// hubferry: a chunked body cannot write to the connection itself (its bytes would sit outside
+/// the chunk framing): the response fails instead of reaching the client malformed.
+#[actix_rt::test]
+async fn a_chunked_body_writing_to_the_connection_itself_fails() {
+    let (wire, _, ended) =
+        serve_with_write_through("GET /write HTTP/1.1\r\nHost: a\r\n\r\n", false).await;
+    assert!(ended.is_err(), "the dispatcher ends with an error");
+    let (head, rest) = split_response(&wire);
+    assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+    assert!(
+        !rest.ends_with(b"0\r\n\r\n"),
+        "no last chunk: the body does not look complete"
+    );
+}

@@ -364,6 +364,11 @@ impl<T: MessageType> MessageEncoder<T> {
         self.te.unframed(msg)
     }
 
+    /// hubferry: see [`TransferEncoding::count_written`].
+    pub fn count_written(&mut self, n: u64) -> io::Result<()> {
+        self.te.count_written(n)
+    }
+
     /// Encode message.
     pub fn encode(
         &mut self,
@@ -509,6 +514,28 @@ impl TransferEncoding {
                 Some(msg.slice(..len as usize))
             }
             TransferEncodingKind::Chunked(_) => None,
+        }
+    }
+
+    /// hubferry: counts `n` body bytes written to the connection without this encoder, as
+    /// [`TransferEncoding::encode`] counts what it encodes. Only framing that adds nothing to the
+    /// bytes allows it, and never more than a Content-Length leaves: a chunked body or one
+    /// longer than its length would reach the client malformed, so it is an error.
+    pub fn count_written(&mut self, n: u64) -> io::Result<()> {
+        match self.kind {
+            TransferEncodingKind::Eof => Ok(()),
+            TransferEncodingKind::Length(ref mut remaining) if n <= *remaining => {
+                *remaining -= n;
+                Ok(())
+            }
+            TransferEncodingKind::Length(remaining) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("body wrote {n} bytes itself where its length leaves {remaining}"),
+            )),
+            TransferEncodingKind::Chunked(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a chunked body cannot write to the connection itself",
+            )),
         }
     }
 

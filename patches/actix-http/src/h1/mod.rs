@@ -14,6 +14,7 @@ mod service;
 mod timer;
 mod upgrade;
 mod utils;
+mod write_through;
 
 pub use self::{
     client::{ClientCodec, ClientPayloadCodec},
@@ -24,6 +25,7 @@ pub use self::{
     service::{H1Service, H1ServiceHandler},
     upgrade::UpgradeHandler,
     utils::SendResponse,
+    write_through::WriteThrough,
 };
 
 #[derive(Debug)]
