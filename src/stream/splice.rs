@@ -466,3 +466,52 @@ impl Drop for Spliced {
         self.hold_reads.set(false);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::header_map as headers;
+
+    #[test]
+    fn only_whole_or_partial_answers_with_one_large_length_are_spliced() {
+        let big = (MIN_LENGTH * 4).to_string();
+        let length = [("content-length", big.as_str())];
+        assert_eq!(
+            spliceable_length(StatusCode::OK, &headers(&length)),
+            Some(MIN_LENGTH * 4)
+        );
+        assert_eq!(
+            spliceable_length(StatusCode::PARTIAL_CONTENT, &headers(&length)),
+            Some(MIN_LENGTH * 4)
+        );
+        // Bodies awc frames itself, or that are not a blob's bytes.
+        let chunked = [
+            ("content-length", big.as_str()),
+            ("transfer-encoding", "chunked"),
+        ];
+        assert_eq!(spliceable_length(StatusCode::OK, &headers(&chunked)), None);
+        assert_eq!(
+            spliceable_length(StatusCode::NOT_FOUND, &headers(&length)),
+            None
+        );
+        assert_eq!(spliceable_length(StatusCode::OK, &headers(&[])), None);
+        // Small bodies, and lengths that are not one number.
+        let small = (MIN_LENGTH - 1).to_string();
+        assert_eq!(
+            spliceable_length(
+                StatusCode::OK,
+                &headers(&[("content-length", small.as_str())])
+            ),
+            None
+        );
+        let twice = [
+            ("content-length", big.as_str()),
+            ("content-length", big.as_str()),
+        ];
+        assert_eq!(spliceable_length(StatusCode::OK, &headers(&twice)), None);
+        assert_eq!(
+            spliceable_length(StatusCode::OK, &headers(&[("content-length", "lots")])),
+            None
+        );
+    }
+}
