@@ -21,6 +21,7 @@ use h2::{
 use pin_project_lite::pin_project;
 use tokio::time::{sleep, Sleep};
 
+use super::gather::Gathered;
 use crate::{
     body::{BodySize, BoxBody, MessageBody},
     config::ServiceConfig,
@@ -37,7 +38,7 @@ pin_project! {
     /// Dispatcher for HTTP/2 protocol.
     pub struct Dispatcher<T, S, B, X, U> {
         flow: Rc<HttpFlow<S, X, U>>,
-        connection: Connection<T, Bytes>,
+        connection: Connection<Gathered<T>, Bytes>,
         conn_data: Option<Rc<Extensions>>,
         config: ServiceConfig,
         peer_addr: Option<net::SocketAddr>,
@@ -51,7 +52,7 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     pub(crate) fn new(
-        mut conn: Connection<T, Bytes>,
+        mut conn: Connection<Gathered<T>, Bytes>,
         flow: Rc<HttpFlow<S, X, U>>,
         config: ServiceConfig,
         peer_addr: Option<net::SocketAddr>,

@@ -22,7 +22,10 @@ use crate::{
 };
 
 mod dispatcher;
+mod gather;
 mod service;
+
+use self::gather::Gathered;
 
 pub use self::{dispatcher::Dispatcher, service::H2Service};
 
@@ -87,7 +90,8 @@ where
     }
 
     HandshakeWithTimeout {
-        handshake: builder.handshake(io),
+        // hubferry: h2's writes gathered (see `Gathered`).
+        handshake: builder.handshake(Gathered::new(io)),
         timer: config
             .client_request_deadline()
             .map(|deadline| Box::pin(sleep_until(deadline.into()))),
@@ -95,7 +99,7 @@ where
 }
 
 pub(crate) struct HandshakeWithTimeout<T: AsyncRead + AsyncWrite + Unpin> {
-    handshake: Handshake<T>,
+    handshake: Handshake<Gathered<T>>,
     timer: Option<Pin<Box<Sleep>>>,
 }
 
@@ -103,7 +107,7 @@ impl<T> Future for HandshakeWithTimeout<T>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    type Output = Result<(Connection<T, Bytes>, Option<Pin<Box<Sleep>>>), DispatchError>;
+    type Output = Result<(Connection<Gathered<T>, Bytes>, Option<Pin<Box<Sleep>>>), DispatchError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
