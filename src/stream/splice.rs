@@ -53,9 +53,11 @@ use crate::{
 /// calls, which a manifest or a small blob does not win back.
 pub const MIN_LENGTH: u64 = 512 * 1024;
 
-/// The pipe between the sockets. 256 KiB moved 1.8–2.0 GB/s on loopback, where the default
+/// The pipe between the sockets. 256 KiB moved 1.7–2.0 GB/s on loopback, where the default
 /// 64 KiB moved 1.4–1.8 (a relay that did nothing else); the kernel refuses more than
-/// `/proc/sys/fs/pipe-max-size` (1 MiB by default) to an unprivileged process.
+/// `/proc/sys/fs/pipe-max-size` (1 MiB by default) to an unprivileged process. While a client
+/// is slow, this much at most waits in the kernel's pipe, on top of the upstream socket's
+/// receive buffer: the pipe is refilled only once it is empty.
 const PIPE_SIZE: usize = 256 * 1024;
 
 /// Bytes moved in one poll before the body yields the worker to its other connections.
