@@ -116,18 +116,27 @@ fn authorization_for(
     upstream: &Registry,
     trusted: bool,
 ) -> Option<HeaderValue> {
-    let text = value.to_str().ok();
-    let bearer = text
-        .and_then(|t| t.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    match bearer {
-        Some(token) if marked(token).is_some() => {
+    match marked_bearer(value) {
+        Some(token) => {
             let inner = token_for(token, upstream, trusted)?;
             HeaderValue::from_str(&format!("Bearer {inner}")).ok()
         }
-        _ => trusted.then(|| value.clone()),
+        None => trusted.then(|| value.clone()),
     }
+}
+
+/// The token of `Bearer <token>` when hubferry marked it. Looked at as bytes up to the mark
+/// first: most values are a registry's token of a kilobyte or so, and checking all of it for
+/// text on every request cost more than the rest of this module.
+fn marked_bearer(value: &HeaderValue) -> Option<&str> {
+    let bytes = value.as_bytes();
+    let (scheme, rest) = bytes.split_at(bytes.iter().position(|&b| b == b' ')?);
+    if !scheme.eq_ignore_ascii_case(b"bearer") || !rest.trim_ascii().starts_with(MARK.as_bytes()) {
+        return None;
+    }
+    // A value that is not text is left as it came, marked or not.
+    let (_, token) = value.to_str().ok()?.split_once(' ')?;
+    Some(token.trim())
 }
 
 /// An OAuth2 token form (`grant_type=password` or `refresh_token`) as it may go to
@@ -284,6 +293,30 @@ mod tests {
             sent(&Carried::client(&plain, &upstream("ghcr.io", false), &hub)),
             None
         );
+    }
+
+    #[test]
+    fn a_marked_token_is_found_however_the_header_is_spaced() {
+        let hub = upstream("docker.io", false);
+        let ghcr = upstream("ghcr.io", false);
+        let spaced = with_authorization(&format!("BEARER   {}\t", mark("docker.io", "HUB")));
+        assert_eq!(
+            sent(&Carried::client(&spaced, &hub, &hub)),
+            Some("Bearer HUB")
+        );
+        // A value that is not text is passed on as it came only where the client's own
+        // credentials may go, marked or not: it cannot be unmarked.
+        let mut headers = HeaderMap::new();
+        let raw = HeaderValue::from_bytes(b"Bearer hf~docker.io~\xff").unwrap();
+        headers.insert(header::AUTHORIZATION, raw.clone());
+        let carried = Carried::client(&headers, &hub, &hub);
+        assert_eq!(carried.authorization, Some(raw));
+        assert_eq!(Carried::client(&headers, &ghcr, &hub).authorization, None);
+        // Neither a scheme without a token nor another scheme is a marked token.
+        for value in ["Bearer", "Basic hf~docker.io~x", "Bearerhf~docker.io~x"] {
+            let carried = Carried::client(&with_authorization(value), &hub, &hub);
+            assert_eq!(sent(&carried), Some(value));
+        }
     }
 
     #[test]
