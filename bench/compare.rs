@@ -349,6 +349,10 @@ fn header(cores: usize, took: f64, foreign: &str, wharf: &Result<PathBuf, String
         .map_or("?".into(), |kib| {
             format!("{:.1} GiB", kib as f64 / 1048576.0)
         });
+    // Every hop is a TCP connection on loopback: a congestion control that paces (BBR) halves
+    // what direct and every proxy move here, so runs under different ones do not compare.
+    let congestion = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .map_or("?".into(), |c| c.trim().to_string());
     let curl = version("curl", &["--version"]);
     // curl's first line lists every library; keep curl's own, the TLS and HTTP/2 ones.
     let curl: Vec<&str> = curl
@@ -392,7 +396,8 @@ fn header(cores: usize, took: f64, foreign: &str, wharf: &Result<PathBuf, String
         "## hubferry vs nginx-config vs wharf vs direct\n\n\
          Run {date} by `{command}`; the benchmark program took {took:.0} s (set-up included, \
          build not). Every figure below was measured in this run.\n\n\
-         - Machine: {cpu}, {cores} cores, {memory}, Linux {kernel}\n\
+         - Machine: {cpu}, {cores} cores, {memory}, Linux {kernel}, TCP congestion control \
+         {congestion}\n\
          - Versions: {hubferry} at commit `{commit}` (release build, `--workers {cores}`); {nginx} (the nginx config, \
          `worker_processes auto`); {wharf}; {registry}; {curl}; {wrk}; {h2load}\n\
          - Set-up: the integration tests' world — `docker-registry` with token auth answering \
