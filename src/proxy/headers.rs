@@ -7,6 +7,8 @@ use std::net::IpAddr;
 
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::net::ip_text::DottedQuad;
+
 /// Headers that describe one connection, never the message (RFC 9110 §7.6.1), plus the
 /// proxy-only ones. They are removed in both directions.
 static HOP_BY_HOP: [HeaderName; 8] = [
@@ -109,16 +111,7 @@ pub fn upstream_request_headers(
 /// cost more than the rest of the forwarding headers together, twice per request.
 fn ip_text(ip: IpAddr) -> String {
     match ip {
-        IpAddr::V4(v4) => {
-            let mut text = String::with_capacity(15);
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    text.push('.');
-                }
-                text.push_str(itoa::Buffer::new().format(octet));
-            }
-            text
-        }
+        IpAddr::V4(v4) => DottedQuad::default().write(v4).to_owned(),
         IpAddr::V6(_) => ip.to_string(),
     }
 }
