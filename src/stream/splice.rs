@@ -37,7 +37,9 @@ use actix_web::{
 use awc::ClientResponse;
 use bytes::Bytes;
 use futures_util::{Future, Stream};
-use rustix::pipe::{fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags};
+use rustix::pipe::{
+    fcntl_getpipe_size, fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags,
+};
 use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::{
@@ -53,12 +55,27 @@ use crate::{
 /// calls, which a manifest or a small blob does not win back.
 pub const MIN_LENGTH: u64 = 512 * 1024;
 
-/// The pipe between the sockets. 256 KiB moved 1.7–2.0 GB/s on loopback, where the default
-/// 64 KiB moved 1.4–1.8 (a relay that did nothing else); the kernel refuses more than
-/// `/proc/sys/fs/pipe-max-size` (1 MiB by default) to an unprivileged process. While a client
-/// is slow, this much at most waits in the kernel's pipe, on top of the upstream socket's
-/// receive buffer: the pipe is refilled only once it is empty.
+/// The pipe between the sockets, to start with. 256 KiB moved 1.7–2.0 GB/s on loopback, where
+/// the default 64 KiB moved 1.4–1.8 (a relay that did nothing else). While a client is slow,
+/// this much at most waits in the kernel's pipe, on top of the upstream socket's receive
+/// buffer: the pipe is refilled only once it is empty.
 const PIPE_SIZE: usize = 256 * 1024;
+
+/// The pipe once the client has taken a whole full pipe in one write: it can take more, and a
+/// larger pipe means fewer turns between the sockets, each moving more. By hand, on a host
+/// whose TCP paces (BBR), one client got 4–7 % more with 1 MiB than with 256 KiB
+/// (`docs/benchmarks.md`). A client whose socket has little room (a slow one with a small
+/// window) keeps the smaller pipe; a slow one with large socket buffers may grow it before it
+/// shows it is slow, as the kernel's own buffer tuning would: 768 KiB more in the kernel at
+/// most, for that download. The kernel refuses more than `/proc/sys/fs/pipe-max-size` (1 MiB
+/// by default) to an unprivileged process.
+const FAST_PIPE_SIZE: usize = 1024 * 1024;
+
+/// Whether the pipe should grow: it was full (`capacity` bytes in it) and the client took all
+/// of it in one write.
+fn client_keeps_up(capacity: usize, in_pipe: usize, taken: usize) -> bool {
+    capacity < FAST_PIPE_SIZE && in_pipe == capacity && taken == in_pipe
+}
 
 /// Bytes moved in one poll before the body yields the worker to its other connections.
 const POLL_BUDGET: usize = 4 * 1024 * 1024;
@@ -121,6 +138,8 @@ pub struct Spliced {
     upstream: AsyncFd<OwnedFd>,
     client: AsyncFd<OwnedFd>,
     pipe: (OwnedFd, OwnedFd),
+    /// What the pipe holds at most, as the kernel set it.
+    pipe_capacity: usize,
     in_pipe: usize,
     length: u64,
     /// Bytes taken from the upstream (yielded or into the pipe), and given to the client.
@@ -170,6 +189,7 @@ pub struct Prepared {
     hold_reads: Rc<Cell<bool>>,
     client: AsyncFd<OwnedFd>,
     pipe: (OwnedFd, OwnedFd),
+    pipe_capacity: usize,
     to: SpliceTo,
 }
 
@@ -177,13 +197,17 @@ impl Prepared {
     /// For the response that came on `upstream`, held by the caller meanwhile.
     pub fn new(upstream: UpstreamFd, to: SpliceTo) -> io::Result<Prepared> {
         let (read, write) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
-        // A smaller pipe only costs more system calls.
-        let _ = fcntl_setpipe_size(&write, PIPE_SIZE);
+        // A smaller pipe only costs more system calls; the kernel's default (64 KiB) stays
+        // when it refuses.
+        let pipe_capacity = fcntl_setpipe_size(&write, PIPE_SIZE)
+            .or_else(|_| fcntl_getpipe_size(&write))
+            .unwrap_or(0);
         Ok(Prepared {
             upstream: watched(upstream.fd, Interest::READABLE)?,
             hold_reads: upstream.hold_reads,
             client: watched(to.client.fd, Interest::WRITABLE)?,
             pipe: (read, write),
+            pipe_capacity,
             to,
         })
     }
@@ -205,6 +229,7 @@ impl Spliced {
             upstream: prepared.upstream,
             client: prepared.client,
             pipe: prepared.pipe,
+            pipe_capacity: prepared.pipe_capacity,
             in_pipe: 0,
             length,
             read: 0,
@@ -348,6 +373,11 @@ impl Spliced {
         Poll::Ready(Err(Break::Idle))
     }
 
+    /// To [`FAST_PIPE_SIZE`], once: where the kernel refuses, the pipe stays as it is.
+    fn grow_pipe(&mut self) {
+        self.pipe_capacity = fcntl_setpipe_size(&self.pipe.1, FAST_PIPE_SIZE).unwrap_or(usize::MAX);
+    }
+
     fn poll_splice(&mut self, cx: &mut Context<'_>) -> Step {
         let mut moved = 0;
         while moved < POLL_BUDGET {
@@ -357,6 +387,9 @@ impl Spliced {
                 };
                 match result {
                     Ok(n) => {
+                        if client_keeps_up(self.pipe_capacity, self.in_pipe, n) {
+                            self.grow_pipe();
+                        }
                         self.in_pipe -= n;
                         self.sent += n as u64;
                         moved += n;
@@ -473,6 +506,21 @@ impl Drop for Spliced {
 mod tests {
     use super::*;
     use crate::test_support::header_map as headers;
+
+    #[test]
+    fn the_pipe_grows_only_for_a_client_that_took_a_full_pipe_at_once() {
+        assert!(client_keeps_up(PIPE_SIZE, PIPE_SIZE, PIPE_SIZE));
+        // A slow client takes what its socket has room for; a pipe not full says nothing.
+        assert!(!client_keeps_up(PIPE_SIZE, PIPE_SIZE, 8 * 1024));
+        assert!(!client_keeps_up(PIPE_SIZE, 4096, 4096));
+        // Grown already, or refused by the kernel.
+        assert!(!client_keeps_up(
+            FAST_PIPE_SIZE,
+            FAST_PIPE_SIZE,
+            FAST_PIPE_SIZE
+        ));
+        assert!(!client_keeps_up(usize::MAX, PIPE_SIZE, PIPE_SIZE));
+    }
 
     #[test]
     fn only_whole_or_partial_answers_with_one_large_length_are_spliced() {
