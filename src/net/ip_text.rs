@@ -1,5 +1,5 @@
 //! An IPv4 address as text, written without `fmt`. Most clients' address goes into every
-//! access line and, twice, into the forwarding headers of every request sent upstream;
+//! access line and into the forwarding headers of every request sent upstream;
 //! `Ipv4Addr`'s `Display` pads through the formatter, a few thousand instructions each time.
 
 /// Room for one dotted quad, on the stack; `write` fills it.

@@ -108,7 +108,7 @@ pub fn upstream_request_headers(
 }
 
 /// An address as text, as `Display` writes it. IPv4 without the formatting machinery, which
-/// cost more than the rest of the forwarding headers together, twice per request.
+/// cost more than the rest of the forwarding headers together.
 fn ip_text(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => DottedQuad::default().write(v4).to_owned(),
