@@ -72,7 +72,9 @@ const PIPE_SIZE: usize = 256 * 1024;
 const FAST_PIPE_SIZE: usize = 1024 * 1024;
 
 /// Whether the pipe should grow: it was full (`capacity` bytes in it) and the client took all
-/// of it in one write.
+/// of it in one write. Full counts bytes, not the pipe's slots (one per buffer spliced in):
+/// where the upstream's bytes arrive in small buffers, the slots can run out first, and the
+/// pipe then keeps its first size.
 fn client_keeps_up(capacity: usize, in_pipe: usize, taken: usize) -> bool {
     capacity < FAST_PIPE_SIZE && in_pipe == capacity && taken == in_pipe
 }
